@@ -1,0 +1,1 @@
+"""The ``local`` target: realizes ML platform resources as processes on this machine."""

@@ -1,0 +1,18 @@
+"""Entry point of the local target (group `mlplat.plugins`)."""
+
+from __future__ import annotations
+
+from provisioner.graph import Resource
+from provisioner.plugins import hookimpl
+
+
+@hookimpl
+def mlplat_targets() -> list[type]:
+    from mlplat_plugins.local.target import LocalTarget
+
+    return [LocalTarget]
+
+
+@hookimpl
+def mlplat_estimate_cost(resource: Resource) -> float | None:
+    return 0.0 if resource.kind.startswith("local.") else None

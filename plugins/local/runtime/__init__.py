@@ -1,0 +1,1 @@
+"""Stdlib-only runtime processes (model server, router) started by the ``local`` target."""

@@ -1,0 +1,131 @@
+"""Model server: serves one ``mlplat-linear/v1`` artifact over HTTP.
+
+    python -m mlplat_plugins.local.runtime.model_server --artifact PATH --runtime-file FILE
+        [--model-id iris:1] [--host 127.0.0.1] [--port 0] [--quiet]
+
+Endpoints:
+    POST /invocations, POST /v1/predict   {"instances": [[5.1, 3.5, 1.4, 0.2], ...]}
+        -> 200 {"model_id": "iris:1", "predictions": [{"label": ..., "probabilities": {...}}, ...]}
+        -> 400 {"error": ...} on bad JSON or shape
+    GET /-/healthz   -> {"status": "ok", "model_id": ..., "pid": ...}
+    GET /-/stats     -> request counters (used by tests and to verify shadow mirroring)
+Every response carries ``X-Mlplat-Model``. Runtime-file and signal handling: see ``processes``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from . import model as model_format
+from .processes import BaseHandler, HTTPError, RuntimeServer, block_signals, serve
+
+PREDICT_PATHS = ("/invocations", "/v1/predict")
+
+
+class Stats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0  # prediction requests, including rejected ones
+        self.instances = 0
+        self.errors = 0
+
+    def record(self, instances: int, error: bool) -> None:
+        with self._lock:
+            self.requests += 1
+            self.instances += instances
+            self.errors += error
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {"requests": self.requests, "instances": self.instances, "errors": self.errors}
+
+
+class ModelServer(RuntimeServer):
+    def __init__(
+        self, address: tuple[str, int], model: model_format.Model, model_id: str, quiet: bool
+    ) -> None:
+        self.model = model
+        self.model_id = model_id
+        self.stats = Stats()
+        self.started = time.time()
+        super().__init__(address, ModelHandler, component=f"model_server[{model_id}]", access_log=not quiet)
+
+
+class ModelHandler(BaseHandler):
+    server: ModelServer
+
+    def default_headers(self) -> Iterable[tuple[str, str]]:
+        return (("X-Mlplat-Model", self.server.model_id),)
+
+    def _require(self, method: str) -> None:
+        if self.command != method:
+            raise HTTPError(405, f"{self.route_path} only supports {method}")
+
+    def handle_request(self) -> None:
+        path = self.route_path
+        if path == "/-/healthz":
+            self._require("GET")
+            self.send_json(200, {"status": "ok", "model_id": self.server.model_id, "pid": os.getpid()})
+        elif path == "/-/stats":
+            self._require("GET")
+            stats = self.server.stats.snapshot()
+            self.send_json(200, {"model_id": self.server.model_id, "started": self.server.started, **stats})
+        elif path in PREDICT_PATHS:
+            self._require("POST")
+            self._predict()
+        else:
+            raise HTTPError(404, f"no route {path}")
+
+    def _predict(self) -> None:
+        count = 0
+        try:
+            body = self.read_body()
+            try:
+                doc: Any = model_format.loads(body)
+            except ValueError as exc:
+                raise HTTPError(400, f"invalid JSON body: {exc}") from None
+            if not isinstance(doc, dict) or "instances" not in doc:
+                raise HTTPError(400, 'body must be a JSON object {"instances": [[...], ...]}')
+            instances = doc["instances"]
+            count = len(instances) if isinstance(instances, list) else 0
+            try:
+                predictions = self.server.model.predict(instances)
+            except ValueError as exc:
+                raise HTTPError(400, str(exc)) from None
+        except HTTPError:
+            self.server.stats.record(count, error=True)
+            raise
+        self.server.stats.record(count, error=False)
+        self.send_json(200, {"model_id": self.server.model_id, "predictions": predictions})
+
+
+def main(argv: list[str] | None = None) -> int:
+    block_signals()  # before any thread exists, so all threads inherit the mask
+    parser = argparse.ArgumentParser(prog="model_server", description=__doc__.splitlines()[0])
+    parser.add_argument("--artifact", required=True, type=Path, help="mlplat-linear/v1 JSON file")
+    parser.add_argument("--model-id", help="identifier reported to clients (default: name:version)")
+    parser.add_argument("--runtime-file", required=True, type=Path)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--quiet", action="store_true", help="no per-request log lines")
+    args = parser.parse_args(argv)
+    try:
+        model = model_format.load(args.artifact)
+        model_id = args.model_id or model.model_id
+        server = ModelServer((args.host, args.port), model, model_id, args.quiet)
+    except (OSError, ValueError) as exc:
+        print(f"model_server: {exc}", file=sys.stderr)
+        return 2
+    info = {"kind": "model_server", "model_id": model_id, "artifact": str(args.artifact.resolve())}
+    return serve(server, args.runtime_file, info)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,515 @@
+"""The process protocol shared by the provisioner (parent side) and the runtime servers (child side).
+
+A runtime server binds its socket, then atomically writes a *runtime file* (JSON)::
+
+    {"pid": 4242, "port": 50123, "host": "127.0.0.1", "started": 1700000000.0, "kind": "...", ...}
+
+and answers ``GET /-/healthz`` with a JSON object containing its ``pid``. It serves until SIGTERM or
+SIGINT, then stops accepting, drains in-flight requests and removes its runtime file. SIGHUP calls a
+reload hook (the router re-reads its config). Servers run in their own session so they outlive the
+CLI that started them; the parent finds them again from the runtime file (see :func:`find_running`).
+
+Parent side: :func:`spawn`, :func:`read_runtime`, :func:`is_alive`, :func:`health`, :func:`stop`,
+:func:`reload`, :func:`find_running`. Child side: :class:`RuntimeServer`, :class:`BaseHandler`,
+:func:`serve`. Stdlib only, POSIX only (signals, sessions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import subprocess
+
+HEALTH_PATH = "/-/healthz"
+
+# ---------------------------------------------------------------------------------------------------------
+# Runtime files
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProcessInfo:
+    pid: int
+    port: int
+    host: str
+    started: float
+    meta: dict[str, Any] = field(default_factory=dict)  # the other runtime-file keys (kind, model_id, ...)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so readers see the old or the new file, never a partial one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_runtime(runtime_file: Path) -> ProcessInfo | None:
+    """Parse a runtime file; None if it is missing or malformed."""
+    try:
+        data = json.loads(Path(runtime_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    pid, port, host, started = (data.get(k) for k in ("pid", "port", "host", "started"))
+    if not (isinstance(pid, int) and pid > 0 and isinstance(port, int) and 0 < port < 65536):
+        return None
+    if not isinstance(host, str) or not isinstance(started, (int, float)):
+        return None
+    meta = {k: v for k, v in data.items() if k not in ("pid", "port", "host", "started")}
+    return ProcessInfo(pid=pid, port=port, host=host, started=float(started), meta=meta)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parent side
+# ---------------------------------------------------------------------------------------------------------
+
+# Children spawned by this process: keeping the Popen objects lets us reap them (a long-lived parent such
+# as pytest would otherwise accumulate zombies) without ResourceWarnings.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _check_pid(pid: int) -> None:
+    # os.kill(0 or -1, ...) would signal our own process group / every process we may signal.
+    if not isinstance(pid, int) or pid <= 0:
+        raise ValueError(f"invalid pid {pid!r}")
+
+
+def _reap(pid: int) -> bool:
+    """True if ``pid`` was our child and has exited (it is reaped now)."""
+    proc = _children.get(pid)
+    if proc is not None:
+        if proc.poll() is None:
+            return False
+        del _children[pid]
+        return True
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child (e.g. started by an earlier CLI run)
+        return False
+    return done == pid
+
+
+def is_alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    _check_pid(pid)
+    if _reap(pid):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS) or it just vanished; os.kill said it existed
+    # Format: "pid (comm) state ..."; comm may contain spaces or parentheses, so split after the last ')'.
+    fields = stat.rpartition(")")[2].split()
+    return not fields or fields[0] not in ("Z", "X")
+
+
+def health(host: str, port: int, timeout: float = 2.0) -> dict[str, Any] | None:
+    """``GET /-/healthz``; the JSON object on HTTP 200, else None."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", HEALTH_PATH)
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            return None
+        data = json.loads(body)
+        return data if isinstance(data, dict) else None
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    finally:
+        conn.close()
+
+
+def _log_tail(log_file: Path, offset: int, lines: int = 20) -> str:
+    try:
+        with open(log_file, "rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode("utf-8", "replace")
+    except OSError as exc:
+        return f"(cannot read {log_file}: {exc})"
+    tail = text.splitlines()[-lines:]
+    return "\n".join(tail) if tail else "(no output)"
+
+
+def spawn(
+    module: str,
+    args: list[str],
+    *,
+    runtime_file: Path,
+    log_file: Path,
+    timeout: float = 15.0,
+    env: dict[str, str] | None = None,
+) -> ProcessInfo:
+    """Start ``python -m module *args`` detached (own session, output appended to ``log_file``).
+
+    Returns once the runtime file names the new pid and its healthz answers. ``env`` entries are added to
+    the current environment. On early exit or timeout the process is killed and RuntimeError raised with
+    the tail of its log.
+    """
+    import shlex
+    import subprocess
+
+    runtime_file, log_file = Path(runtime_file), Path(log_file)
+    runtime_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    runtime_file.unlink(missing_ok=True)  # a stale file from a dead process must not satisfy the wait
+    cmd = [sys.executable, "-m", module, *args]
+    child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    with open(log_file, "ab") as log:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        log.write(f"--- {stamp} starting: {shlex.join(cmd)}\n".encode())
+        log.flush()
+        offset = log.tell()
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            close_fds=True,
+            start_new_session=True,
+            env=child_env,
+        )
+    _children[proc.pid] = proc
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        code = proc.poll()
+        if code is not None:
+            _children.pop(proc.pid, None)
+            tail = _log_tail(log_file, offset)
+            raise RuntimeError(f"{module} exited with code {code} during startup; log {log_file}:\n{tail}")
+        info = read_runtime(runtime_file)
+        if info is not None and info.pid == proc.pid:
+            status = health(info.host, info.port, timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+            if status is not None and status.get("pid") == proc.pid:
+                return info
+        if time.monotonic() >= deadline:
+            stop(proc.pid)
+            tail = _log_tail(log_file, offset)
+            raise RuntimeError(f"{module} not healthy within {timeout:g}s; log {log_file}:\n{tail}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while is_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def stop(pid: int, timeout: float = 5.0) -> None:
+    """SIGTERM, wait up to ``timeout``, then SIGKILL. No error if the process is already gone."""
+    _check_pid(pid)
+    if not is_alive(pid):
+        _children.pop(pid, None)
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        _reap(pid)
+        return
+    if _wait_gone(pid, timeout):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    _wait_gone(pid, 2.0)
+    _children.pop(pid, None)
+
+
+def reload(pid: int) -> None:
+    """Ask a runtime server to reload its configuration (SIGHUP). ProcessLookupError if it is gone."""
+    _check_pid(pid)
+    os.kill(pid, signal.SIGHUP)
+
+
+def find_running(runtime_file: Path, timeout: float = 2.0) -> ProcessInfo | None:
+    """The process a runtime file describes, if it is alive and its healthz confirms the pid.
+
+    The pid check guards against a recycled pid or a stale file pointing at someone else's port.
+    """
+    info = read_runtime(runtime_file)
+    if info is None or not is_alive(info.pid):
+        return None
+    status = health(info.host, info.port, timeout=timeout)
+    return info if status is not None and status.get("pid") == info.pid else None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Child side
+# ---------------------------------------------------------------------------------------------------------
+
+_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+def block_signals() -> None:
+    """Block the control signals in this thread and every thread started later; :func:`serve` takes
+    them with ``sigwait``. Call it first thing in ``main()``, before any thread is created."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+
+
+class HTTPError(Exception):
+    """Raised inside a handler to answer ``status`` with ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RuntimeServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # Idle keep-alive connections must not block shutdown; serve() drains in-flight requests instead.
+    block_on_close = False
+    request_queue_size = 128
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        component: str,
+        access_log: bool = True,
+    ) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.component = component
+        self.access_log = access_log
+        self.stopping = False
+        self._active = 0
+        self._idle = threading.Condition()
+        super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn) that can take seconds; skip it.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return  # client went away: not worth a traceback
+        super().handle_error(request, client_address)
+
+    def begin_request(self) -> None:
+        with self._idle:
+            self._active += 1
+
+    def end_request(self) -> None:
+        with self._idle:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.notify_all()
+
+    @property
+    def active(self) -> int:
+        """Requests being handled right now."""
+        return self._active
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: self._active == 0, timeout)
+
+    def log(self, message: str) -> None:
+        sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {self.component} {message}\n")
+
+
+class BaseHandler(BaseHTTPRequestHandler):
+    """JSON helpers, request-body reading, quiet logging. Subclasses implement :meth:`handle_request`."""
+
+    server: RuntimeServer
+    server_version = "mlplat"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"  # keep-alive
+    wbufsize = 64 * 1024  # buffered: headers and body leave in one send(), flushed by handle_one_request
+    disable_nagle_algorithm = True
+    timeout = 300  # seconds an idle keep-alive connection may stay open
+    max_body = 16 * 1024 * 1024
+
+    def handle_request(self) -> None:
+        raise NotImplementedError
+
+    def default_headers(self) -> Iterable[tuple[str, str]]:
+        """Headers added to every response."""
+        return ()
+
+    def _dispatch(self) -> None:
+        self.server.begin_request()
+        try:
+            self.handle_request()
+        except HTTPError as exc:
+            self.send_json(exc.status, {"error": str(exc)})
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+        except Exception:  # a handler bug answers 500 (traceback logged), never kills the thread
+            self.server.log(f"internal error handling {self.requestline!r}:\n{traceback.format_exc()}")
+            self.close_connection = True
+            self.send_json(500, {"error": "internal server error"})
+        finally:
+            self.server.end_request()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
+
+    @property
+    def route_path(self) -> str:
+        return self.path.split("?", 1)[0]
+
+    def read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked()
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            return b""
+        try:
+            length = int(raw)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self.close_connection = True
+            raise HTTPError(400, f"invalid Content-Length {raw!r}") from None
+        if length > self.max_body:
+            self.close_connection = True  # the unread body would be parsed as the next request
+            raise HTTPError(413, f"request body larger than {self.max_body} bytes")
+        data = self.rfile.read(length)
+        if len(data) < length:
+            raise ConnectionResetError("client closed the connection mid-body")
+        return data
+
+    def _read_chunked(self) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                self.close_connection = True
+                raise HTTPError(400, "malformed chunked body") from None
+            if size == 0:
+                while self.rfile.readline(1024).strip():  # trailers
+                    pass
+                return b"".join(parts)
+            total += size
+            if total > self.max_body:
+                self.close_connection = True
+                raise HTTPError(413, f"request body larger than {self.max_body} bytes")
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(8)  # CRLF after the chunk
+
+    def send_bytes(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (*self.default_headers(), *headers):
+            self.send_header(name, value)
+        if self.server.stopping:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD" and status >= 200 and status not in (204, 304):
+            self.wfile.write(body)
+
+    def send_json(self, status: int, payload: Any, headers: Iterable[tuple[str, str]] = ()) -> None:
+        self.send_bytes(status, json.dumps(payload, separators=(",", ":")).encode(), headers=headers)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """JSON instead of the stdlib HTML page (used for malformed requests and unknown methods)."""
+        self.close_connection = True
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        self.send_json(code, {"error": message or phrase}, headers=[("Connection", "close")])
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        if self.server.access_log:
+            super().log_request(code, size)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        self.server.log(f"{self.address_string()} {format % args}")
+
+
+def serve(
+    server: RuntimeServer,
+    runtime_file: Path,
+    info: dict[str, Any],
+    *,
+    on_reload: Callable[[], None] | None = None,
+    drain_timeout: float = 10.0,
+) -> int:
+    """Serve until SIGTERM/SIGINT; SIGHUP calls ``on_reload``. Returns the exit code.
+
+    Signals are taken synchronously with ``sigwait`` in the main thread (no async handlers, so no
+    reentrancy issues); the accept loop runs in a background thread.
+    """
+    block_signals()
+    runtime_file = Path(runtime_file)
+    accept = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    accept.start()
+    host, port = server.server_address[:2]
+    pid = os.getpid()
+    write_json_atomic(runtime_file, {"pid": pid, "port": port, "host": host, "started": time.time(), **info})
+    server.log(f"listening on {host}:{port} (pid {pid})")
+    try:
+        while True:
+            signum = signal.sigwait(_SIGNALS)
+            if signum != signal.SIGHUP:
+                server.log(f"received {signal.Signals(signum).name}, shutting down")
+                break
+            if on_reload is None:
+                continue
+            try:
+                on_reload()
+            except Exception as exc:  # a failed reload keeps serving on the old configuration
+                server.log(f"reload failed, keeping the current configuration: {exc}")
+    finally:
+        server.stopping = True
+        server.shutdown()  # stop accepting
+        server.server_close()  # close the listening socket
+        if not server.wait_idle(drain_timeout):
+            server.log(f"{server.active} request(s) still in flight after {drain_timeout:g}s, exiting anyway")
+        current = read_runtime(runtime_file)
+        if current is not None and current.pid == pid:
+            runtime_file.unlink(missing_ok=True)
+    server.log("stopped")
+    return 0

@@ -1,0 +1,167 @@
+"""The local target: the platform on this machine. Settings, capabilities and lowering."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from provisioner.errors import MlplatError, NotOffered
+from provisioner.graph import Ref, Resource
+from provisioner.provider import ResourceProvider
+from provisioner.spec.model import Cluster, Component, Registry, Serving, Storage
+from provisioner.target import Capabilities, LowerContext, Lowered, ShadowCapability, Target
+
+
+class LocalSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    root: str | None = Field(
+        None,
+        description="Where volumes, the registry and logs live (default: .mlplat/<stack>/local beside the stack file)",
+    )
+    host: str = Field("127.0.0.1", description="Address the routers and model servers listen on")
+
+
+class LocalTarget(Target):
+    name = "local"
+    description = "this machine: directories, a directory registry, model servers and a weighted router"
+    settings_model = LocalSettings
+
+    @property
+    def root(self) -> Path:
+        root = Path(self.settings.root) if self.settings.root else self.context.work_dir
+        return root if root.is_absolute() else (self.context.stack_dir / root)
+
+    def capabilities(self) -> Capabilities:
+        from mlplat_plugins.local.host import detect
+
+        return Capabilities(
+            traffic_split=True,
+            shadow=ShadowCapability(max_mirror_percent=100),
+            accelerators=detect().accelerators(),
+            max_nodes_per_pool=1,
+            storage_kinds=frozenset({"nas"}),
+            auth_modes=frozenset({"none"}),
+            notes=("one node: this machine", "endpoints listen on 127.0.0.1 only"),
+        )
+
+    def lower(self, component: Component, ctx: LowerContext) -> Lowered:
+        if isinstance(component, Cluster):
+            return self._lower_cluster(component)
+        if isinstance(component, Storage):
+            address = ctx.address(component.name, "directory", "main")
+            path = self.root / "volumes" / component.name
+            inputs = {"path": str(path), "size_gb": component.size_gb, "mount_path": component.mount_path}
+            res = Resource(address, "local.directory", self.context.target_name, inputs)
+            return Lowered([res], {"path": Ref(address, "path"), "mount_path": component.mount_path})
+        if isinstance(component, Registry):
+            return self._lower_registry(component, ctx)
+        if isinstance(component, Serving):
+            return self._lower_serving(component, ctx)
+        raise MlplatError(f"the local target cannot realize {type(component).__name__}")
+
+    def _lower_cluster(self, cluster: Cluster) -> Lowered:
+        from mlplat_plugins.local.host import detect
+
+        host = detect()
+        resources, outputs = [], {}
+        for pool in cluster.gpu_pools:
+            if pool.accelerator != "cpu" and len(host.gpus_of(pool.accelerator)) < pool.gpus_per_node:
+                have = len(host.gpus_of(pool.accelerator))
+                raise NotOffered(
+                    f"pool {pool.name!r} needs {pool.gpus_per_node} x {pool.accelerator} and this machine has {have}",
+                    hint="lower gpus_per_node or use a cloud target",
+                )
+            address = f"{cluster.name}.gpu_pool.{pool.name}"
+            inputs = {
+                "accelerator": pool.accelerator,
+                "gpus_per_node": pool.gpus_per_node,
+                "nodes_min": pool.nodes.min,
+                "nodes_max": pool.nodes.max,
+                "spot": pool.spot,
+            }
+            resources.append(Resource(address, "local.gpu_pool", self.context.target_name, inputs))
+            outputs[f"{pool.name}.devices"] = Ref(address, "devices")
+        return Lowered(resources, outputs)
+
+    def _lower_registry(self, registry: Registry, ctx: LowerContext) -> Lowered:
+        reg_address = ctx.address(registry.name, "registry", "main")
+        path = self.root / "registry" / registry.name
+        resources = [Resource(reg_address, "local.registry", self.context.target_name, {"path": str(path)})]
+        outputs: dict[str, object] = {"path": Ref(reg_address, "path")}
+        for model in registry.models:
+            source = Path(model.artifact)
+            if not source.is_absolute():
+                source = self.context.stack_dir / source
+            if not source.is_file():
+                raise MlplatError(
+                    f"model {model.ref}: artifact {model.artifact} not found (looked at {source})",
+                    hint="artifact paths are relative to the stack file",
+                )
+            address = ctx.address(registry.name, "model_version", model.ref)
+            inputs = {
+                "registry": Ref(reg_address, "path"),
+                "name": model.name,
+                "version": model.version,
+                "source": str(source),
+                "sha256": _sha256(source),
+                "framework": model.framework,
+            }
+            resources.append(Resource(address, "local.model_version", self.context.target_name, inputs))
+            outputs[f"model.{model.ref}"] = Ref(address, "uri")
+        return Lowered(resources, outputs)
+
+    def _lower_serving(self, serving: Serving, ctx: LowerContext) -> Lowered:
+        registry = ctx.platform.registry
+        resources: list[Resource] = []
+        routes = []
+        for path_name, path in serving.paths.items():
+            if registry is None or ctx.platform.model(path.model) is None:
+                known = (
+                    ", ".join(m.ref for m in registry.models) if registry else "none (no registry declared)"
+                )
+                raise MlplatError(
+                    f"paths.{path_name}.model {path.model!r} is not in the registry (models: {known})",
+                    hint="declare it under registry.models",
+                )
+            address = ctx.address(serving.name, "model_server", path_name)
+            inputs = {
+                "endpoint": serving.name,
+                "path": path_name,
+                "model": path.model,
+                "artifact": ctx.output(registry.name, f"model.{path.model}"),
+                "host": self.settings.host,
+                "work_dir": str(self.root / "serving" / serving.name),
+            }
+            resources.append(Resource(address, "local.model_server", self.context.target_name, inputs))
+            routes.append({"path": path_name, "url": Ref(address, "url"), "weight": path.weight or 0})
+        exp = serving.paths.experimental
+        router_inputs = {
+            "endpoint": serving.name,
+            "mode": "shadow" if serving.shadow else "split",
+            "mirror_percent": exp.mirror_percent if exp is not None and serving.shadow else 0,
+            "routes": routes,
+            "host": self.settings.host,
+            "work_dir": str(self.root / "serving" / serving.name),
+        }
+        router = ctx.address(serving.name, "router", "main")
+        resources.append(Resource(router, "local.router", self.context.target_name, router_inputs))
+        return Lowered(resources, {"url": Ref(router, "url")})
+
+    def provider(self, kind: str) -> ResourceProvider:
+        from mlplat_plugins.local import providers
+
+        try:
+            return providers.PROVIDERS[kind](self)
+        except KeyError:
+            raise MlplatError(f"the local target has no resource kind {kind!r}") from None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,142 @@
+"""The simulated cloud: an object store (directory or memory) that counts every create, so tests can prove
+that no resource was duplicated or orphaned. Creates are idempotent via a token derived from the address,
+like EFS CreationToken or SageMaker client tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from provisioner.errors import RetryableError
+from provisioner.provider import Created, Observed, ResourceProvider
+
+FORCE_NEW = {"sim.pool": {"accelerator", "cluster"}, "sim.model": {"ref", "source", "registry"},
+             "sim.endpoint_config": {"variants"}, "sim.filesystem": {"kind"}}
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.creates = 0
+        self.calls: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def put(self, obj: dict[str, Any], *, created: bool) -> None:
+        with self.lock:
+            self.objects[obj["id"]] = obj
+            self.creates += created
+
+    def get(self, id: str) -> dict[str, Any] | None:
+        return self.objects.get(id)
+
+    def delete(self, id: str) -> None:
+        with self.lock:
+            self.objects.pop(id, None)
+
+    def count_call(self, key: str) -> int:
+        with self.lock:
+            self.calls[key] = self.calls.get(key, 0) + 1
+            return self.calls[key]
+
+
+class DirectoryStore(MemoryStore):
+    """One JSON file per object plus an append-only log of creates (shared between processes)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        (path / "objects").mkdir(parents=True, exist_ok=True)
+
+    def put(self, obj: dict[str, Any], *, created: bool) -> None:
+        target = self.path / "objects" / f"{obj['id']}.json"
+        tmp = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(obj, sort_keys=True))
+        os.replace(tmp, target)
+        if created:
+            with open(self.path / "creates.log", "a") as log:
+                log.write(f"{obj['id']} {obj['address']}\n")
+
+    def get(self, id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.path / "objects" / f"{id}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def delete(self, id: str) -> None:
+        (self.path / "objects" / f"{id}.json").unlink(missing_ok=True)
+
+    def all(self) -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) for p in sorted((self.path / "objects").glob("*.json"))]
+
+    def create_log(self) -> list[str]:
+        try:
+            return (self.path / "creates.log").read_text().splitlines()
+        except OSError:
+            return []
+
+
+_memory = MemoryStore()
+_stores: dict[Path, DirectoryStore] = {}
+
+
+def store_for(path: Path | None) -> MemoryStore:
+    if path is None:
+        return _memory
+    if path not in _stores:
+        _stores[path] = DirectoryStore(path)
+    return _stores[path]
+
+
+class SimProvider(ResourceProvider):
+    def __init__(self, kind: str, store: MemoryStore, settings: Any) -> None:
+        self.kind, self.store, self.settings = kind, store, settings
+        self.force_new = frozenset(FORCE_NEW.get(kind, ()))
+        self.create_before_destroy = kind == "sim.endpoint_config"
+
+    def _work(self, key: str) -> None:
+        if self.settings.throttle_first and self.store.count_call(key) <= self.settings.throttle_first:
+            raise RetryableError(f"ThrottlingException: rate exceeded for {key}", retry_after=0.01)
+        delay = self.settings.latency_ms + random.uniform(0, self.settings.jitter_ms)
+        if delay:
+            time.sleep(delay / 1000)
+
+    @staticmethod
+    def token(address: str, inputs: dict[str, Any]) -> str:
+        return hashlib.sha256(json.dumps([address, inputs], sort_keys=True).encode()).hexdigest()[:16]
+
+    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+        self._work(f"create:{address}")
+        id = self.token(address, inputs)
+        existing = self.store.get(id)
+        if existing is None:
+            existing = {"id": id, "address": address, "kind": self.kind, "inputs": inputs,
+                        "url": f"sim://{address}"}
+            self.store.put(existing, created=True)
+        return Created(id, {"id": id, "url": existing["url"]})
+
+    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+        obj = self.store.get(self.token(address, inputs))
+        return Created(obj["id"], {"id": obj["id"], "url": obj["url"]}) if obj else None
+
+    def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
+        obj = self.store.get(id)
+        return Observed(obj["inputs"], {"id": id, "url": obj["url"]}) if obj else None
+
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+        self._work(f"update:{id}")
+        obj = self.store.get(id)
+        if obj is None:
+            raise RuntimeError(f"ResourceNotFound: {id}")
+        obj["inputs"] = desired
+        self.store.put(obj, created=False)
+        return {"id": id, "url": obj["url"]}
+
+    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+        self._work(f"delete:{id}")
+        self.store.delete(id)

@@ -1,0 +1,83 @@
+"""Sim target settings and lowering: each component becomes resources shaped like a cloud's (an endpoint
+needs models and a config first), so plans and applies have realistic graphs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from provisioner.graph import Ref, Resource
+from provisioner.provider import ResourceProvider
+from provisioner.spec.model import Cluster, Component, Registry, Serving, Storage
+from provisioner.target import Capabilities, LowerContext, Lowered, Target
+
+
+class SimSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    store: str | None = Field(None, description="Directory holding the simulated cloud's objects; ':memory:' "
+                                                "keeps them in this process (default .mlplat/<stack>/sim-cloud)")
+    latency_ms: float = Field(0.0, ge=0, description="Time each create/update/delete takes")
+    jitter_ms: float = Field(0.0, ge=0, description="Random extra time, uniform in [0, jitter_ms]")
+    throttle_first: int = Field(0, ge=0, description="Throttle (retryably) the first N calls of each object")
+
+
+class SimTarget(Target):
+    name = "sim"
+    description = "a simulated cloud for tests and benchmarks (no network, configurable latency)"
+    settings_model = SimSettings
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(storage_kinds=frozenset({"nas", "lustre"}), auth_modes=frozenset({"none", "key", "iam"}))
+
+    def store_path(self) -> Path | None:
+        store = self.settings.store
+        if store == ":memory:":
+            return None
+        path = Path(store) if store else self.context.work_dir / "sim-cloud"
+        return path if path.is_absolute() else self.context.stack_dir / path
+
+    def lower(self, component: Component, ctx: LowerContext) -> Lowered:
+        t = self.context.target_name
+        name = component.name
+        if isinstance(component, Cluster):
+            cluster = ctx.address(name, "cluster", "main")
+            res = [Resource(cluster, "sim.cluster", t, {"name": name})]
+            for pool in component.gpu_pools:
+                res.append(Resource(ctx.address(name, "pool", pool.name), "sim.pool", t, {
+                    "cluster": Ref(cluster, "id"), "accelerator": pool.accelerator, "gpus": pool.gpus_per_node,
+                    "min": pool.nodes.min, "max": pool.nodes.max}))
+            return Lowered(res, {"id": Ref(cluster, "id")})
+        if isinstance(component, Storage):
+            fs = ctx.address(name, "filesystem", "main")
+            return Lowered([Resource(fs, "sim.filesystem", t, {"size_gb": component.size_gb,
+                                                              "kind": component.kind})], {"id": Ref(fs, "id")})
+        if isinstance(component, Registry):
+            reg = ctx.address(name, "registry", "main")
+            res = [Resource(reg, "sim.registry", t, {"name": name})]
+            outputs: dict[str, object] = {"id": Ref(reg, "id")}
+            for model in component.models:
+                addr = ctx.address(name, "model", model.ref)
+                res.append(Resource(addr, "sim.model", t, {"registry": Ref(reg, "id"), "ref": model.ref}))
+                outputs[f"model.{model.ref}"] = Ref(addr, "id")
+            return Lowered(res, outputs)
+        if isinstance(component, Serving):
+            res, variants = [], []
+            for path_name, path in component.paths.items():
+                addr = ctx.address(name, "model", path_name)
+                source = ctx.output(ctx.platform.registry.name, f"model.{path.model}") if ctx.platform.registry \
+                    and ctx.platform.model(path.model) else path.model
+                res.append(Resource(addr, "sim.model", t, {"ref": path.model, "source": source}))
+                variants.append({"path": path_name, "model": Ref(addr, "id"), "weight": path.weight or 0})
+            config = ctx.address(name, "endpoint_config", "main")
+            res.append(Resource(config, "sim.endpoint_config", t, {"variants": variants}))
+            endpoint = ctx.address(name, "endpoint", "main")
+            res.append(Resource(endpoint, "sim.endpoint", t, {"config": Ref(config, "id")}))
+            return Lowered(res, {"url": Ref(endpoint, "url")})
+        raise NotImplementedError(type(component).__name__)
+
+    def provider(self, kind: str) -> ResourceProvider:
+        from mlplat_plugins.sim.providers import SimProvider, store_for
+
+        return SimProvider(kind, store_for(self.store_path()), self.settings)

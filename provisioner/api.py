@@ -1,0 +1,279 @@
+"""The Python API: what the CLI calls. `Stack(path)` ties a stack file to its targets, plugins and state."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from provisioner import plugins, spec
+from provisioner.apply import Applier, ApplyOptions, ApplyResult
+from provisioner.errors import MlplatError, PlanError, ProviderError, SpecError
+from provisioner.events import Event
+from provisioner.graph import Ref, Resource, from_json, resolve, to_json
+from provisioner.plan import Plan, make_destroy_plan, make_plan
+from provisioner.provider import Observed, ResourceProvider
+from provisioner.recovery import recover
+from provisioner.spec.loader import Loc
+from provisioner.spec.model import Component, component_kind
+from provisioner.state import LockInfo, ResourceRecord, StateBackend, open_state
+from provisioner.target import LowerContext, Target, TargetContext
+
+Listener = Callable[[Event], None]
+
+
+class Stack:
+    """One stack file, its targets (instantiated on first use), its lowered resources and its state."""
+
+    def __init__(self, path: str | Path, *, state_url: str | None = None, listeners: list[Listener] | None = None,
+                 options: ApplyOptions | None = None) -> None:
+        self.loaded = spec.load(path)
+        self.platform = self.loaded.platform
+        self.name = self.platform.metadata.name
+        self.directory = self.loaded.directory.resolve()
+        self.options = options or ApplyOptions()
+        self._state_url = state_url
+        self._listeners = list(listeners or [])
+        self._targets: dict[str, Target] | None = None
+        self._providers: dict[tuple[str, str], ResourceProvider] = {}
+        self._state: StateBackend | None = None
+        self._lowered: tuple[dict[str, Resource], dict[str, Any]] | None = None
+        self._lock_depth = 0
+        self._lock_id = ""
+
+    # -- events -----------------------------------------------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        for listener in self._listeners:
+            listener(event)
+        plugins.manager().hook.mlplat_on_event(event=event)
+
+    # -- targets ----------------------------------------------------------------------------------------------
+    @property
+    def targets(self) -> dict[str, Target]:
+        if self._targets is None:
+            self._targets = self._make_targets()
+        return self._targets
+
+    def _make_targets(self) -> dict[str, Target]:
+        types = plugins.target_types()
+        used: dict[str, Loc] = {name: ("targets", name) for name in self.platform.targets}
+        used.setdefault(self.platform.target, ("target",))
+        for loc, component in self.components():
+            if component.target:
+                used.setdefault(component.target, (*loc, "target"))
+        targets: dict[str, Target] = {}
+        problems: list[str] = []
+        for name, loc in used.items():
+            settings = dict(self.platform.targets.get(name) or {})
+            type_name = settings.pop("type", name)
+            target_type = types.get(type_name)
+            if target_type is None:
+                known = ", ".join(sorted(types)) or "none"
+                declared = ", ".join(sorted(self.platform.targets)) or "none"
+                where = ("targets", name, "type") if name in self.platform.targets else loc
+                problems.append(f"{self.loaded.where(where)}: unknown target {type_name!r} (installed target "
+                                f"types: {known}; targets declared in this stack: {declared})")
+                continue
+            try:
+                model = target_type.settings_model.model_validate(settings)
+            except Exception as err:
+                if type(err).__name__ != "ValidationError":
+                    raise
+                problems.extend(self.loaded.describe(err, ("targets", name), target_type.settings_model))
+                continue
+            work_dir = self.directory / ".mlplat" / self.name / name
+            targets[name] = target_type(model, TargetContext(self.name, name, self.directory, work_dir))
+        if problems:
+            raise SpecError(problems, hint="targets are installed as extras, e.g. pip install 'mlplat[aws]'; "
+                                           "`mlplat plugins` lists what is installed")
+        return targets
+
+    def components(self) -> list[tuple[Loc, Component]]:
+        p = self.platform
+        out: list[tuple[Loc, Component]] = [(("clusters", i), c) for i, c in enumerate(p.clusters)]
+        out += [(("storage", i), s) for i, s in enumerate(p.storage)]
+        if p.registry is not None:
+            out.append((("registry",), p.registry))
+        out += [(("serving", i), s) for i, s in enumerate(p.serving)]
+        return out
+
+    def provider_for(self, target: str, kind: str) -> ResourceProvider:
+        key = (target, kind)
+        provider = self._providers.get(key)
+        if provider is None:
+            if target not in self.targets:
+                raise PlanError(f"the state holds a {kind} on target {target!r}, which this stack no longer "
+                                "declares", hint=f"declare targets.{target} again so mlplat can manage it")
+            provider = self._providers[key] = self.targets[target].provider(kind)
+        return provider
+
+    # -- validate / lower -------------------------------------------------------------------------------------
+    def validate(self) -> list[plugins.Finding]:
+        """Target settings, capability checks and policy hooks. Raises SpecError on errors; returns warnings."""
+        from provisioner.capabilities import check_component
+
+        problems: list[str] = []
+        for loc, component in self.components():
+            target = self.targets[self.platform.target_of(component)]
+            for sub_loc, message in check_component(component, target):
+                problems.append(f"{self.loaded.where((*loc, *sub_loc))}: {message}")
+        findings = [f for batch in plugins.manager().hook.mlplat_validate(platform=self.platform) for f in batch or ()]
+        for f in findings:
+            if f.severity == "error":
+                problems.append(f"{self.loaded.path}: {f.component + ': ' if f.component else ''}{f.message}")
+        if problems:
+            raise SpecError(problems)
+        self.lower()
+        return [f for f in findings if f.severity != "error"]
+
+    def lower(self) -> tuple[dict[str, Resource], dict[str, Any]]:
+        if self._lowered is not None:
+            return self._lowered
+        component_outputs: dict[str, dict[str, Any]] = {}
+        ctx = LowerContext(self.platform, component_outputs)
+        resources: dict[str, Resource] = {}
+        outputs: dict[str, Any] = {}
+        for loc, component in self.components():
+            target_name = self.platform.target_of(component)
+            try:
+                lowered = self.targets[target_name].lower(component, ctx)
+            except MlplatError as err:
+                raise SpecError([f"{self.loaded.where(loc)}: {component_kind(component)} {component.name!r} on "
+                                 f"target {target_name!r}: {err.message}"], hint=err.hint) from None
+            for res in lowered.resources:
+                if res.address in resources:
+                    raise PlanError(f"two resources share the address {res.address}")
+                res.target = target_name
+                resources[res.address] = res
+            component_outputs[component.name] = lowered.outputs
+            outputs.update({f"{component.name}.{k}": v for k, v in lowered.outputs.items()})
+        self._lowered = (resources, outputs)
+        return self._lowered
+
+    def estimate_cost(self) -> float | None:
+        hook = plugins.manager().hook.mlplat_estimate_cost
+        costs = [c for res in self.lower()[0].values() for c in hook(resource=res)[:1] if c is not None]
+        return sum(costs) if costs else None
+
+    # -- state ------------------------------------------------------------------------------------------------
+    @property
+    def state(self) -> StateBackend:
+        if self._state is None:
+            cfg = self.platform.state
+            self._state = open_state(self.name, self.directory, url=self._state_url, backend=cfg.backend,
+                                     path=cfg.path)
+        return self._state
+
+    @contextmanager
+    def locked(self, operation: str) -> Iterator[None]:
+        """Hold the stack's lock (re-entrant within this object)."""
+        if self._lock_depth == 0:
+            self._lock_id = uuid.uuid4().hex[:8]
+            previous = self.state.acquire_lock(LockInfo(self._lock_id, operation))
+            if previous is not None:
+                self.emit(Event("warning", message=f"took over the lock of {previous.describe()}: "
+                                                   "that process is gone"))
+        self._lock_depth += 1
+        try:
+            yield
+        finally:
+            self._lock_depth -= 1
+            if self._lock_depth == 0:
+                self.state.release_lock(self._lock_id)
+
+    def recover(self) -> int:
+        """Resolve journal entries a crashed apply left pending (needs the lock)."""
+        if not self.state.pending():
+            return 0
+        with self.locked("recover"):
+            return recover(self.state, self.provider_for, self.emit)
+
+    def observe(self, records: dict[str, ResourceRecord]) -> dict[str, Observed | None]:
+        """`read` every recorded resource, in parallel (cloud reads are slow)."""
+        def read(record: ResourceRecord) -> tuple[str, Observed | None]:
+            try:
+                return record.address, self.provider_for(record.target, record.kind).read(record.id, record.inputs)
+            except MlplatError:
+                raise
+            except Exception as err:
+                raise ProviderError(record.address, f"read failed: {err}") from err
+
+        if not records:
+            return {}
+        with ThreadPoolExecutor(max_workers=max(1, min(self.options.parallelism, len(records)))) as pool:
+            return dict(pool.map(read, records.values()))
+
+    # -- plan / apply -----------------------------------------------------------------------------------------
+    def plan(self, *, refresh: bool = True, destroy: bool = False) -> Plan:
+        self.recover()
+        meta = self.state.meta()
+        records = self.state.resources()
+        if destroy:
+            plan = make_destroy_plan(records, stack=self.name, lineage=meta.lineage, serial=meta.serial)
+        else:
+            self.validate()
+            desired, outputs = self.lower()
+            refreshed = self.observe(records) if refresh else None
+            plan = make_plan(desired, records, self.provider_for, stack=self.name, lineage=meta.lineage,
+                             serial=meta.serial, refreshed=refreshed, outputs=outputs)
+        plan.stack_file = str(self.loaded.path)
+        return plan
+
+    def apply(self, plan: Plan) -> ApplyResult:
+        with self.locked("destroy" if plan.destroy else "apply"):
+            meta = self.state.meta()
+            if plan.stack != self.name:
+                raise PlanError(f"this plan is for stack {plan.stack!r}, not {self.name!r}")
+            if (plan.lineage, plan.serial) != (meta.lineage, meta.serial):
+                raise PlanError(f"the saved plan is stale: it was made at state serial {plan.serial}, and the "
+                                f"state is now at serial {meta.serial}" if plan.lineage == meta.lineage else
+                                "the saved plan was made for a different state (lineage differs)",
+                                hint="make a new plan: mlplat preview -o plan.json")
+            if self.state.pending():
+                raise PlanError("the state has unresolved steps from an interrupted apply",
+                                hint="run mlplat preview (it recovers them) and apply the new plan")
+            self.state.bump_serial()
+            result = Applier(self.state, self.provider_for, self.emit, self.options).run(plan)
+            self.state.set_outputs({} if plan.destroy else to_json(plan.outputs))
+            return result
+
+    def refresh(self) -> dict[str, Any]:
+        """Read every resource and record what is really there. Returns the drift found per address."""
+        with self.locked("refresh"):
+            self.recover()
+            records = self.state.resources()
+            observed = self.observe(records)
+            drift: dict[str, Any] = {}
+            self.state.bump_serial()
+            for address, seen in observed.items():
+                record = records[address]
+                if seen is None:
+                    drift[address] = "gone"
+                    self.state.remove(address)
+                    continue
+                changed = {k: [record.inputs.get(k), seen.inputs.get(k)]
+                           for k in set(record.inputs) | set(seen.inputs) if record.inputs.get(k) != seen.inputs.get(k)}
+                if changed:
+                    drift[address] = changed
+                if changed or seen.outputs != record.outputs:
+                    record.inputs, record.outputs = seen.inputs, {**record.outputs, **seen.outputs}
+                    self.state.put(record)
+            return drift
+
+    def outputs(self) -> dict[str, Any]:
+        records = self.state.resources()
+
+        def lookup(ref: Ref) -> Any:
+            record = records.get(ref.address)
+            return record.outputs.get(ref.output) if record else None
+
+        return {k: resolve(v, lookup) for k, v in sorted(from_json(self.state.get_outputs()).items())}
+
+    def close(self) -> None:
+        if self._state is not None:
+            self._state.close()
+            self._state = None
+

@@ -1,0 +1,353 @@
+"""The `mlplat` command (typer + rich). Kept light at import: the engine loads only inside commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from provisioner.api import Stack
+    from provisioner.plan import Plan
+
+app = typer.Typer(
+    name="mlplat",
+    help="Provision ML platforms from one cloud-neutral stack file: preview, apply, destroy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+state_app = typer.Typer(help="Inspect and repair the recorded state.", no_args_is_help=True)
+app.add_typer(state_app, name="state")
+
+DEFAULT_STACK = "mlplat.yaml"
+StackFile = Annotated[Path, typer.Option("--file", "-f", help="Stack file (default $MLPLAT_STACK or ./mlplat.yaml)",
+                                         show_default=False)]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout")]
+StateUrl = Annotated[str | None, typer.Option("--state", help="State location, e.g. sqlite:///path/state.db")]
+
+
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _stack_path(path: Path | None) -> Path:
+    return path or Path(os.environ.get("MLPLAT_STACK", DEFAULT_STACK))
+
+
+def _open(path: Path | None, state: str | None = None, *, json_mode: bool = False, parallelism: int = 10) -> Stack:
+    from provisioner.api import Stack
+    from provisioner.apply import ApplyOptions
+
+    listeners = [] if json_mode else [_progress_printer()]
+    return Stack(_stack_path(path), state_url=state, listeners=listeners,
+                 options=ApplyOptions(parallelism=parallelism))
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+# -- commands -------------------------------------------------------------------------------------------------
+@app.command()
+def validate(file: StackFile = None, json_out: JsonFlag = False) -> None:
+    """Check the stack file, target settings and capabilities, and policy hooks."""
+    stack = _open(file, json_mode=json_out)
+    warnings = stack.validate()
+    resources, _ = stack.lower()
+    if json_out:
+        _emit_json({"valid": True, "stack": stack.name, "resources": len(resources),
+                    "warnings": [w.message for w in warnings]})
+        return
+    out = _console()
+    for w in warnings:
+        out.print(f"[yellow]warning:[/] {w.message}")
+    out.print(f"[green]✓[/] {stack.loaded.path} is valid: stack [bold]{stack.name}[/], "
+              f"{len(stack.platform.components())} components → {len(resources)} resources")
+
+
+@app.command()
+def preview(
+    file: StackFile = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Save the plan to apply it exactly later")] = None,
+    json_out: JsonFlag = False,
+    detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode",
+                                                    help="Exit 0: no changes, 2: changes, 1: error")] = False,
+    refresh: Annotated[bool, typer.Option("--refresh/--no-refresh", help="Read resources to detect drift")] = True,
+    destroy: Annotated[bool, typer.Option("--destroy", help="Preview destroying everything")] = False,
+    state: StateUrl = None,
+) -> None:
+    """Show what apply would change (create / update / replace / delete)."""
+    stack = _open(file, state, json_mode=json_out)
+    plan = stack.plan(refresh=refresh, destroy=destroy)
+    cost = None if destroy else stack.estimate_cost()
+    if out is not None:
+        out.write_text(plan.dumps())
+    if json_out:
+        data = plan.to_json()
+        data["estimated_cost_usd_hour"] = cost
+        _emit_json(data)
+    else:
+        from provisioner.render import render_plan
+
+        render_plan(_console(), plan, cost)
+        if out is not None:
+            _console().print(f"\nSaved the plan to [bold]{out}[/]; apply exactly it with: mlplat apply {out}")
+    if detailed_exitcode and plan.has_changes:
+        raise typer.Exit(2)
+
+
+@app.command()
+def apply(
+    plan_file: Annotated[Path | None, typer.Argument(help="A plan saved by `preview -o`; applied exactly")] = None,
+    file: StackFile = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
+    json_out: JsonFlag = False,
+    refresh: Annotated[bool, typer.Option("--refresh/--no-refresh")] = True,
+    parallelism: Annotated[int, typer.Option(help="Steps run at once (per target)", min=1)] = 10,
+    state: StateUrl = None,
+) -> None:
+    """Make the platform match the stack file (or apply a saved plan)."""
+    from provisioner.plan import Plan
+
+    saved = None
+    if plan_file is not None:
+        try:
+            saved = Plan.loads(plan_file.read_text())
+        except OSError as err:
+            from provisioner.errors import MlplatError
+
+            raise MlplatError(f"cannot read plan {plan_file}: {err.strerror}") from None
+        file = file or Path(saved.stack_file)
+    stack = _open(file, state, json_mode=json_out, parallelism=parallelism)
+    _run_plan(stack, saved, yes=yes or saved is not None, json_out=json_out, refresh=refresh, verb="apply")
+
+
+@app.command()
+def destroy(
+    file: StackFile = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
+    json_out: JsonFlag = False,
+    parallelism: Annotated[int, typer.Option(min=1)] = 10,
+    state: StateUrl = None,
+) -> None:
+    """Delete every resource the stack's state records."""
+    stack = _open(file, state, json_mode=json_out, parallelism=parallelism)
+    _run_plan(stack, None, yes=yes, json_out=json_out, refresh=False, verb="destroy")
+
+
+def _run_plan(stack: Stack, saved: Plan | None, *, yes: bool, json_out: bool, refresh: bool, verb: str) -> None:
+    from provisioner.errors import MlplatError
+    from provisioner.render import render_plan
+
+    console = _console()
+    with stack.locked(verb):
+        plan = saved or stack.plan(refresh=refresh, destroy=verb == "destroy")
+        if not json_out and saved is None:
+            render_plan(console, plan, None if verb == "destroy" else stack.estimate_cost())
+        if not plan.has_changes:
+            if json_out:
+                _emit_json({"applied": 0, "summary": plan.summary(), "outputs": stack.outputs()})
+            return
+        if not yes:
+            if not sys.stdin.isatty():
+                raise MlplatError(f"refusing to {verb} without --yes: standard input is not a terminal",
+                                  hint=f"review with `mlplat preview`, then run `mlplat {verb} --yes`")
+            answer = typer.prompt(f"\nDo you want to {verb} these changes? Only 'yes' will be accepted")
+            if answer.strip() != "yes":
+                raise MlplatError(f"{verb} cancelled")
+        result = stack.apply(plan)
+    outputs = stack.outputs()
+    if json_out:
+        _emit_json({"applied": result.done, "summary": plan.summary(), "elapsed_s": round(result.elapsed, 3),
+                    "outputs": outputs})
+        return
+    console.print(f"\n[bold green]{verb.capitalize()} complete![/] {result.done} step(s) in {result.elapsed:.1f}s.")
+    if outputs:
+        console.print("\nOutputs:")
+        for key, value in outputs.items():
+            console.print(f"  {key} = {json.dumps(value)}")
+
+
+@app.command()
+def refresh(file: StackFile = None, json_out: JsonFlag = False, state: StateUrl = None) -> None:
+    """Read every resource and record what is really there (drift)."""
+    stack = _open(file, state, json_mode=json_out)
+    drift = stack.refresh()
+    if json_out:
+        _emit_json({"drift": drift})
+        return
+    console = _console()
+    if not drift:
+        console.print("[green]No drift:[/] every resource matches the state.")
+    for address, change in drift.items():
+        if change == "gone":
+            console.print(f"[red]![/] {address}: deleted outside mlplat")
+        else:
+            for key, (before, after) in change.items():
+                console.print(f"[yellow]![/] {address}: {key}: {json.dumps(before)} → {json.dumps(after)}")
+
+
+@app.command()
+def output(
+    name: Annotated[str | None, typer.Argument(help="One output, e.g. iris.url")] = None,
+    file: StackFile = None,
+    json_out: JsonFlag = False,
+    state: StateUrl = None,
+) -> None:
+    """Show outputs: endpoint URLs, registry paths, mount targets."""
+    from provisioner.errors import MlplatError
+
+    values = _open(file, state, json_mode=True).outputs()
+    if name is not None:
+        if name not in values:
+            raise MlplatError(f"no output named {name!r}", hint=f"outputs: {', '.join(values) or 'none yet'}")
+        if json_out:
+            _emit_json(values[name])
+        else:
+            value = values[name]
+            sys.stdout.write((value if isinstance(value, str) else json.dumps(value)) + "\n")
+        return
+    if json_out:
+        _emit_json(values)
+        return
+    for key, value in values.items():
+        _console().print(f"{key} = {json.dumps(value)}")
+
+
+@app.command()
+def graph(file: StackFile = None) -> None:
+    """Print the resource graph as Mermaid."""
+    from provisioner.graph import mermaid
+
+    stack = _open(file, json_mode=True)
+    stack.validate()
+    sys.stdout.write(mermaid(stack.lower()[0].values()) + "\n")
+
+
+@app.command()
+def plugins(json_out: JsonFlag = False) -> None:
+    """List discovered plugins and the targets they provide."""
+    from provisioner.plugins import plugin_listing, target_types
+
+    listing = plugin_listing()
+    types = target_types()
+    if json_out:
+        _emit_json({"plugins": listing, "targets": {n: t.description for n, t in types.items()}})
+        return
+    console = _console()
+    for p in listing:
+        targets = ", ".join(p["targets"]) or "-"
+        console.print(f"[bold]{p['name']}[/]  {p['module']}  ({p['distribution'] or 'not installed'})  "
+                      f"targets: {targets}")
+    for name, t in sorted(types.items()):
+        console.print(f"  target [cyan]{name}[/]: {t.description}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the stack file's JSON Schema (for editors: yaml-language-server)."""
+    from provisioner.spec.model import Platform
+
+    data = Platform.model_json_schema(by_alias=True)
+    data["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    data["title"] = "mlplat stack file"
+    _emit_json(data)
+
+
+@state_app.command("list")
+def state_list(file: StackFile = None, json_out: JsonFlag = False, state: StateUrl = None) -> None:
+    """List recorded resources."""
+    stack = _open(file, state, json_mode=True)
+    records = stack.state.resources()
+    if json_out:
+        meta = stack.state.meta()
+        _emit_json({"serial": meta.serial, "lineage": meta.lineage,
+                    "resources": [{"address": r.address, "kind": r.kind, "target": r.target, "id": r.id}
+                                  for r in records.values()]})
+        return
+    for r in records.values():
+        sys.stdout.write(f"{r.address}\t{r.kind}\t{r.id}\n")
+
+
+@state_app.command("show")
+def state_show(address: str, file: StackFile = None, state: StateUrl = None) -> None:
+    """Show one recorded resource (JSON)."""
+    from provisioner.errors import MlplatError
+
+    record = _open(file, state, json_mode=True).state.resources().get(address)
+    if record is None:
+        raise MlplatError(f"no resource {address!r} in the state", hint="see `mlplat state list`")
+    _emit_json(record.to_dict())
+
+
+@state_app.command("unlock")
+def state_unlock(lock_id: str, file: StackFile = None, state: StateUrl = None) -> None:
+    """Remove a lock left by a process that will not come back (give the lock id from the error)."""
+    from provisioner.errors import MlplatError
+
+    if not _open(file, state, json_mode=True).state.force_unlock(lock_id):
+        raise MlplatError(f"no lock with id {lock_id!r}")
+    _console().print(f"Lock {lock_id} removed.")
+
+
+# -- progress and errors --------------------------------------------------------------------------------------
+def _progress_printer() -> Any:
+    console = _console(stderr=True)
+    verbs = {"create": "creating", "update": "updating", "delete": "deleting", "delete-deposed": "deleting old"}
+
+    def on_event(event: Any) -> None:
+        if event.kind == "step-start":
+            console.print(f"  {event.address}: {verbs.get(event.action, event.action)}…")
+        elif event.kind == "step-done":
+            console.print(f"  {event.address}: [green]{event.action} done[/] ({event.elapsed:.1f}s)")
+        elif event.kind == "step-retry":
+            console.print(f"  {event.address}: [yellow]retrying[/] {event.message}")
+        elif event.kind == "step-skipped":
+            console.print(f"  {event.address}: [yellow]skipped[/] (a dependency failed)")
+        elif event.kind == "recovered":
+            console.print(f"  [cyan]recovered[/] {event.address} ({event.action}): {event.message}")
+        elif event.kind == "warning":
+            console.print(f"[yellow]warning:[/] {event.message}")
+
+    return on_event
+
+
+def main() -> None:
+    from provisioner.errors import MlplatError
+
+    try:
+        app(standalone_mode=False)
+    except MlplatError as err:
+        from rich.markup import escape
+
+        console = _console(stderr=True)
+        console.print(f"[bold red]Error:[/] {escape(err.message)}", soft_wrap=True)
+        if err.hint:
+            console.print(f"[dim]hint:[/] {escape(err.hint)}", soft_wrap=True)
+        if "--json" in sys.argv:
+            _emit_json({"error": err.message, "hint": err.hint})
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except Exception as err:  # click usage errors etc. (typer's click is vendored)
+        handled = getattr(err, "show", None)
+        if handled is not None and hasattr(err, "exit_code"):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

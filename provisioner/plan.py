@@ -1,0 +1,185 @@
+"""Plan: desired resources vs recorded (optionally refreshed) state -> ordered changes. A plan is a value:
+it serializes to JSON, can be saved, and is applied exactly (refused if the state moved since)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from provisioner.errors import PlanError
+from provisioner.graph import Ref, Resource, check_edges, from_json, resolve, to_json, topological_order
+from provisioner.provider import Observed, ResourceProvider
+from provisioner.state.base import ResourceRecord
+
+PLAN_FORMAT = 1
+ACTIONS = ("create", "update", "replace", "delete", "noop")
+
+
+@dataclass
+class Change:
+    address: str
+    action: str
+    kind: str
+    target: str
+    before: dict[str, Any] | None = None  # recorded inputs (after refresh)
+    after: dict[str, Any] | None = None  # desired inputs; Refs resolved where already known
+    changed: list[str] = field(default_factory=list)
+    forces_replacement: list[str] = field(default_factory=list)
+    depends_on: list[str] = field(default_factory=list)  # desired edges (create/update/replace) or recorded ones
+    drift: dict[str, Any] | None = None  # field -> [recorded, actual], or {"$gone": True}
+    create_before_destroy: bool = False
+    cloud_id: str | None = None
+    prior_depends_on: list[str] = field(default_factory=list)  # recorded edges, for ordering deletes
+    deposed: list[str] = field(default_factory=list)  # replaced objects left by an interrupted apply
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["before"], data["after"], data["drift"] = to_json(self.before), to_json(self.after), to_json(self.drift)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Change:
+        data = dict(data)
+        data["before"], data["after"] = from_json(data.get("before")), from_json(data.get("after"))
+        data["drift"] = from_json(data.get("drift"))
+        return cls(**data)
+
+
+@dataclass
+class Plan:
+    stack: str
+    lineage: str
+    serial: int
+    changes: list[Change]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    destroy: bool = False
+    created_at: float = field(default_factory=time.time)
+    stack_file: str = ""
+    format: int = PLAN_FORMAT
+
+    def summary(self) -> dict[str, int]:
+        counts = dict.fromkeys(ACTIONS, 0)
+        for c in self.changes:
+            counts[c.action] += 1
+        return counts
+
+    @property
+    def has_changes(self) -> bool:
+        return any(c.action != "noop" or c.deposed for c in self.changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": self.format, "stack": self.stack, "lineage": self.lineage, "serial": self.serial,
+                "destroy": self.destroy, "created_at": self.created_at, "stack_file": self.stack_file,
+                "summary": self.summary(), "outputs": to_json(self.outputs),
+                "changes": [c.to_json() for c in self.changes]}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=1, sort_keys=True)
+
+    @classmethod
+    def loads(cls, text: str) -> Plan:
+        try:
+            data = json.loads(text)
+            if data.get("format") != PLAN_FORMAT:
+                raise PlanError(f"plan format {data.get('format')} is not supported (expected {PLAN_FORMAT})",
+                                hint="make the plan again with this version: mlplat preview -o plan.json")
+            return cls(stack=data["stack"], lineage=data["lineage"], serial=data["serial"],
+                       changes=[Change.from_json(c) for c in data["changes"]], outputs=from_json(data["outputs"]),
+                       destroy=data["destroy"], created_at=data["created_at"], stack_file=data["stack_file"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise PlanError(f"not a saved mlplat plan: {err}") from None
+
+
+def make_plan(
+    desired: dict[str, Resource],
+    recorded: dict[str, ResourceRecord],
+    provider_for: Callable[[str, str], ResourceProvider],
+    *,
+    stack: str,
+    lineage: str,
+    serial: int,
+    refreshed: dict[str, Observed | None] | None = None,
+    outputs: dict[str, Any] | None = None,
+) -> Plan:
+    """`provider_for(target, kind)`; `refreshed[address]` is what `read` saw (None = gone), absent = not read."""
+    check_edges(desired)
+    refreshed = refreshed or {}
+    changes: dict[str, Change] = {}
+    # Outputs of resources that will be (re)created are unknown until apply; others come from the state.
+    recorded_outputs = {a: (refreshed[a].outputs if refreshed.get(a) else r.outputs) for a, r in recorded.items()}
+
+    order = topological_order(desired, {a: r.edges for a, r in desired.items()})
+    for address in order:
+        res = desired[address]
+        record = recorded.get(address)
+
+        def lookup(ref: Ref) -> Any:
+            """A known value, or the Ref itself: "known after apply", resolved by apply from the state."""
+            dep = changes.get(ref.address)
+            if dep is None or dep.action in ("create", "replace"):
+                return ref
+            return recorded_outputs.get(ref.address, {}).get(ref.output, ref)
+
+        after = resolve(res.inputs, lookup)
+        deps = sorted(res.edges)
+        if record is None:
+            changes[address] = Change(address, "create", res.kind, res.target, None, after, sorted(after), [], deps)
+            continue
+        observed = refreshed.get(address, record) if address in refreshed else record
+        drift = _drift(record, refreshed, address)
+        if observed is None:  # deleted outside mlplat
+            changes[address] = Change(address, "create", res.kind, res.target, None, after, sorted(after), [], deps,
+                                      drift=drift)
+            continue
+        before = observed.inputs
+        provider = provider_for(res.target, res.kind)
+        if record.kind != res.kind or record.target != res.target:
+            changes[address] = Change(address, "replace", res.kind, res.target, before, after, ["kind/target"],
+                                      ["kind/target"], deps, drift, False, record.id, list(record.depends_on))
+            continue
+        diff = provider.diff(before, after)
+        deposed = list(record.deposed)
+        if diff.empty:
+            action = "noop"
+        elif diff.forces_replacement:
+            action = "replace"
+        else:
+            action = "update"
+        changes[address] = Change(address, action, res.kind, res.target, before, after, list(diff.changed),
+                                  list(diff.forces_replacement), deps, drift,
+                                  action == "replace" and provider.create_before_destroy, record.id,
+                                  list(record.depends_on), deposed)
+
+    # Deletes: recorded but no longer desired; listed dependents-first (reverse dependency order).
+    gone = {a: r for a, r in recorded.items() if a not in desired}
+    for address in reversed(topological_order(gone, {a: r.depends_on for a, r in gone.items()})):
+        r = gone[address]
+        observed = refreshed.get(address, r) if address in refreshed else r
+        drift = _drift(r, refreshed, address)
+        if observed is None:
+            drift = {"$gone": True}
+        changes[address] = Change(address, "delete", r.kind, r.target, r.inputs, None, [], [],
+                                  list(r.depends_on), drift, cloud_id=r.id, prior_depends_on=list(r.depends_on))
+    return Plan(stack, lineage, serial, list(changes.values()), outputs or {})
+
+
+def make_destroy_plan(recorded: dict[str, ResourceRecord], *, stack: str, lineage: str, serial: int) -> Plan:
+    order = topological_order(recorded, {a: r.depends_on for a, r in recorded.items()})
+    changes = [Change(a, "delete", recorded[a].kind, recorded[a].target, recorded[a].inputs, None, [], [],
+                      list(recorded[a].depends_on), cloud_id=recorded[a].id,
+                      prior_depends_on=list(recorded[a].depends_on)) for a in reversed(order)]
+    return Plan(stack, lineage, serial, changes, {}, destroy=True)
+
+
+def _drift(record: ResourceRecord, refreshed: dict[str, Observed | None], address: str) -> dict[str, Any] | None:
+    if address not in refreshed:
+        return None
+    observed = refreshed[address]
+    if observed is None:
+        return {"$gone": True}
+    fields = sorted(k for k in set(record.inputs) | set(observed.inputs)
+                    if record.inputs.get(k) != observed.inputs.get(k))
+    return {k: [record.inputs.get(k), observed.inputs.get(k)] for k in fields} or None

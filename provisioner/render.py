@@ -1,0 +1,86 @@
+"""Terraform-like rendering of a plan for people (the JSON form is `Plan.to_json`)."""
+
+from __future__ import annotations
+
+import json
+from itertools import groupby
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from provisioner.graph import UNKNOWN, Ref
+from provisioner.plan import Change, Plan
+
+SYMBOLS = {"create": ("+", "green"), "update": ("~", "yellow"), "replace": ("-/+", "magenta"),
+           "delete": ("-", "red"), "noop": (" ", "dim")}
+
+
+def fmt(value: Any, width: int = 80) -> str:
+    if value is UNKNOWN:
+        return "(known after apply)"
+    text = json.dumps(_plain(value), sort_keys=True)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _plain(value: Any) -> Any:
+    if value is UNKNOWN or isinstance(value, Ref):
+        return "(known after apply)"
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def render_plan(console: Console, plan: Plan, cost: float | None = None) -> None:
+    if not plan.has_changes:
+        console.print(f"[green]No changes.[/] Stack [bold]{plan.stack}[/] matches its stack file "
+                      f"({len(plan.changes)} resources).")
+        _drift_only(console, plan)
+        return
+    verb = "destroy" if plan.destroy else "change"
+    console.print(f"mlplat will {verb} stack [bold]{plan.stack}[/] as follows:\n")
+    changes = sorted((c for c in plan.changes if c.action != "noop" or c.deposed or c.drift), key=lambda c: c.target)
+    for target, group in groupby(changes, key=lambda c: c.target):
+        console.print(f"[bold underline]target {escape(target)}[/]")
+        for change in group:
+            _change(console, change)
+        console.print()
+    s = plan.summary()
+    console.print(f"[bold]Plan:[/] {s['create']} to create, {s['update']} to update, {s['replace']} to replace, "
+                  f"{s['delete']} to delete, {s['noop']} unchanged.")
+    if cost is not None:
+        console.print(f"Estimated cost after apply: [bold]${cost:,.2f}/hour[/]")
+
+
+def _change(console: Console, c: Change) -> None:
+    symbol, color = SYMBOLS[c.action]
+    note = ""
+    if c.action == "replace":
+        note = f" (replace: {', '.join(c.forces_replacement)} forces it" + \
+               ("; new one first)" if c.create_before_destroy else ")")
+    console.print(f"  [{color}]{symbol}[/] [bold]{escape(c.address)}[/] [dim]{escape(c.kind)}[/]{escape(note)}")
+    if c.drift:
+        if c.drift.get("$gone"):
+            console.print("      [red]! deleted outside mlplat[/]")
+        else:
+            for key, (recorded, actual) in c.drift.items():
+                console.print(f"      [red]! drift[/] {escape(key)}: {escape(fmt(recorded, 50))} → "
+                              f"{escape(fmt(actual, 50))}")
+    if c.deposed:
+        console.print(f"      [red]- old object(s) left by an interrupted replace: {escape(', '.join(c.deposed))}[/]")
+    if c.action == "create":
+        for key, value in sorted((c.after or {}).items()):
+            console.print(f"      {escape(key)}: {escape(fmt(value, 200))}", soft_wrap=True)
+    elif c.action in ("update", "replace"):
+        for key in c.changed:
+            before = (c.before or {}).get(key)
+            after = (c.after or {}).get(key)
+            console.print(f"      [{color}]~[/] {escape(key)}: {escape(fmt(before, 60))} → {escape(fmt(after, 60))}")
+
+
+def _drift_only(console: Console, plan: Plan) -> None:
+    for c in plan.changes:
+        if c.drift:
+            _change(console, c)

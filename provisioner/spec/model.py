@@ -1,0 +1,245 @@
+"""The stack file as typed data (pydantic v2). Cloud-neutral: nothing here knows a cloud's vocabulary."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,39}$"
+_NAME_HINT = "names are 1-40 characters: lower-case letters, digits and '-', starting with a letter"
+
+
+def normalize_accelerator(value: str) -> str:
+    """Catalog spelling of an accelerator; pydantic only turns ValueError into a located error, so re-raise."""
+    from provisioner import catalog
+    from provisioner.errors import MlplatError
+
+    try:
+        return catalog.normalize(value)
+    except MlplatError as err:
+        raise ValueError(str(err)) from None
+
+
+AcceleratorName = Annotated[
+    str, AfterValidator(normalize_accelerator), Field(description="Catalog name: cpu, t4, l4, a10g, v100, a100-40gb, a100-80gb, h100, h200")
+]
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors (with a did-you-mean hint added by the loader)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Metadata(Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="Stack name; " + _NAME_HINT)
+    description: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class NodeRange(Strict):
+    min: int = Field(1, ge=0, le=10_000)
+    max: int = Field(1, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NodeRange:
+        if self.min > self.max:
+            raise ValueError(f"nodes.min ({self.min}) is greater than nodes.max ({self.max})")
+        return self
+
+
+class GpuPool(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    accelerator: AcceleratorName
+    gpus_per_node: int = Field(1, ge=0, le=16, description="GPUs per node (0 for cpu pools)")
+    nodes: NodeRange = Field(default_factory=NodeRange)
+    spot: bool = False
+
+
+    @model_validator(mode="after")
+    def _cpu_has_no_gpus(self) -> GpuPool:
+        if self.accelerator == "cpu":
+            self.gpus_per_node = 0
+        elif self.gpus_per_node == 0:
+            raise ValueError(f"gpus_per_node must be at least 1 for accelerator {self.accelerator!r}")
+        return self
+
+
+class Cluster(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    target: str | None = Field(None, description="Target for this component; default: the stack's `target`")
+    gpu_pools: list[GpuPool] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_pools(self) -> Cluster:
+        _require_unique([p.name for p in self.gpu_pools], "gpu pool")
+        return self
+
+
+class Storage(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    target: str | None = None
+    kind: Literal["nas", "lustre"] = "nas"
+    size_gb: int = Field(100, ge=1, le=1_000_000)
+    mount_path: str = Field("/mnt/shared", pattern=r"^/")
+
+
+class ModelVersion(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    artifact: str = Field(description="Path (relative to the stack file) or URI of the model artifact")
+    framework: str = "mlplat-linear"
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float) else value
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+class Image(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._/-]{0,127}$")
+
+
+class Registry(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    target: str | None = None
+    images: list[Image] = Field(default_factory=list)
+    models: list[ModelVersion] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_models(self) -> Registry:
+        _require_unique([m.ref for m in self.models], "model version")
+        _require_unique([i.name for i in self.images], "image")
+        return self
+
+
+class ServingPath(Strict):
+    model: str = Field(pattern=r"^[a-z][a-z0-9-]*:[A-Za-z0-9][A-Za-z0-9._-]*$",
+                       description="A registry model as name:version, e.g. iris:2")
+    weight: int | None = Field(None, ge=0, le=100, description="Share of traffic in percent (split mode)")
+    mode: Literal["split", "shadow"] = Field("split", description="experimental only: split traffic or mirror it")
+    mirror_percent: int = Field(100, ge=1, le=100, description="shadow mode: percent of requests mirrored")
+    accelerator: AcceleratorName = "cpu"
+    gpus: int | None = Field(None, ge=0, le=16)
+    replicas: int = Field(1, ge=1, le=1000)
+
+
+    @property
+    def gpu_count(self) -> int:
+        if self.accelerator == "cpu":
+            return 0
+        return 1 if self.gpus is None else self.gpus
+
+
+class ServingPaths(Strict):
+    production: ServingPath
+    experimental: ServingPath | None = None
+
+    @model_validator(mode="after")
+    def _weights(self) -> ServingPaths:
+        prod, exp = self.production, self.experimental
+        if prod.mode != "split":
+            raise ValueError("production cannot be in shadow mode; put `mode: shadow` on the experimental path")
+        if exp is None or exp.mode == "shadow":
+            if prod.weight not in (None, 100):
+                raise ValueError(f"production.weight is {prod.weight} but it is the only live path: use 100")
+            prod.weight = 100
+            if exp is not None:
+                if exp.weight not in (None, 0):
+                    raise ValueError("a shadow path gets mirrored copies, not live traffic: remove its weight")
+                exp.weight = 0
+            return self
+        if prod.weight is None and exp.weight is None:
+            raise ValueError("give production.weight and experimental.weight (they must sum to 100)")
+        prod_w = prod.weight if prod.weight is not None else 100 - (exp.weight or 0)
+        exp_w = exp.weight if exp.weight is not None else 100 - prod_w
+        if prod_w + exp_w != 100:
+            raise ValueError(f"weights must sum to 100: production {prod_w} + experimental {exp_w} = {prod_w + exp_w}")
+        prod.weight, exp.weight = prod_w, exp_w
+        return self
+
+    def items(self) -> list[tuple[str, ServingPath]]:
+        pairs = [("production", self.production)]
+        if self.experimental is not None:
+            pairs.append(("experimental", self.experimental))
+        return pairs
+
+
+class Serving(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    target: str | None = None
+    paths: ServingPaths
+    auth: Literal["none", "key", "iam"] = "none"
+
+    @property
+    def shadow(self) -> bool:
+        exp = self.paths.experimental
+        return exp is not None and exp.mode == "shadow"
+
+
+class StateConfig(Strict):
+    backend: Literal["sqlite", "postgres", "s3"] = "sqlite"
+    path: str | None = Field(None, description="sqlite: database file (default .mlplat/<stack>.db beside the stack)")
+    url: str | None = Field(None, description="postgres / s3 location")
+
+
+class Platform(Strict):
+    """A whole stack file."""
+
+    api_version: Literal["mlplat/v1"] = Field(alias="apiVersion")
+    metadata: Metadata
+    target: str = Field("local", description="Default target for components without their own `target`")
+    targets: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Settings per target name; `type:` defaults to the name"
+    )
+    state: StateConfig = Field(default_factory=StateConfig)
+    clusters: list[Cluster] = Field(default_factory=list)
+    storage: list[Storage] = Field(default_factory=list)
+    registry: Registry | None = None
+    serving: list[Serving] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_component_names(self) -> Platform:
+        _require_unique([c.name for c in self.components()], "component")
+        return self
+
+    def components(self) -> list[Component]:
+        out: list[Component] = [*self.clusters, *self.storage]
+        if self.registry is not None:
+            out.append(self.registry)
+        out.extend(self.serving)
+        return out
+
+    def target_of(self, component: Component) -> str:
+        return component.target or self.target
+
+    def model(self, ref: str) -> ModelVersion | None:
+        if self.registry is None:
+            return None
+        return next((m for m in self.registry.models if m.ref == ref), None)
+
+
+Component = Cluster | Storage | Registry | Serving
+
+COMPONENT_KINDS: dict[type, str] = {Cluster: "cluster", Storage: "storage", Registry: "registry", Serving: "serving"}
+
+
+def component_kind(component: Component) -> str:
+    return COMPONENT_KINDS[type(component)]
+
+
+def _require_unique(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"duplicate {what} name {name!r}: names must be unique")
+        seen.add(name)
+
+
+SECRET_KEY = re.compile(r"(password|passwd|secret|token|access_?key|api_?key|credential|private_?key)", re.I)

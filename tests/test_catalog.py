@@ -1,0 +1,313 @@
+"""The accelerator catalog is validated data (DESIGN.md): spellings, GPU counts, sourced, dated prices."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import subprocess
+import sys
+
+import pytest
+
+from provisioner import catalog
+from provisioner.errors import MlplatError, NotOffered, UnknownAccelerator
+
+ALL_OFFERINGS = [o for t in catalog.CLOUD_TARGETS for n in catalog.names() for o in catalog.offerings(t, n)]
+
+# --- An independent record of how many GPUs each instance type carries, written from the clouds' own
+# --- instance-type pages, not from the CSV files. A row whose GPU count disagrees fails the test below.
+AWS_GPUS = {
+    "g4dn.xlarge": 1,
+    "g4dn.12xlarge": 4,
+    "g4dn.metal": 8,
+    "g5.xlarge": 1,
+    "g5.12xlarge": 4,
+    "g5.48xlarge": 8,
+    "g6.xlarge": 1,
+    "g6.12xlarge": 4,
+    "g6.48xlarge": 8,
+    "p3.2xlarge": 1,
+    "p3.8xlarge": 4,
+    "p3.16xlarge": 8,
+    "p4d.24xlarge": 8,
+    "p4de.24xlarge": 8,
+    "p5.4xlarge": 1,
+    "p5.48xlarge": 8,
+    "p5e.48xlarge": 8,
+    "p5en.48xlarge": 8,
+}
+AWS_FAMILY = {
+    "g4dn": "t4",
+    "g5": "a10g",
+    "g6": "l4",
+    "p3": "v100",
+    "p4d": "a100-40gb",
+    "p4de": "a100-80gb",
+    "p5": "h100",
+    "p5e": "h200",
+    "p5en": "h200",
+    "m5": "cpu",
+}
+GCP_G2_GPUS = {
+    "g2-standard-4": 1,
+    "g2-standard-8": 1,
+    "g2-standard-12": 1,
+    "g2-standard-16": 1,
+    "g2-standard-24": 2,
+    "g2-standard-32": 1,
+    "g2-standard-48": 4,
+    "g2-standard-96": 8,
+}
+GCP_FAMILY = {
+    "a2-highgpu": "a100-40gb",
+    "a2-megagpu": "a100-40gb",
+    "a2-ultragpu": "a100-80gb",
+    "a3-highgpu": "h100",
+    "a3-ultragpu": "h200",
+    "g2-standard": "l4",
+    "n2-standard": "cpu",
+}
+# N1 machines take attached GPUs: allowed counts and the most vCPUs each count allows (GCP GPU docs).
+GCP_N1_ATTACH = {"t4": {1: 48, 2: 48, 4: 96}, "v100": {1: 12, 2: 24, 4: 48, 8: 96}}
+AZURE_GPUS = {
+    "Standard_NC4as_T4_v3": ("t4", 1),
+    "Standard_NC8as_T4_v3": ("t4", 1),
+    "Standard_NC16as_T4_v3": ("t4", 1),
+    "Standard_NC64as_T4_v3": ("t4", 4),
+    "Standard_NC6s_v3": ("v100", 1),
+    "Standard_NC12s_v3": ("v100", 2),
+    "Standard_NC24s_v3": ("v100", 4),
+    "Standard_ND96asr_v4": ("a100-40gb", 8),
+    "Standard_NC24ads_A100_v4": ("a100-80gb", 1),
+    "Standard_NC48ads_A100_v4": ("a100-80gb", 2),
+    "Standard_NC96ads_A100_v4": ("a100-80gb", 4),
+    "Standard_ND96amsr_A100_v4": ("a100-80gb", 8),
+    "Standard_NC40ads_H100_v5": ("h100", 1),
+    "Standard_NC80adis_H100_v5": ("h100", 2),
+    "Standard_ND96isr_H100_v5": ("h100", 8),  # not 12, whatever some catalogs say
+    "Standard_ND96isr_H200_v5": ("h200", 8),
+}
+AZURE_CPU = re.compile(r"^Standard_D\d+s_v[345]$")
+
+
+def expected_gpus(o: catalog.Offering) -> tuple[str | set[str], int]:
+    """(accelerator(s) the instance type can carry, GPU count), from the tables above."""
+    name = o.instance_type
+    if o.target == "aws":
+        family = name.split(".")[0]
+        return AWS_FAMILY[family], 0 if family == "m5" else AWS_GPUS[name]
+    if o.target == "gcp":
+        if name.startswith("n1-"):
+            return set(GCP_N1_ATTACH), o.gpus  # count checked against the attach rules instead
+        family = name.rsplit("-", 1)[0]
+        if family in ("a2-highgpu", "a2-megagpu", "a2-ultragpu", "a3-highgpu", "a3-ultragpu"):
+            return GCP_FAMILY[family], int(re.fullmatch(r".*-(\d+)g", name).group(1))
+        return GCP_FAMILY[family], GCP_G2_GPUS.get(name, 0)
+    if AZURE_CPU.match(name):
+        return "cpu", 0
+    return AZURE_GPUS[name]
+
+
+# --- spellings -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spelling, name",
+    [
+        ("H100", "h100"),
+        ("h100", "h100"),
+        (" H100 ", "h100"),
+        ("nvidia-h100-80gb", "h100"),
+        ("NVIDIA_H100_80GB", "h100"),
+        ("nvidia h100 80gb", "h100"),
+        ("nvidia-tesla-h100", "h100"),
+        ("A100", "a100-40gb"),
+        ("nvidia-tesla-a100", "a100-40gb"),
+        ("a100-40g", "a100-40gb"),
+        ("A100-80GB", "a100-80gb"),
+        ("nvidia-a100-80gb", "a100-80gb"),
+        ("T4", "t4"),
+        ("nvidia-tesla-t4", "t4"),
+        ("L4", "l4"),
+        ("nvidia-l4", "l4"),
+        ("A10G", "a10g"),
+        ("nvidia-a10g", "a10g"),
+        ("V100", "v100"),
+        ("nvidia-tesla-v100", "v100"),
+        ("H200", "h200"),
+        ("nvidia-h200-141gb", "h200"),
+        ("CPU", "cpu"),
+    ],
+)
+def test_common_spellings_normalise(spelling, name):
+    assert catalog.normalize(spelling) == name
+
+
+def test_node_labels_are_accepted_spellings():
+    for name in catalog.names():
+        label = catalog.onprem_label(name)
+        if label:
+            assert catalog.normalize(label) == name
+
+
+def test_unknown_accelerator_lists_known_ones():
+    with pytest.raises(UnknownAccelerator) as err:
+        catalog.normalize("tpu-v5")
+    assert "unknown accelerator 'tpu-v5'" in err.value.message
+    assert err.value.hint == "known accelerators: " + ", ".join(catalog.names())
+
+
+def test_near_miss_suggests_the_intended_accelerator():
+    with pytest.raises(UnknownAccelerator) as err:
+        catalog.normalize("h1000")
+    assert "did you mean 'h100'?" in err.value.message
+
+
+def test_a10_is_not_mistaken_for_a10g():
+    with pytest.raises(UnknownAccelerator):
+        catalog.normalize("A10")
+
+
+def test_names_are_the_catalog_accelerators_in_order():
+    assert catalog.names() == ["cpu", "t4", "l4", "a10g", "v100", "a100-40gb", "a100-80gb", "h100", "h200"]
+
+
+def test_every_spelling_belongs_to_one_accelerator():
+    folded: dict[str, str] = {}
+    for name in catalog.names():
+        acc = catalog.accelerator(name)
+        for spelling in {name, *acc.aliases, acc.onprem_label} - {""}:
+            key = re.sub(r"[\s_\-]+", "-", spelling.lower())
+            assert folded.setdefault(key, name) == name, f"{spelling!r} names {folded[key]} and {name}"
+
+
+def test_accelerator_record_carries_memory_and_label():
+    h100 = catalog.accelerator("H100")
+    assert (h100.name, h100.gpu_memory_gb, h100.onprem_label) == ("h100", 80, "NVIDIA-H100-80GB-HBM3")
+    assert catalog.accelerator("cpu").gpu_memory_gb == 0
+    assert catalog.onprem_label("cpu") == ""
+    assert catalog.onprem_label("t4") == "Tesla-T4"
+
+
+# --- offerings -----------------------------------------------------------------------------------------
+
+
+def test_every_offering_has_consistent_gpu_count():
+    for o in ALL_OFFERINGS:
+        accelerators, gpus = expected_gpus(o)
+        allowed = accelerators if isinstance(accelerators, set) else {accelerators}
+        assert o.accelerator in allowed, f"{o.target} {o.instance_type} cannot carry {o.accelerator}"
+        assert o.gpus == gpus, f"{o.target} {o.instance_type}: catalog says {o.gpus} GPUs, expected {gpus}"
+        if o.target == "gcp" and o.instance_type.startswith("n1-"):
+            max_vcpus = GCP_N1_ATTACH[o.accelerator].get(o.gpus)
+            assert max_vcpus is not None, f"gcp cannot attach {o.gpus} x {o.accelerator}"
+            assert o.vcpus <= max_vcpus, f"{o.instance_type}: too many vCPUs for {o.gpus} x {o.accelerator}"
+
+
+def test_every_accelerator_has_an_entry_or_clear_not_offered_per_cloud():
+    for target in catalog.CLOUD_TARGETS:
+        for name in catalog.names():
+            rows = catalog.offerings(target, name)
+            if rows:
+                for o in rows:
+                    assert catalog.instance_for(target, name, o.gpus).gpus == o.gpus
+                continue
+            with pytest.raises(NotOffered) as err:
+                catalog.instance_for(target, name, 1)
+            assert f"{name} is not offered on {target}" in err.value.message
+            assert "offered there:" in err.value.hint and "another target" in err.value.hint
+
+
+def test_prices_have_source_and_date():
+    today = datetime.date.today()
+    for o in ALL_OFFERINGS:
+        if o.price_usd_hour is None:
+            assert o.price_source == "unknown", o
+            continue
+        assert o.price_usd_hour > 0, o
+        assert o.price_source and o.price_source != "unknown", o
+        assert datetime.date.fromisoformat(o.price_date) <= today, o
+        assert o.region, o
+
+
+def test_no_instance_type_maps_to_two_accelerators():
+    seen: dict[tuple[str, str], str] = {}
+    for o in ALL_OFFERINGS:
+        owner = seen.setdefault((o.target, o.instance_type), o.accelerator)
+        assert owner == o.accelerator, f"{o.target} {o.instance_type} listed for {owner} and {o.accelerator}"
+
+
+def test_offerings_are_sorted_by_gpu_count():
+    for target in catalog.CLOUD_TARGETS:
+        for name in catalog.names():
+            counts = [o.gpus for o in catalog.offerings(target, name)]
+            assert counts == sorted(counts)
+
+
+def test_well_known_instance_types():
+    assert catalog.instance_for("aws", "a10g", 4).instance_type == "g5.12xlarge"
+    assert catalog.instance_for("aws", "H100", 8).instance_type == "p5.48xlarge"
+    assert catalog.instance_for("gcp", "a100", 4).instance_type == "a2-highgpu-4g"
+    assert catalog.instance_for("gcp", "nvidia-l4", 1).instance_type == "g2-standard-4"
+    assert catalog.instance_for("azure", "a100-80gb", 8).instance_type == "Standard_ND96amsr_A100_v4"
+    assert catalog.instance_for("azure", "t4", 1).instance_type == "Standard_NC4as_T4_v3"  # the cheapest
+
+
+def test_priced_offering_beats_one_without_a_price():
+    assert catalog.instance_for("aws", "h200", 8).instance_type == "p5en.48xlarge"
+
+
+def test_unsupported_gpu_count_names_the_counts_available():
+    with pytest.raises(NotOffered) as err:
+        catalog.instance_for("aws", "h100", 2)
+    assert "available counts: 1, 8" in err.value.message
+
+
+def test_a10g_is_offered_only_on_aws():
+    for target in ("gcp", "azure"):
+        with pytest.raises(NotOffered) as err:
+            catalog.instance_for(target, "a10g", 1)
+        assert err.value.hint.endswith("another target: aws")
+
+
+def test_cpu_gives_the_smallest_general_purpose_instance():
+    for target in catalog.CLOUD_TARGETS:
+        smallest = catalog.instance_for(target, "cpu", 0)
+        assert smallest.gpus == 0
+        assert smallest.vcpus == min(o.vcpus for o in catalog.offerings(target, "cpu"))
+    assert catalog.instance_for("aws", "cpu", 0, min_vcpus=8).instance_type == "m5.2xlarge"
+
+
+def test_cpu_with_gpus_and_gpu_without_gpus_are_refused():
+    with pytest.raises(NotOffered):
+        catalog.instance_for("aws", "cpu", 1)
+    with pytest.raises(NotOffered):
+        catalog.instance_for("aws", "t4", 0)
+    with pytest.raises(MlplatError):
+        catalog.instance_for("aws", "t4", -1)
+
+
+def test_unknown_target_is_a_user_error():
+    with pytest.raises(MlplatError) as err:
+        catalog.instance_for("onprem", "t4", 1)
+    assert not isinstance(err.value, NotOffered)
+    assert "aws, gcp, azure" in err.value.hint
+    with pytest.raises(MlplatError):
+        catalog.offerings("oracle", "t4")
+
+
+def test_sagemaker_prefix():
+    offering = catalog.instance_for("aws", "a10g", 1)
+    assert offering.instance_type == "g5.xlarge"
+    assert catalog.sagemaker_instance_type(offering) == "ml.g5.xlarge"
+    with pytest.raises(MlplatError):
+        catalog.sagemaker_instance_type(catalog.instance_for("gcp", "t4", 1))
+
+
+def test_importing_the_catalog_reads_no_file():
+    code = (
+        "import provisioner.catalog as c\n"
+        "assert c._accelerators.cache_info().currsize == 0\n"
+        "assert c._offerings.cache_info().currsize == 0\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
