@@ -236,9 +236,20 @@ class Stack:
                 raise PlanError("the state has unresolved steps from an interrupted apply",
                                 hint="run mlplat preview (it recovers them) and apply the new plan")
             self.state.bump_serial()
+            self._record_drift(plan)
             result = Applier(self.state, self.provider_for, self.emit, self.options).run(plan)
             self.state.set_outputs({} if plan.destroy else to_json(plan.outputs))
             return result
+
+    def _record_drift(self, plan: Plan) -> None:
+        """Unchanged resources whose refresh found drift (or a resource gone) get the observed truth recorded."""
+        records = self.state.resources()
+        for change in plan.changes:
+            record = records.get(change.address)
+            if change.action != "noop" or not change.drift or record is None:
+                continue
+            record.inputs = change.before or record.inputs
+            self.state.put(record)
 
     def refresh(self) -> dict[str, Any]:
         """Read every resource and record what is really there. Returns the drift found per address."""

@@ -154,6 +154,8 @@ def _run_plan(stack: Stack, saved: Plan | None, *, yes: bool, json_out: bool, re
         if not json_out and saved is None:
             render_plan(console, plan, None if verb == "destroy" else stack.estimate_cost())
         if not plan.has_changes:
+            if plan.has_drift:
+                stack.apply(plan)  # records what the refresh saw
             if json_out:
                 _emit_json({"applied": 0, "summary": plan.summary(), "outputs": stack.outputs()})
             return
@@ -325,7 +327,8 @@ def main() -> None:
     from provisioner.errors import MlplatError
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns the code of typer.Exit (e.g. --detailed-exitcode's 2)
+        sys.exit(code if isinstance(code, int) else 0)
     except MlplatError as err:
         from rich.markup import escape
 

@@ -67,6 +67,10 @@ class Plan:
         return counts
 
     @property
+    def has_drift(self) -> bool:
+        return any(c.drift for c in self.changes)
+
+    @property
     def has_changes(self) -> bool:
         return any(c.action != "noop" or c.deposed for c in self.changes)
 

@@ -66,8 +66,9 @@ def _change(console: Console, c: Change) -> None:
             console.print("      [red]! deleted outside mlplat[/]")
         else:
             for key, (recorded, actual) in c.drift.items():
-                console.print(f"      [red]! drift[/] {escape(key)}: {escape(fmt(recorded, 50))} → "
-                              f"{escape(fmt(actual, 50))}")
+                for path, before, after in leaf_changes(recorded, actual, key):
+                    console.print(f"      [red]! changed outside mlplat[/] {escape(path)}: {escape(fmt(before, 50))}"
+                                  f" → {escape(fmt(after, 50))}", soft_wrap=True)
     if c.deposed:
         console.print(f"      [red]- old object(s) left by an interrupted replace: {escape(', '.join(c.deposed))}[/]")
     if c.action == "create":
@@ -75,9 +76,20 @@ def _change(console: Console, c: Change) -> None:
             console.print(f"      {escape(key)}: {escape(fmt(value, 200))}", soft_wrap=True)
     elif c.action in ("update", "replace"):
         for key in c.changed:
-            before = (c.before or {}).get(key)
-            after = (c.after or {}).get(key)
-            console.print(f"      [{color}]~[/] {escape(key)}: {escape(fmt(before, 60))} → {escape(fmt(after, 60))}")
+            for path, before, after in leaf_changes((c.before or {}).get(key), (c.after or {}).get(key), key):
+                console.print(f"      [{color}]~[/] {escape(path)}: {escape(fmt(before, 60))} → "
+                              f"{escape(fmt(after, 60))}", soft_wrap=True)
+
+
+def leaf_changes(before: Any, after: Any, path: str) -> list[tuple[str, Any, Any]]:
+    """`routes[0].weight: 80 → 50` rather than two whole lists."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [leaf for k in sorted(set(before) | set(after))
+                for leaf in leaf_changes(before.get(k), after.get(k), f"{path}.{k}")]
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [leaf for i, (b, a) in enumerate(zip(before, after, strict=True))
+                for leaf in leaf_changes(b, a, f"{path}[{i}]")]
+    return [] if before == after else [(path, before, after)]
 
 
 def _drift_only(console: Console, plan: Plan) -> None:

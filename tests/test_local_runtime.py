@@ -238,6 +238,7 @@ def test_model_server_rejects_bad_input(launch: Launcher) -> None:
         assert headers["x-mlplat-model"] == "iris:1"
     assert client.call("GET", "/invocations")[0] == 405
     assert client.call("GET", "/nope")[0] == 404
+    assert client.call("POST", "/nope", {"instances": [SETOSA]})[0] == 404  # unread body: no desync
     status, _, payload = client.predict([SETOSA])
     assert status == 200 and payload["predictions"][0]["label"] == "setosa"
     client.close()

@@ -302,7 +302,8 @@ class RouterProvider(ProcessProvider):
         wanted = self._config(desired)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # confirm the live config before declaring success
-            if _get_json(found.outputs["url"] + "/-/config") == wanted:
+            live = _get_json(found.outputs["url"] + "/-/config") or {}
+            if {k: live.get(k) for k in wanted} == wanted:
                 return found.outputs
             time.sleep(0.02)
         raise MlplatError(f"the router in {id} did not take the new configuration (see {run_dir}/server.log)")

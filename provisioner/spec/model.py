@@ -6,6 +6,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,39}$"
 _NAME_HINT = "names are 1-40 characters: lower-case letters, digits and '-', starting with a letter"
@@ -18,8 +19,8 @@ def normalize_accelerator(value: str) -> str:
 
     try:
         return catalog.normalize(value)
-    except MlplatError as err:
-        raise ValueError(str(err)) from None
+    except MlplatError as err:  # one line: the message and the list of known names
+        raise ValueError(f"{err.message}; {err.hint}" if err.hint else err.message) from None
 
 
 AcceleratorName = Annotated[
@@ -63,7 +64,8 @@ class GpuPool(Strict):
         if self.accelerator == "cpu":
             self.gpus_per_node = 0
         elif self.gpus_per_node == 0:
-            raise ValueError(f"gpus_per_node must be at least 1 for accelerator {self.accelerator!r}")
+            raise located(f"gpus_per_node must be at least 1 for accelerator {self.accelerator!r} "
+                          "(use accelerator: cpu for a pool without GPUs)", "gpus_per_node")
         return self
 
 
@@ -74,7 +76,7 @@ class Cluster(Strict):
 
     @model_validator(mode="after")
     def _unique_pools(self) -> Cluster:
-        _require_unique([p.name for p in self.gpu_pools], "gpu pool")
+        _require_unique([(("gpu_pools", i, "name"), p.name) for i, p in enumerate(self.gpu_pools)], "gpu pool")
         return self
 
 
@@ -114,8 +116,8 @@ class Registry(Strict):
 
     @model_validator(mode="after")
     def _unique_models(self) -> Registry:
-        _require_unique([m.ref for m in self.models], "model version")
-        _require_unique([i.name for i in self.images], "image")
+        _require_unique([(("models", i), m.ref) for i, m in enumerate(self.models)], "model version")
+        _require_unique([(("images", i, "name"), img.name) for i, img in enumerate(self.images)], "image")
         return self
 
 
@@ -145,14 +147,17 @@ class ServingPaths(Strict):
     def _weights(self) -> ServingPaths:
         prod, exp = self.production, self.experimental
         if prod.mode != "split":
-            raise ValueError("production cannot be in shadow mode; put `mode: shadow` on the experimental path")
+            raise located("production cannot be in shadow mode; put `mode: shadow` on the experimental path",
+                          "production", "mode")
         if exp is None or exp.mode == "shadow":
             if prod.weight not in (None, 100):
-                raise ValueError(f"production.weight is {prod.weight} but it is the only live path: use 100")
+                raise located(f"production.weight is {prod.weight} but it is the only live path: use 100",
+                              "production", "weight")
             prod.weight = 100
             if exp is not None:
                 if exp.weight not in (None, 0):
-                    raise ValueError("a shadow path gets mirrored copies, not live traffic: remove its weight")
+                    raise located("a shadow path gets mirrored copies, not live traffic: remove its weight",
+                                  "experimental", "weight")
                 exp.weight = 0
             return self
         if prod.weight is None and exp.weight is None:
@@ -206,7 +211,14 @@ class Platform(Strict):
 
     @model_validator(mode="after")
     def _unique_component_names(self) -> Platform:
-        _require_unique([c.name for c in self.components()], "component")
+        named: list[tuple[tuple[str | int, ...], str]] = [
+            *((("clusters", i, "name"), c.name) for i, c in enumerate(self.clusters)),
+            *((("storage", i, "name"), s.name) for i, s in enumerate(self.storage)),
+        ]
+        if self.registry is not None:
+            named.append((("registry", "name"), self.registry.name))
+        named.extend((("serving", i, "name"), s.name) for i, s in enumerate(self.serving))
+        _require_unique(named, "component")
         return self
 
     def components(self) -> list[Component]:
@@ -234,12 +246,22 @@ def component_kind(component: Component) -> str:
     return COMPONENT_KINDS[type(component)]
 
 
-def _require_unique(names: list[str], what: str) -> None:
-    seen: set[str] = set()
-    for name in names:
+def located(message: str, *at: str | int, first: tuple[str | int, ...] | None = None) -> PydanticCustomError:
+    """A validation error the loader reports at `at` (relative to the object being validated) rather than at the
+    object itself; `first` (also relative) is an earlier place the loader names by line, e.g. a first duplicate."""
+    context: dict[str, Any] = {"at": at}
+    if first is not None:
+        context["first"] = first
+    return PydanticCustomError("mlplat", message, context)
+
+
+def _require_unique(named: list[tuple[tuple[str | int, ...], str]], what: str) -> None:
+    """`named` is (relative location, name) pairs; a repeat is reported where it repeats."""
+    seen: dict[str, tuple[str | int, ...]] = {}
+    for at, name in named:
         if name in seen:
-            raise ValueError(f"duplicate {what} name {name!r}: names must be unique")
-        seen.add(name)
+            raise located(f"duplicate {what} name {name!r}: names must be unique; rename one", *at, first=seen[name])
+        seen[name] = at
 
 
 SECRET_KEY = re.compile(r"(password|passwd|secret|token|access_?key|api_?key|credential|private_?key)", re.I)

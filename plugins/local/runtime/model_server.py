@@ -66,7 +66,7 @@ class ModelHandler(BaseHandler):
 
     def _require(self, method: str) -> None:
         if self.command != method:
-            raise HTTPError(405, f"{self.route_path} only supports {method}")
+            raise HTTPError(405, f"{self.route_path} only supports {method}", [("Allow", method)])
 
     def handle_request(self) -> None:
         path = self.route_path

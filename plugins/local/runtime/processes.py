@@ -287,9 +287,10 @@ def block_signals() -> None:
 class HTTPError(Exception):
     """Raised inside a handler to answer ``status`` with ``{"error": message}``."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = list(headers)
 
 
 class RuntimeServer(ThreadingHTTPServer):
@@ -368,12 +369,20 @@ class BaseHandler(BaseHTTPRequestHandler):
         """Headers added to every response."""
         return ()
 
+    def version_string(self) -> str:
+        return self.server_version
+
     def _dispatch(self) -> None:
         self.server.begin_request()
+        self._body_read = False
         try:
             self.handle_request()
         except HTTPError as exc:
-            self.send_json(exc.status, {"error": str(exc)})
+            if not self._body_read and (
+                self.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in self.headers
+            ):
+                self.close_connection = True  # an unread body would be parsed as the next request
+            self.send_json(exc.status, {"error": str(exc)}, headers=exc.headers)
         except (ConnectionError, TimeoutError):
             self.close_connection = True
         except Exception:  # a handler bug answers 500 (traceback logged), never kills the thread
@@ -390,6 +399,7 @@ class BaseHandler(BaseHTTPRequestHandler):
         return self.path.split("?", 1)[0]
 
     def read_body(self) -> bytes:
+        self._body_read = True
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             return self._read_chunked()
         raw = self.headers.get("Content-Length")
@@ -403,7 +413,7 @@ class BaseHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise HTTPError(400, f"invalid Content-Length {raw!r}") from None
         if length > self.max_body:
-            self.close_connection = True  # the unread body would be parsed as the next request
+            self._body_read = False
             raise HTTPError(413, f"request body larger than {self.max_body} bytes")
         data = self.rfile.read(length)
         if len(data) < length:
@@ -426,7 +436,7 @@ class BaseHandler(BaseHTTPRequestHandler):
                 return b"".join(parts)
             total += size
             if total > self.max_body:
-                self.close_connection = True
+                self._body_read = False
                 raise HTTPError(413, f"request body larger than {self.max_body} bytes")
             parts.append(self.rfile.read(size))
             self.rfile.readline(8)  # CRLF after the chunk
@@ -437,14 +447,16 @@ class BaseHandler(BaseHTTPRequestHandler):
         body: bytes,
         content_type: str = "application/json",
         headers: Iterable[tuple[str, str]] = (),
+        content_length: int | None = None,
     ) -> None:
+        """Send a whole response. ``content_length`` overrides ``len(body)`` (a proxied HEAD response)."""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(body) if content_length is None else content_length))
         for name, value in (*self.default_headers(), *headers):
             self.send_header(name, value)
-        if self.server.stopping:
-            self.send_header("Connection", "close")
+        if self.server.stopping or self.close_connection:
+            self.send_header("Connection", "close")  # tell the client before we hang up
         self.end_headers()
         if self.command != "HEAD" and status >= 200 and status not in (204, 304):
             self.wfile.write(body)
@@ -459,7 +471,7 @@ class BaseHandler(BaseHTTPRequestHandler):
             phrase = HTTPStatus(code).phrase
         except ValueError:
             phrase = "error"
-        self.send_json(code, {"error": message or phrase}, headers=[("Connection", "close")])
+        self.send_json(code, {"error": message or phrase})
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         if self.server.access_log:

@@ -373,15 +373,18 @@ class RouterHandler(BaseHandler):
         else:
             self.server.count(f"requests.{route.path}")
             content_type = "application/octet-stream"
+            length = None  # a HEAD response has no body but announces the GET body's length
             passthrough = []
             for name, value in upstream_headers:
                 lower = name.lower()
                 if lower == "content-type":
                     content_type = value
+                elif lower == "content-length" and self.command == "HEAD" and value.isdigit():
+                    length = int(value)
                 elif lower not in _NOT_RETURNED:
                     passthrough.append((name, value))
             passthrough.append(("X-Mlplat-Path", route.path))
-            self.send_bytes(status, data, content_type, passthrough)
+            self.send_bytes(status, data, content_type, passthrough, content_length=length)
         if state.mirrors:
             self.wfile.flush()  # the caller gets its response before the copy is even queued
             self.server.mirror(state, self.command, self.path, body, headers)
@@ -402,7 +405,7 @@ class RouterHandler(BaseHandler):
     def _internal(self) -> None:
         path = self.route_path
         if self.command != "GET":
-            raise HTTPError(405, f"{path} only supports GET")
+            raise HTTPError(405, f"{path} only supports GET", [("Allow", "GET")])
         state = self.server.state
         if path == "/-/healthz":
             payload: dict[str, Any] = {
