@@ -219,7 +219,7 @@ class Stack:
             refreshed = self.observe(records) if refresh else None
             plan = make_plan(desired, records, self.provider_for, stack=self.name, lineage=meta.lineage,
                              serial=meta.serial, refreshed=refreshed, outputs=outputs)
-        plan.stack_file = str(self.loaded.path)
+        plan.stack_file = str(self.loaded.path.resolve())  # a saved plan is applied from any directory
         return plan
 
     def apply(self, plan: Plan) -> ApplyResult:

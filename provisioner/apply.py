@@ -3,18 +3,19 @@ before and after its provider call (so a crash anywhere is recoverable), and emi
 
 from __future__ import annotations
 
+import queue
 import random
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from provisioner.errors import MlplatError, ProviderError, RetryableError
+from provisioner.errors import MlplatError, PlanError, ProviderError, RetryableError
 from provisioner.events import Event
-from provisioner.graph import UNKNOWN, Ref, resolve
+from provisioner.graph import UNKNOWN, Ref, resolve, topological_order
 from provisioner.plan import Change, Plan
 from provisioner.provider import ResourceProvider
 from provisioner.state.base import ResourceRecord, StateBackend
@@ -88,9 +89,16 @@ def build_steps(plan: Plan) -> dict[str, Step]:
             steps[forward[c.address]].waits_for.add(removal[c.address])
         if c.deposed and c.action in ("noop", "update"):  # left over by an interrupted blue/green replace
             removal[c.address] = _add(steps, f"delete-deposed:{c.address}", "delete-deposed", c)
+            if c.address in forward:  # both steps rewrite this resource's record: one after the other
+                steps[removal[c.address]].waits_for.add(forward[c.address])
     for address, key in forward.items():
         # A resource is created/updated after the resources it depends on.
         steps[key].waits_for.update(forward[d] for d in changes[address].depends_on if d in forward)
+    users: dict[str, list[str]] = {}  # address -> addresses of the desired resources that depend on it
+    for c in plan.changes:
+        if c.action != "delete":
+            for dep in c.depends_on:
+                users.setdefault(dep, []).append(c.address)
     for c in plan.changes:
         # An old object is deleted only after whatever used it has let go of it: the user's old object was
         # deleted, or the user was updated/created to no longer point at it.
@@ -101,13 +109,15 @@ def build_steps(plan: Plan) -> dict[str, Step]:
                 steps[removal[dep]].waits_for.add(removal[c.address])
             if c.address in forward and dep not in c.depends_on:
                 steps[removal[dep]].waits_for.add(forward[c.address])
-        if c.action == "replace" and c.create_before_destroy:
-            # blue/green: the replaced object goes only once its users point at the new one
-            for other in plan.changes:
-                if c.address in other.depends_on and other.address in forward:
-                    steps[removal[c.address]].waits_for.add(forward[other.address])
+        if removal.get(c.address, "").startswith("delete-deposed:"):
+            # blue/green (now, or left over by an interrupted apply): the replaced object goes only once its
+            # users point at the new one
+            for user in users.get(c.address, ()):
+                if user in forward:
+                    steps[removal[c.address]].waits_for.add(forward[user])
     for step in steps.values():
         step.waits_for.discard(step.key)
+    topological_order(steps, {k: s.waits_for for k, s in steps.items()})  # a cycle here is an engine bug
     return steps
 
 
@@ -138,27 +148,39 @@ class Applier:
         errors: list[str] = []
         skipped: set[str] = set()
         done = 0
+        finished: queue.SimpleQueue[tuple[str, BaseException | None]] = queue.SimpleQueue()
+
+        def run(key: str) -> None:
+            try:
+                self._run_step(steps[key])
+            except BaseException as err:
+                finished.put((key, err))
+            else:
+                finished.put((key, None))
+
+        # Completions arrive on a queue: waiting on a set of futures would cost O(running) per completion.
         with ThreadPoolExecutor(max_workers=max(1, self.options.parallelism), thread_name_prefix="mlplat") as pool:
-            running: dict[Future[None], str] = {}
+            running = 0
             while ready or running:
                 for key in ready:
-                    running[pool.submit(self._run_step, steps[key])] = key
+                    pool.submit(run, key)
+                running += len(ready)
                 ready = []
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    key = running.pop(fut)
-                    err = fut.exception()
-                    if err is not None:
-                        errors.append(str(err) if isinstance(err, MlplatError) else f"{key}: {err!r}")
-                        self._skip_dependents(key, dependents, skipped, steps)
-                        continue
-                    done += 1
-                    for nxt in dependents[key]:
-                        remaining[nxt] -= 1
-                        if remaining[nxt] == 0 and nxt not in skipped:
-                            ready.append(nxt)
+                key, err = finished.get()
+                running -= 1
+                if err is not None:
+                    errors.append(str(err) if isinstance(err, MlplatError) else f"{key}: {err!r}")
+                    self._skip_dependents(key, dependents, skipped, steps)
+                    continue
+                done += 1
+                for nxt in dependents[key]:
+                    remaining[nxt] -= 1
+                    if remaining[nxt] == 0 and nxt not in skipped:
+                        ready.append(nxt)
         if errors:
             raise ApplyFailed(errors, done, [steps[k].change.address for k in skipped])
+        if done != len(steps):
+            raise PlanError(f"apply stopped after {done} of {len(steps)} steps")
         return ApplyResult(done, self.records, time.perf_counter() - started)
 
     def _skip_dependents(self, key: str, dependents: dict[str, list[str]], skipped: set[str],
@@ -178,7 +200,12 @@ class Applier:
         with sem:
             started = time.perf_counter()
             self.emit(Event("step-start", change.address, step.op))
-            getattr(self, "_" + step.op.replace("-", "_"))(change)
+            try:
+                getattr(self, "_" + step.op.replace("-", "_"))(change)
+            except Exception as err:
+                self.emit(Event("step-failed", change.address, step.op, str(err),
+                                elapsed=time.perf_counter() - started))
+                raise
             self.emit(Event("step-done", change.address, step.op, elapsed=time.perf_counter() - started))
 
     def _semaphore(self, target: str) -> threading.Semaphore:
@@ -205,7 +232,7 @@ class Applier:
         provider = self.provider_for(change.target, change.kind)
         with self._records_lock:
             old = self.records.get(change.address)
-        deposed = list(old.deposed) + [old.id] if old is not None and change.action == "replace" else []
+        deposed = [*old.deposed, old.id] if old is not None and change.action == "replace" else []
         record = ResourceRecord(change.address, change.kind, change.target, "", inputs,
                                 depends_on=list(change.depends_on), deposed=deposed)
         seq = self.state.journal_pending(self.apply_id, "create", record)

@@ -123,9 +123,28 @@ def topological_order(nodes: Iterable[str], edges: dict[str, Iterable[str]]) -> 
             if not waiting[m]:
                 ready.append(m)
     if len(order) != len(nodes):
-        stuck = sorted(n for n in nodes if waiting[n])
+        stuck = sorted(_on_cycles({n: waiting[n] for n in nodes if waiting[n]}))
         raise PlanError(f"dependency cycle among: {', '.join(stuck[:10])}")
     return order
+
+
+def _on_cycles(waiting: dict[str, set[str]]) -> set[str]:
+    """Of the nodes Kahn's algorithm could not order, drop those that merely depend on a cycle (repeatedly
+    remove nodes nothing else in the set depends on), so the error names the cycle, not its dependents."""
+    users: dict[str, set[str]] = {n: set() for n in waiting}
+    for n, deps in waiting.items():
+        for d in deps:
+            users[d].add(n)
+    left = set(waiting)
+    leaves = [n for n in left if not users[n]]
+    while leaves:
+        n = leaves.pop()
+        left.discard(n)
+        for d in waiting[n]:
+            users[d].discard(n)
+            if not users[d] and d in left:
+                leaves.append(d)
+    return left
 
 
 def check_edges(resources: dict[str, Resource]) -> None:

@@ -157,6 +157,8 @@ def make_plan(
                                   action == "replace" and provider.create_before_destroy, record.id,
                                   list(record.depends_on), deposed)
 
+    _propagate_create_before_destroy(changes, order)
+
     # Deletes: recorded but no longer desired; listed dependents-first (reverse dependency order).
     gone = {a: r for a, r in recorded.items() if a not in desired}
     for address in reversed(topological_order(gone, {a: r.depends_on for a, r in gone.items()})):
@@ -168,6 +170,17 @@ def make_plan(
         changes[address] = Change(address, "delete", r.kind, r.target, r.inputs, None, [], [],
                                   list(r.depends_on), drift, cloud_id=r.id, prior_depends_on=list(r.depends_on))
     return Plan(stack, lineage, serial, list(changes.values()), outputs or {})
+
+
+def _propagate_create_before_destroy(changes: dict[str, Change], order: list[str]) -> None:
+    """As in Terraform: a resource replaced create-before-destroy keeps its old object until its users moved on,
+    so the old objects it points at must also outlive that moment — their replacements go new-first too."""
+    for address in reversed(order):  # dependents before their dependencies
+        change = changes[address]
+        if change.action == "replace" and change.create_before_destroy:
+            for dep in change.depends_on:
+                if changes[dep].action == "replace":
+                    changes[dep].create_before_destroy = True
 
 
 def make_destroy_plan(recorded: dict[str, ResourceRecord], *, stack: str, lineage: str, serial: int) -> Plan:

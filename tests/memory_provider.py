@@ -68,8 +68,9 @@ class MemoryProvider(ResourceProvider):
         self.cloud = cloud
         self.force_new = force_new
         self.create_before_destroy = create_before_destroy
-        #: address -> callable run at the start of each create (to inject failures or delays)
+        #: address -> callable run at the start of each create / update (to inject failures or delays)
         self.on_create: dict[str, Callable[[], None]] = {}
+        self.on_update: dict[str, Callable[[], None]] = {}
 
     def _address_of(self, id: str) -> str:
         obj = self.cloud.objects.get(id)
@@ -91,7 +92,11 @@ class MemoryProvider(ResourceProvider):
         return Observed(dict(obj["inputs"]), {"id": id, "arn": f"arn:mem:{id}"})
 
     def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
-        self.cloud.record("update", self._address_of(id))
+        address = self._address_of(id)
+        self.cloud.record("update", address)
+        hook = self.on_update.get(address)
+        if hook is not None:
+            hook()
         self.cloud.objects[id]["inputs"] = dict(desired)
         return {"id": id, "arn": f"arn:mem:{id}"}
 

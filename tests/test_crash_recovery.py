@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_mlplat
 from mlplat_plugins.local.runtime.processes import find_running
+
+from conftest import run_mlplat
 
 SIM_STACK = """\
 apiVersion: mlplat/v1

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Cli, run_mlplat
 from mlplat_plugins.local.runtime.processes import is_alive
+
+from conftest import Cli, run_mlplat
 
 BODY = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}).encode()
 

@@ -3,6 +3,7 @@ and router processes. Process-backed resources are found again through their run
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -130,9 +131,8 @@ class ModelVersionProvider(LocalProvider):
     def delete(self, id: str, inputs: dict[str, Any]) -> None:
         path = Path(id)
         shutil.rmtree(path, ignore_errors=True)
-        for parent in (path.parent,):
-            if parent.is_dir() and not any(parent.iterdir()):
-                parent.rmdir()
+        with contextlib.suppress(OSError):  # the model's folder goes with its last version (racing siblings ok)
+            path.parent.rmdir()
 
 
 class GpuPoolProvider(LocalProvider):

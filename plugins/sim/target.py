@@ -63,17 +63,19 @@ class SimTarget(Target):
                 outputs[f"model.{model.ref}"] = Ref(addr, "id")
             return Lowered(res, outputs)
         if isinstance(component, Serving):
-            res, variants = [], []
+            res, variants, weights = [], [], {}
             for path_name, path in component.paths.items():
                 addr = ctx.address(name, "model", path_name)
                 source = ctx.output(ctx.platform.registry.name, f"model.{path.model}") if ctx.platform.registry \
                     and ctx.platform.model(path.model) else path.model
                 res.append(Resource(addr, "sim.model", t, {"ref": path.model, "source": source}))
-                variants.append({"path": path_name, "model": Ref(addr, "id"), "weight": path.weight or 0})
+                variants.append({"path": path_name, "model": Ref(addr, "id")})
+                weights[path_name] = path.weight or 0
             config = ctx.address(name, "endpoint_config", "main")
             res.append(Resource(config, "sim.endpoint_config", t, {"variants": variants}))
             endpoint = ctx.address(name, "endpoint", "main")
-            res.append(Resource(endpoint, "sim.endpoint", t, {"config": Ref(config, "id")}))
+            # like SageMaker: models/variants live in a config (replaced), weights on the endpoint (in place)
+            res.append(Resource(endpoint, "sim.endpoint", t, {"config": Ref(config, "id"), "weights": weights}))
             return Lowered(res, {"url": Ref(endpoint, "url")})
         raise NotImplementedError(type(component).__name__)
 

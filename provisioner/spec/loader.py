@@ -66,7 +66,7 @@ def loads(text: str, path: str | Path = "<stack>") -> LoadedStack:
     if not isinstance(data, dict):
         raise SpecError([f"{path}:1:1: a stack file is a YAML mapping (apiVersion, metadata, ...)"])
     problems: list[str] = []
-    _reject_inline_secrets(data.get("targets"), value_locs, path, problems)
+    _reject_inline_secrets(data.get("targets"), key_locs, path, problems)
     _resolve_references(data, (), value_locs, path, problems)
     if problems:
         raise SpecError(problems, hint="reference secrets as ${env:NAME} and export NAME in the environment")
@@ -102,7 +102,12 @@ def _parse(text: str, path: Path) -> tuple[Any, dict[Loc, tuple[int, int]], dict
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else f"{path}:1:1"
-        raise SpecError([f"{where}: YAML syntax error: {err.problem or err.context}"],
+        message = err.problem or err.context
+        opened = err.context_mark
+        if err.problem and err.context and opened and mark and (opened.line, opened.column) != (mark.line, mark.column):
+            # e.g. an unclosed '[' or quote: the problem shows where parsing gave up; name where it began
+            message += f" ({err.context} that starts at line {opened.line + 1}, column {opened.column + 1})"
+        raise SpecError([f"{where}: YAML syntax error: {message}"],
                         hint="check indentation and quoting around this position") from None
     finally:
         loader.dispose()
@@ -114,8 +119,12 @@ def _index(node: yaml.Node, loc: Loc, key_locs: dict, value_locs: dict, path: Pa
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
-            key = key_node.value
             here = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if not isinstance(key_node, yaml.ScalarNode):
+                problems.append(f"{path}:{here[0]}:{here[1]}: {format_loc(loc)}: a key must be a plain name, "
+                                "not a list or mapping")
+                continue
+            key = key_node.value
             if key in seen:
                 problems.append(f"{path}:{here[0]}:{here[1]}: {format_loc((*loc, key))}: duplicate key "
                                 f"(first given on line {seen[key]}); keep one")
@@ -156,17 +165,22 @@ def _substitute(value: str, loc: Loc, locs: dict, path: Path, problems: list[str
 
 
 def _reject_inline_secrets(targets: Any, locs: dict, path: Path, problems: list[str]) -> None:
-    """A secret-looking setting must be a reference (checked before references are substituted)."""
+    """A secret-looking setting must be a reference (checked before references are substituted).
+
+    Reported at the key; the value is never echoed.
+    """
     if not isinstance(targets, dict):
         return
     for target, settings in targets.items():
         if not isinstance(settings, dict):
             continue
         for key, value in settings.items():
-            if SECRET_KEY.search(str(key)) and isinstance(value, str) and not _REF.fullmatch(value.strip()):
+            if not SECRET_KEY.search(str(key)) or isinstance(value, bool) or value in (None, ""):
+                continue
+            if isinstance(value, int | float) or (isinstance(value, str) and not _REF.fullmatch(value.strip())):
                 line, col = locs.get(("targets", target, key), (1, 1))
                 problems.append(f"{path}:{line}:{col}: targets.{target}.{key}: secrets may not be written in "
-                                "the stack file")
+                                "the stack file; write ${env:NAME} and export NAME instead")
 
 
 def _describe_validation_errors(err: Any, key_locs: dict, value_locs: dict, path: Path, model: Any,
@@ -187,8 +201,17 @@ def _describe_validation_errors(err: Any, key_locs: dict, value_locs: dict, path
             line, col = _nearest(loc[:-1], key_locs, value_locs)
             problems.append(f"{path}:{line}:{col}: {format_loc(loc)}: required key {loc[-1]!r} is missing; add it")
             continue
-        line, col = value_locs.get(loc) or _nearest(loc, key_locs, value_locs)
+        ctx = e.get("ctx") or {}
+        if "at" in ctx:  # provisioner.spec.model.located: the error belongs to a part of the validated object
+            loc = (*loc, *ctx["at"])
+        if ("at" in ctx or isinstance(e.get("input"), dict | list)) and loc in key_locs:
+            line, col = key_locs[loc]  # a located error, or one about a whole mapping or list: point at the key
+        else:
+            line, col = value_locs.get(loc) or _nearest(loc, key_locs, value_locs)
         message = e["msg"].removeprefix("Value error, ")
+        if "first" in ctx:
+            first_line, _ = _nearest((*prefix, *inner, *ctx["first"]), key_locs, value_locs)
+            message += f" (first given on line {first_line})"
         if kind == "string_pattern_mismatch" and loc and loc[-1] == "name":
             message = f"invalid name {e.get('input')!r}: names are 1-40 characters of a-z, 0-9 and '-', " \
                       "starting with a letter"
@@ -196,6 +219,10 @@ def _describe_validation_errors(err: Any, key_locs: dict, value_locs: dict, path
             message = f"invalid model reference {e.get('input')!r}: write name:version, e.g. iris:1"
         elif kind == "literal_error":
             message = f"{e.get('input')!r} is not allowed: {message}"
+        elif kind in ("model_type", "model_attributes_type", "dict_type"):
+            message = "expected a mapping (indented `key: value` lines)"
+        elif kind == "list_type":
+            message = "expected a list (lines starting with `- `)"
         problems.append(f"{path}:{line}:{col}: {format_loc(loc)}: {message}")
     return problems
 

@@ -24,7 +24,9 @@ def normalize_accelerator(value: str) -> str:
 
 
 AcceleratorName = Annotated[
-    str, AfterValidator(normalize_accelerator), Field(description="Catalog name: cpu, t4, l4, a10g, v100, a100-40gb, a100-80gb, h100, h200")
+    str,
+    AfterValidator(normalize_accelerator),
+    Field(description="Catalog name: cpu, t4, l4, a10g, v100, a100-40gb, a100-80gb, h100, h200"),
 ]
 
 
@@ -76,7 +78,7 @@ class Cluster(Strict):
 
     @model_validator(mode="after")
     def _unique_pools(self) -> Cluster:
-        _require_unique([(("gpu_pools", i, "name"), p.name) for i, p in enumerate(self.gpu_pools)], "gpu pool")
+        _require_unique([(("gpu_pools", i, "name"), p.name) for i, p in enumerate(self.gpu_pools)], "gpu pool name")
         return self
 
 
@@ -117,7 +119,7 @@ class Registry(Strict):
     @model_validator(mode="after")
     def _unique_models(self) -> Registry:
         _require_unique([(("models", i), m.ref) for i, m in enumerate(self.models)], "model version")
-        _require_unique([(("images", i, "name"), img.name) for i, img in enumerate(self.images)], "image")
+        _require_unique([(("images", i, "name"), img.name) for i, img in enumerate(self.images)], "image name")
         return self
 
 
@@ -218,7 +220,7 @@ class Platform(Strict):
         if self.registry is not None:
             named.append((("registry", "name"), self.registry.name))
         named.extend((("serving", i, "name"), s.name) for i, s in enumerate(self.serving))
-        _require_unique(named, "component")
+        _require_unique(named, "component name")
         return self
 
     def components(self) -> list[Component]:
@@ -260,7 +262,7 @@ def _require_unique(named: list[tuple[tuple[str | int, ...], str]], what: str) -
     seen: dict[str, tuple[str | int, ...]] = {}
     for at, name in named:
         if name in seen:
-            raise located(f"duplicate {what} name {name!r}: names must be unique; rename one", *at, first=seen[name])
+            raise located(f"duplicate {what} {name!r}: {what}s must be unique", *at, first=seen[name])
         seen[name] = at
 
 
