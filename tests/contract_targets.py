@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -67,7 +68,7 @@ class Harness:
         raise NotImplementedError
 
     @contextmanager
-    def throttled(self, times: int):  # noqa: ANN201 - a context manager
+    def throttled(self, times: int) -> Iterator[None]:
         """Make the target answer the next `times` calls per object with a throttling error."""
         raise NotImplementedError
         yield
@@ -98,7 +99,7 @@ class SimHarness(Harness):
         raise AssertionError("no filesystem to drift")
 
     @contextmanager
-    def throttled(self, times: int):  # noqa: ANN201
+    def throttled(self, times: int) -> Iterator[None]:
         self._throttle = times
         self.write_stack()
         try:
@@ -151,7 +152,7 @@ class LocalHarness(Harness):
         return "iris.router.main"
 
     @contextmanager
-    def throttled(self, times: int):  # noqa: ANN201
+    def throttled(self, times: int) -> Iterator[None]:
         """The local machine never throttles; emulate it by wrapping the providers the target hands out."""
         from mlplat_plugins.local.target import LocalTarget
         from provisioner.errors import RetryableError

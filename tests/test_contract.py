@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from contract_targets import HARNESSES, Harness
 from provisioner.api import Stack
 from provisioner.apply import ApplyFailed, ApplyOptions, RetryPolicy
 from provisioner.errors import SpecError
 from provisioner.events import Event
+
+from contract_targets import HARNESSES, Harness
 
 FAST_RETRIES = ApplyOptions(retry=RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05))
 
