@@ -17,7 +17,7 @@ from provisioner.graph import Ref, Resource, from_json, resolve, to_json
 from provisioner.plan import Plan, make_destroy_plan, make_plan
 from provisioner.provider import Observed, ResourceProvider
 from provisioner.recovery import recover
-from provisioner.spec.loader import Loc
+from provisioner.spec.loader import Loc, format_loc
 from provisioner.spec.model import Component, component_kind
 from provisioner.state import LockInfo, ResourceRecord, StateBackend, open_state
 from provisioner.target import LowerContext, Target, TargetContext
@@ -87,8 +87,8 @@ class Stack:
             work_dir = self.directory / ".mlplat" / self.name / name
             targets[name] = target_type(model, TargetContext(self.name, name, self.directory, work_dir))
         if problems:
-            raise SpecError(problems, hint="targets are installed as extras, e.g. pip install 'mlplat[aws]'; "
-                                           "`mlplat plugins` lists what is installed")
+            raise SpecError(problems, hint="`mlplat plugins` lists the installed targets; a target's cloud SDK is "
+                                           "an extra, e.g. pip install 'mlplat[aws]'")
         return targets
 
     def components(self) -> list[tuple[Loc, Component]]:
@@ -119,11 +119,14 @@ class Stack:
         for loc, component in self.components():
             target = self.targets[self.platform.target_of(component)]
             for sub_loc, message in check_component(component, target):
-                problems.append(f"{self.loaded.where((*loc, *sub_loc))}: {message}")
+                full = (*loc, *sub_loc)
+                problems.append(f"{self.loaded.where(full)}: {format_loc(full)}: {message}")
         findings = [f for batch in plugins.manager().hook.mlplat_validate(platform=self.platform) for f in batch or ()]
+        locs = {component.name: loc for loc, component in self.components()}
         for f in findings:
             if f.severity == "error":
-                problems.append(f"{self.loaded.path}: {f.component + ': ' if f.component else ''}{f.message}")
+                loc = locs.get(f.component or "", ())
+                problems.append(f"{self.loaded.where(loc)}: {format_loc(loc)}: {f.message}")
         if problems:
             raise SpecError(problems)
         self.lower()

@@ -227,13 +227,18 @@ def output(
 
 
 @app.command()
-def graph(file: StackFile = None) -> None:
-    """Print the resource graph as Mermaid."""
+def graph(file: StackFile = None, json_out: JsonFlag = False) -> None:
+    """Print the resource graph as Mermaid (or nodes and direct edges as JSON)."""
     from provisioner.graph import mermaid
 
     stack = _open(file, json_mode=True)
     stack.validate()
-    sys.stdout.write(mermaid(stack.lower()[0].values()) + "\n")
+    resources = stack.lower()[0].values()
+    if json_out:
+        _emit_json({"nodes": [{"address": r.address, "kind": r.kind, "target": r.target} for r in resources],
+                    "edges": [[dep, r.address] for r in resources for dep in sorted(r.edges)]})
+        return
+    sys.stdout.write(mermaid(resources) + "\n")
 
 
 @app.command()
@@ -312,6 +317,8 @@ def _progress_printer() -> Any:
             console.print(f"  {event.address}: {verbs.get(event.action, event.action)}…")
         elif event.kind == "step-done":
             console.print(f"  {event.address}: [green]{event.action} done[/] ({event.elapsed:.1f}s)")
+        elif event.kind == "step-failed":
+            console.print(f"  {event.address}: [red]{event.action} failed[/] ({event.elapsed:.1f}s)")
         elif event.kind == "step-retry":
             console.print(f"  {event.address}: [yellow]retrying[/] {event.message}")
         elif event.kind == "step-skipped":

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+from typing import TYPE_CHECKING
+
 from provisioner.graph import Resource
-from provisioner.plugins import hookimpl
+from provisioner.plugins import Finding, hookimpl
+
+if TYPE_CHECKING:
+    from provisioner.spec.model import Platform
 
 
 @hookimpl
@@ -16,3 +22,30 @@ def mlplat_targets() -> list[type]:
 @hookimpl
 def mlplat_estimate_cost(resource: Resource) -> float | None:
     return 0.0 if resource.kind.startswith("local.") else None
+
+
+@hookimpl
+def mlplat_validate(platform: Platform) -> list[Finding]:
+    """No public endpoint without auth: the local router has no auth, so it may only listen on loopback."""
+    findings = []
+    for serving in platform.serving:
+        name = platform.target_of(serving)
+        settings = platform.targets.get(name) or {}
+        if settings.get("type", name) != "local":
+            continue
+        host = str(settings.get("host", "127.0.0.1"))
+        if not _is_loopback(host):
+            findings.append(Finding(
+                f"endpoint {serving.name!r} would listen on {host} without authentication; the local target "
+                "serves loopback only (remove targets.{name}.host or set it to 127.0.0.1)".replace("{name}", name),
+                component=serving.name))
+    return findings
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
