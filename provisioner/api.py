@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -240,9 +241,18 @@ class Stack:
                                 hint="run mlplat preview (it recovers them) and apply the new plan")
             self.state.bump_serial()
             self._record_drift(plan)
-            result = Applier(self.state, self.provider_for, self.emit, self.options).run(plan)
+            result = Applier(self.state, self.provider_for, self.emit, self._options_for(plan)).run(plan)
             self.state.set_outputs({} if plan.destroy else to_json(plan.outputs))
             return result
+
+    def _options_for(self, plan: Plan) -> ApplyOptions:
+        """Each target's declared concurrency limit caps the apply's parallelism on that target."""
+        limits = dict(self.options.per_target)
+        for name in {c.target for c in plan.changes}:
+            cap = self.targets[name].capabilities().max_concurrency if name in self.targets else None
+            if cap is not None:
+                limits[name] = min(cap, limits.get(name, cap))
+        return replace(self.options, per_target=limits)
 
     def _record_drift(self, plan: Plan) -> None:
         """Unchanged resources whose refresh found drift (or a resource gone) get the observed truth recorded."""

@@ -33,6 +33,8 @@ class Capabilities:
     max_nodes_per_pool: int | None = None
     storage_kinds: frozenset[str] = frozenset({"nas"})
     auth_modes: frozenset[str] = frozenset({"none", "key"})
+    #: provider calls in flight at once on this target (API rate limits); None = the apply's --parallelism
+    max_concurrency: int | None = None
     notes: tuple[str, ...] = ()
 
 

@@ -208,10 +208,10 @@ class ProcessProvider(LocalProvider):
         return Created(str(run_dir), {"url": info.url, "pid": info.pid, "port": info.port})
 
     def delete(self, id: str, inputs: dict[str, Any]) -> None:
-        from mlplat_plugins.local.runtime.processes import read_runtime, stop
+        from mlplat_plugins.local.runtime.processes import find_running, stop
 
         run_dir = Path(id)
-        info = read_runtime(run_dir / "runtime.json")
+        info = find_running(run_dir / "runtime.json")  # confirms the pid is still our server, never a recycled one
         if info is not None:
             stop(info.pid)
         if run_dir.is_dir() and (run_dir / MARKER).exists():

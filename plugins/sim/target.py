@@ -21,6 +21,7 @@ class SimSettings(BaseModel):
     latency_ms: float = Field(0.0, ge=0, description="Time each create/update/delete takes")
     jitter_ms: float = Field(0.0, ge=0, description="Random extra time, uniform in [0, jitter_ms]")
     throttle_first: int = Field(0, ge=0, description="Throttle (retryably) the first N calls of each object")
+    max_concurrency: int | None = Field(None, ge=1, description="The simulated API's limit on calls in flight")
 
 
 class SimTarget(Target):
@@ -29,7 +30,8 @@ class SimTarget(Target):
     settings_model = SimSettings
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(storage_kinds=frozenset({"nas", "lustre"}), auth_modes=frozenset({"none", "key", "iam"}))
+        return Capabilities(storage_kinds=frozenset({"nas", "lustre"}), auth_modes=frozenset({"none", "key", "iam"}),
+                            max_concurrency=self.settings.max_concurrency)
 
     def store_path(self) -> Path | None:
         store = self.settings.store
