@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+MLPLAT = str(Path(sys.executable).with_name("mlplat"))  # the console script users run
 
 
 def timed(args: list[str], cwd: Path) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "provisioner.cli", *args], cwd=cwd, check=True, capture_output=True,
-                   stdin=subprocess.DEVNULL)
+    subprocess.run([MLPLAT, *args], cwd=cwd, check=True, capture_output=True, stdin=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
