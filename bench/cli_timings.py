@@ -37,7 +37,7 @@ def main() -> None:
             shutil.copytree(REPO / "stacks" / "models", work / "models")
             f = ["-f", "quickstart.yaml"]
             steps = [("mlplat --help", ["--help"]), ("validate", ["validate", *f]),
-                     ("preview (empty state)", ["preview", *f]), ("apply (8 resources)", ["apply", *f, "--yes"]),
+                     ("preview (empty state)", ["preview", *f]), ("apply (9 resources)", ["apply", *f, "--yes"]),
                      ("preview (no-op, refresh)", ["preview", *f]), ("destroy", ["destroy", *f, "--yes"])]
             for name, argv in steps:
                 results.setdefault(name, []).append(timed(argv, work))

@@ -45,6 +45,10 @@ def check_component(component: Component, target: Target) -> Iterator[tuple[Loc,
                     f"{where} mirrors at most {caps.shadow.max_mirror_percent}% of requests, not "
                     f"{exp.mirror_percent}%; lower mirror_percent")
         for name, path in component.paths.items():
+            if caps.max_replicas is not None and path.replicas > caps.max_replicas:
+                yield ("paths", name, "replicas"), (
+                    f"{where} runs at most {caps.max_replicas} replica(s) per path, not {path.replicas}; lower "
+                    "replicas or use a cloud target")
             if caps.accelerators is not None and path.accelerator not in caps.accelerators:
                 yield ("paths", name, "accelerator"), (
                     f"{where} does not offer accelerator {path.accelerator!r} (offered: "

@@ -31,6 +31,8 @@ class Capabilities:
     #: catalog accelerator names offered; None = any catalog accelerator
     accelerators: frozenset[str] | None = None
     max_nodes_per_pool: int | None = None
+    #: serving replicas per path; None = no limit
+    max_replicas: int | None = None
     storage_kinds: frozenset[str] = frozenset({"nas"})
     auth_modes: frozenset[str] = frozenset({"none", "key"})
     #: provider calls in flight at once on this target (API rate limits); None = the apply's --parallelism

@@ -149,3 +149,19 @@ def test_destroy_stops_every_process_and_empties_the_state(quickstart_dir: Path,
     cli("destroy", "-f", str(stack), "--yes", cwd=quickstart_dir)
     assert [pid for pid in pids if is_alive(pid)] == []
     assert cli("state", "list", "-f", str(stack), cwd=quickstart_dir).stdout.strip() == ""
+
+
+def test_killed_router_is_recreated_on_the_same_url(applied: tuple[Path, str], cli: Cli) -> None:
+    stack, url = applied
+    os.kill(router_pid(stack), signal.SIGKILL)
+    cli("apply", "-f", str(stack), "--yes", cwd=stack.parent)
+    assert cli("output", "iris.url", "-f", str(stack), cwd=stack.parent).stdout.strip() == url
+    assert invoke(url)[0] in ("production", "experimental")
+
+
+def test_registry_holds_image_repositories_and_model_versions(applied: tuple[Path, str], cli: Cli) -> None:
+    stack, _ = applied
+    outputs = json.loads(cli("output", "--json", "-f", str(stack), cwd=stack.parent).stdout)
+    assert Path(outputs["models.image.iris-server"]).is_dir()
+    model = json.loads(Path(outputs["models.model.iris:2"]).read_text())
+    assert (model["name"], model["version"]) == ("iris", "2")

@@ -75,6 +75,10 @@ class RegistryProvider(DirectoryProvider):
     """A directory registry: <path>/<model>/<version>/ holding the artifact and its metadata."""
 
 
+class ImageRepositoryProvider(DirectoryProvider):
+    """An image repository in the directory registry: a folder for OCI image layouts (`skopeo copy ... oci:`)."""
+
+
 class ModelVersionProvider(LocalProvider):
     """A model version copied into the registry; the digest is re-computed on read, so edits show as drift."""
 
@@ -276,7 +280,11 @@ class RouterProvider(ProcessProvider):
             return found
         _claim(run_dir, address)
         config = self._write_config(run_dir, inputs)
-        return self._spawn(ROUTER, ["--config", str(config), "--host", inputs["host"]], run_dir, address)
+        args = ["--config", str(config), "--host", inputs["host"]]
+        port = _previous_port(run_dir, inputs["host"])
+        if port:  # a router recreated after a reboot or a kill keeps its URL when it can
+            args += ["--port", str(port)]
+        return self._spawn(ROUTER, args, run_dir, address)
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
         found = self._found(Path(id))
@@ -309,6 +317,20 @@ class RouterProvider(ProcessProvider):
         raise MlplatError(f"the router in {id} did not take the new configuration (see {run_dir}/server.log)")
 
 
+def _previous_port(run_dir: Path, host: str) -> int | None:
+    from mlplat_plugins.local.runtime.processes import read_runtime
+
+    info = read_runtime(run_dir / "runtime.json")
+    if info is None:
+        return None
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, info.port))
+        except OSError:
+            return None
+    return info.port
+
+
 def _get_json(url: str) -> Any:
     import urllib.request
 
@@ -322,6 +344,7 @@ def _get_json(url: str) -> Any:
 PROVIDERS: dict[str, type[LocalProvider]] = {
     "local.directory": DirectoryProvider,
     "local.registry": RegistryProvider,
+    "local.image_repository": ImageRepositoryProvider,
     "local.model_version": ModelVersionProvider,
     "local.gpu_pool": GpuPoolProvider,
     "local.model_server": ModelServerProvider,

@@ -42,6 +42,7 @@ class LocalTarget(Target):
             shadow=ShadowCapability(max_mirror_percent=100),
             accelerators=detect().accelerators(),
             max_nodes_per_pool=1,
+            max_replicas=1,
             storage_kinds=frozenset({"nas"}),
             auth_modes=frozenset({"none"}),
             notes=("one node: this machine", "endpoints listen on 127.0.0.1 only"),
@@ -91,6 +92,12 @@ class LocalTarget(Target):
         path = self.root / "registry" / registry.name
         resources = [Resource(reg_address, "local.registry", self.context.target_name, {"path": str(path)})]
         outputs: dict[str, object] = {"path": Ref(reg_address, "path")}
+        for image in registry.images:
+            address = ctx.address(registry.name, "image_repository", image.name)
+            inputs = {"path": str(path / "images" / image.name)}
+            resources.append(Resource(address, "local.image_repository", self.context.target_name, inputs,
+                                      depends_on=(reg_address,)))
+            outputs[f"image.{image.name}"] = Ref(address, "path")
         for model in registry.models:
             source = Path(model.artifact)
             if not source.is_absolute():
