@@ -37,7 +37,7 @@ StateUrl = Annotated[str | None, typer.Option("--state", help="State location, e
 def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)  # long paths stay on one line in pipes
 
 
 def _stack_path(path: Path | None) -> Path:
@@ -222,8 +222,10 @@ def output(
     if json_out:
         _emit_json(values)
         return
+    if not values:
+        _console(stderr=True).print("No outputs yet: run `mlplat apply` first.")
     for key, value in values.items():
-        _console().print(f"{key} = {json.dumps(value)}")
+        sys.stdout.write(f"{key} = {json.dumps(value)}\n")
 
 
 @app.command()
