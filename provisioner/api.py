@@ -93,13 +93,7 @@ class Stack:
         return targets
 
     def components(self) -> list[tuple[Loc, Component]]:
-        p = self.platform
-        out: list[tuple[Loc, Component]] = [(("clusters", i), c) for i, c in enumerate(p.clusters)]
-        out += [(("storage", i), s) for i, s in enumerate(p.storage)]
-        if p.registry is not None:
-            out.append((("registry",), p.registry))
-        out += [(("serving", i), s) for i, s in enumerate(p.serving)]
-        return out
+        return self.platform.located_components()
 
     def provider_for(self, target: str, kind: str) -> ResourceProvider:
         key = (target, kind)

@@ -224,10 +224,16 @@ class Platform(Strict):
         return self
 
     def components(self) -> list[Component]:
-        out: list[Component] = [*self.clusters, *self.storage]
+        return [component for _, component in self.located_components()]
+
+    def located_components(self) -> list[tuple[tuple[str | int, ...], Component]]:
+        """Components in lowering order (a registry before the endpoints that serve its models), each with
+        its place in the stack file."""
+        out: list[tuple[tuple[str | int, ...], Component]] = [(("clusters", i), c) for i, c in enumerate(self.clusters)]
+        out += [(("storage", i), s) for i, s in enumerate(self.storage)]
         if self.registry is not None:
-            out.append(self.registry)
-        out.extend(self.serving)
+            out.append((("registry",), self.registry))
+        out += [(("serving", i), s) for i, s in enumerate(self.serving)]
         return out
 
     def target_of(self, component: Component) -> str:
