@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from provisioner import progress
 from provisioner.errors import MlplatError, PlanError, ProviderError, RetryableError
 from provisioner.events import Event
 from provisioner.graph import UNKNOWN, Ref, resolve, topological_order
@@ -200,12 +201,16 @@ class Applier:
         with sem:
             started = time.perf_counter()
             self.emit(Event("step-start", change.address, step.op))
+            progress.bind(lambda message, data: self.emit(
+                Event("progress", change.address, step.op, message, time.perf_counter() - started, data)))
             try:
                 getattr(self, "_" + step.op.replace("-", "_"))(change)
             except Exception as err:
                 self.emit(Event("step-failed", change.address, step.op, str(err),
                                 elapsed=time.perf_counter() - started))
                 raise
+            finally:
+                progress.bind(None)
             self.emit(Event("step-done", change.address, step.op, elapsed=time.perf_counter() - started))
 
     def _semaphore(self, target: str) -> threading.Semaphore:

@@ -319,6 +319,8 @@ def _progress_printer() -> Any:
             console.print(f"  {event.address}: {verbs.get(event.action, event.action)}…")
         elif event.kind == "step-done":
             console.print(f"  {event.address}: [green]{event.action} done[/] ({event.elapsed:.1f}s)")
+        elif event.kind == "progress":
+            console.print(f"  {event.address}: [dim]{event.message}[/]")
         elif event.kind == "step-failed":
             console.print(f"  {event.address}: [red]{event.action} failed[/] ({event.elapsed:.1f}s)")
         elif event.kind == "step-retry":
