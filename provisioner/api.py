@@ -235,9 +235,10 @@ class Stack:
                                 hint="run mlplat preview (it recovers them) and apply the new plan")
             self.state.bump_serial()
             self._record_drift(plan)
-            result = Applier(self.state, self.provider_for, self.emit, self._options_for(plan)).run(plan)
-            self.state.set_outputs({} if plan.destroy else to_json(plan.outputs))
-            return result
+            try:
+                return Applier(self.state, self.provider_for, self.emit, self._options_for(plan)).run(plan)
+            finally:  # even a partial apply has outputs worth showing (unapplied ones read as null)
+                self.state.set_outputs({} if plan.destroy else to_json(plan.outputs))
 
     def _options_for(self, plan: Plan) -> ApplyOptions:
         """Each target's declared concurrency limit caps the apply's parallelism on that target."""

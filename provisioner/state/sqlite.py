@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS lock (
     host TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL);
 """
 
+JOURNAL_KEEP = 10_000
 _dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 
 
@@ -75,6 +76,9 @@ class SqliteState(StateBackend):
     def bump_serial(self) -> int:
         with self._tx() as db:
             db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='serial'")
+            # the journal is for recovery and recent audit: keep the last JOURNAL_KEEP closed entries
+            db.execute("DELETE FROM journal WHERE phase != 'pending' AND seq <= "
+                       "(SELECT COALESCE(MAX(seq), 0) FROM journal) - ?", (JOURNAL_KEEP,))
             return int(db.execute("SELECT value FROM meta WHERE key='serial'").fetchone()[0])
 
     def put(self, record: ResourceRecord) -> None:
