@@ -18,7 +18,7 @@ from provisioner.graph import Ref, Resource, from_json, resolve, to_json
 from provisioner.plan import Plan, make_destroy_plan, make_plan
 from provisioner.provider import Observed, ResourceProvider
 from provisioner.recovery import recover
-from provisioner.spec.loader import Loc, format_loc
+from provisioner.spec.loader import Loc
 from provisioner.spec.model import Component, component_kind
 from provisioner.state import LockInfo, ResourceRecord, StateBackend, open_state
 from provisioner.target import LowerContext, Target, TargetContext
@@ -114,14 +114,12 @@ class Stack:
         for loc, component in self.components():
             target = self.targets[self.platform.target_of(component)]
             for sub_loc, message in check_component(component, target):
-                full = (*loc, *sub_loc)
-                problems.append(f"{self.loaded.where(full)}: {format_loc(full)}: {message}")
+                problems.append(self.loaded.problem((*loc, *sub_loc), message))
         findings = [f for batch in plugins.manager().hook.mlplat_validate(platform=self.platform) for f in batch or ()]
         locs = {component.name: loc for loc, component in self.components()}
         for f in findings:
             if f.severity == "error":
-                loc = locs.get(f.component or "", ())
-                problems.append(f"{self.loaded.where(loc)}: {format_loc(loc)}: {f.message}")
+                problems.append(self.loaded.problem(locs.get(f.component or "", ()), f.message))
         if problems:
             raise SpecError(problems)
         self.lower()

@@ -63,10 +63,6 @@ def iter_refs(value: Any) -> Iterator[Ref]:
             yield from iter_refs(v)
 
 
-def has_refs(value: Any) -> bool:
-    return next(iter_refs(value), None) is not None
-
-
 def resolve(value: Any, lookup: Any) -> Any:
     """Replace every Ref by `lookup(ref)` (which may return UNKNOWN)."""
     if isinstance(value, Ref):

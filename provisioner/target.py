@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from provisioner.graph import Ref, Resource
+from provisioner.graph import Resource
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -98,6 +98,3 @@ class Target:
 
     def provider(self, kind: str) -> ResourceProvider:
         raise NotImplementedError
-
-    def ref(self, address: str, output: str) -> Ref:
-        return Ref(address, output)

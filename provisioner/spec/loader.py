@@ -45,8 +45,12 @@ class LoadedStack:
         """Located messages for a pydantic ValidationError raised validating the part of the file at `prefix`."""
         return _describe_validation_errors(err, self.key_locations, self.value_locations, self.path, model, prefix)
 
+    def problem(self, loc: Loc, message: str) -> str:
+        """One located problem line: `file:line:col: path: message`."""
+        return f"{self.where(loc)}: {format_loc(loc)}: {message}"
+
     def error(self, loc: Loc, message: str, hint: str | None = None) -> SpecError:
-        return SpecError([f"{self.where(loc)}: {format_loc(loc)}: {message}"], hint=hint)
+        return SpecError([self.problem(loc, message)], hint=hint)
 
 
 def load(path: str | Path) -> LoadedStack:
