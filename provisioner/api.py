@@ -15,7 +15,7 @@ from provisioner.apply import Applier, ApplyOptions, ApplyResult
 from provisioner.errors import MlplatError, PlanError, ProviderError, SpecError
 from provisioner.events import Event
 from provisioner.graph import Ref, Resource, from_json, resolve, to_json
-from provisioner.plan import Plan, make_destroy_plan, make_plan
+from provisioner.plan import Plan, input_drift, make_destroy_plan, make_plan
 from provisioner.provider import Observed, ResourceProvider
 from provisioner.recovery import recover
 from provisioner.spec.loader import Loc
@@ -271,8 +271,7 @@ class Stack:
                     drift[address] = "gone"
                     self.state.remove(address)
                     continue
-                changed = {k: [record.inputs.get(k), seen.inputs.get(k)]
-                           for k in set(record.inputs) | set(seen.inputs) if record.inputs.get(k) != seen.inputs.get(k)}
+                changed = input_drift(record.inputs, seen.inputs)
                 if changed:
                     drift[address] = changed
                 if changed or seen.outputs != record.outputs:

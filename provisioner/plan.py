@@ -163,10 +163,7 @@ def make_plan(
     gone = {a: r for a, r in recorded.items() if a not in desired}
     for address in reversed(topological_order(gone, {a: r.depends_on for a, r in gone.items()})):
         r = gone[address]
-        observed = refreshed.get(address, r) if address in refreshed else r
         drift = _drift(r, refreshed, address)
-        if observed is None:
-            drift = {"$gone": True}
         changes[address] = Change(address, "delete", r.kind, r.target, r.inputs, None, [], [],
                                   list(r.depends_on), drift, cloud_id=r.id, prior_depends_on=list(r.depends_on))
     return Plan(stack, lineage, serial, list(changes.values()), outputs or {})
@@ -197,6 +194,10 @@ def _drift(record: ResourceRecord, refreshed: dict[str, Observed | None], addres
     observed = refreshed[address]
     if observed is None:
         return {"$gone": True}
-    fields = sorted(k for k in set(record.inputs) | set(observed.inputs)
-                    if record.inputs.get(k) != observed.inputs.get(k))
-    return {k: [record.inputs.get(k), observed.inputs.get(k)] for k in fields} or None
+    return input_drift(record.inputs, observed.inputs) or None
+
+
+def input_drift(recorded: dict[str, Any], observed: dict[str, Any]) -> dict[str, list[Any]]:
+    """field -> [recorded, observed] for every input that differs."""
+    fields = sorted(k for k in set(recorded) | set(observed) if recorded.get(k) != observed.get(k))
+    return {k: [recorded.get(k), observed.get(k)] for k in fields}
