@@ -73,6 +73,10 @@ class LowerContext:
         """A value or Ref another component (possibly on another target) exported; KeyError if absent."""
         return self._outputs[component][key]
 
+    def outputs_of(self, component: str) -> dict[str, Any]:
+        """All outputs another component exported (empty if it exported none)."""
+        return dict(self._outputs.get(component, {}))
+
 
 class Target:
     """Base class for targets. A plugin's `mlplat_targets` hook returns subclasses of this.

@@ -6,10 +6,15 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from aws_moto import MotoServer
 
 REPO = Path(__file__).resolve().parents[1]
 STACKS = REPO / "stacks"
@@ -40,3 +45,57 @@ def quickstart_dir(tmp_path: Path) -> Path:
     shutil.copy(STACKS / "quickstart.yaml", tmp_path / "quickstart.yaml")
     shutil.copytree(STACKS / "models", tmp_path / "models")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """One moto server on 127.0.0.1 for the session (real HTTP; subprocesses reach it through endpoint_url)."""
+    pytest.importorskip("boto3", reason="the aws extra is part of the test extra")
+    from aws_moto import started_server
+
+    server = started_server()
+    saved = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())  # in-process plugin calls sign with the fake account's keys
+    yield server
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def aws_account(moto_server: MotoServer) -> AwsAccount:
+    """An empty AWS account on the moto server with an artifact bucket, a VPC, a subnet and a security group."""
+    moto_server.reset()
+    moto_server.clear_calls()
+    return AwsAccount.create(moto_server)
+
+
+@dataclass
+class AwsAccount:
+    server: MotoServer
+    bucket: str
+    subnet: str
+    security_group: str
+
+    @classmethod
+    def create(cls, server: MotoServer) -> AwsAccount:
+        bucket = "sagemaker-mlplat-artifacts"  # HyperPod reads lifecycle scripts only from sagemaker-* buckets
+        server.client("s3").create_bucket(Bucket=bucket)
+        ec2 = server.client("ec2")
+        vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.20.1.0/24")["Subnet"]["SubnetId"]
+        group = ec2.create_security_group(GroupName="mlplat", Description="mlplat tests", VpcId=vpc)["GroupId"]
+        server.clear_calls()
+        return cls(server, bucket, subnet, group)
+
+    def settings(self, **extra: Any) -> dict[str, Any]:
+        """targets.aws settings pointing at the moto server, with waits polled fast."""
+        return {"region": self.server.region, "endpoint_url": self.server.url, "bucket": self.bucket,
+                "role_arn": "arn:aws:iam::123456789012:role/mlplat-sagemaker", "subnets": [self.subnet],
+                "security_groups": [self.security_group], "poll_interval_s": 0.02, **extra}
+
+    def env(self) -> dict[str, str]:
+        return {**self.server.env(), "MLPLAT_AWS_BUCKET": self.bucket}

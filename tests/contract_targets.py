@@ -15,7 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from conftest import STACKS
+import pytest
+
+from conftest import STACKS, AwsAccount
 
 STACK = """\
 apiVersion: mlplat/v1
@@ -32,6 +34,7 @@ registry:
     - {{name: iris, version: "2", artifact: models/iris-v2.json}}
 serving:
   - name: iris
+    auth: {auth}
     paths:
       production: {{model: "iris:1", weight: {production}}}
       experimental: {{model: "{experimental_model}", weight: {experimental}}}
@@ -43,10 +46,14 @@ class Harness:
     bad_settings: ClassVar[dict[str, Any]]
     #: resources lowered from STACK on this target
     expected_resources: ClassVar[int]
+    auth: ClassVar[str] = "none"
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         shutil.copytree(STACKS / "models", directory / "models", dirs_exist_ok=True)
+
+    def prepare(self, request: pytest.FixtureRequest) -> None:
+        """Get what the target needs from other fixtures (a fake cloud server, an account)."""
 
     def settings(self) -> dict[str, Any]:
         return {}
@@ -55,7 +62,7 @@ class Harness:
                     settings: dict[str, Any] | None = None) -> Path:
         path = self.directory / "stack.yaml"
         path.write_text(STACK.format(target=self.target, settings=json.dumps(settings or self.settings()),
-                                     production=production, experimental=experimental,
+                                     auth=self.auth, production=production, experimental=experimental,
                                      experimental_model=experimental_model))
         return path
 
@@ -187,4 +194,75 @@ def _router_weights(url: str) -> list[int]:
         return [r["weight"] for r in json.loads(resp.read())["routes"]]
 
 
-HARNESSES: list[type[Harness]] = [SimHarness, LocalHarness]
+class AwsHarness(Harness):
+    """boto3 against the moto server; every object is found through its mlplat:address tag."""
+
+    target = "aws"
+    bad_settings: ClassVar[dict[str, Any]] = {"region": "moon-1"}
+    # EFS + mount target, package group, 2 artifacts + 2 packages, 2 SageMaker models, endpoint config, endpoint
+    expected_resources = 11
+    auth = "iam"
+    account: AwsAccount
+
+    def prepare(self, request: pytest.FixtureRequest) -> None:
+        self.account = request.getfixturevalue("aws_account")
+
+    def settings(self) -> dict[str, Any]:
+        return self.account.settings(serving_image="123456789012.dkr.ecr.us-east-1.amazonaws.com/iris:latest")
+
+    def cloud_objects(self) -> Counter[str]:
+        return aws_objects(self.account)
+
+    def make_drift(self) -> str:
+        sm = self.account.server.client("sagemaker")
+        name = sm.list_endpoints()["Endpoints"][0]["EndpointName"]
+        sm.update_endpoint_weights_and_capacities(EndpointName=name, DesiredWeightsAndCapacities=[
+            {"VariantName": "production", "DesiredWeight": 10.0},
+            {"VariantName": "experimental", "DesiredWeight": 90.0}])
+        return "iris.endpoint.main"
+
+    @contextmanager
+    def throttled(self, times: int) -> Iterator[None]:
+        with self.account.server.throttle(times):
+            yield
+
+
+def aws_objects(account: AwsAccount) -> Counter[str]:
+    """Every object in the moto account, counted per mlplat address (from tags, metadata or S3 key)."""
+    server, found = account.server, Counter[str]()
+    sm, efs, ecr = server.client("sagemaker"), server.client("efs"), server.client("ecr")
+
+    def tagged(arn: str) -> str:
+        tags = sm.list_tags(ResourceArn=arn)["Tags"]
+        return next(t["Value"] for t in tags if t["Key"] == "mlplat:address")
+
+    for model in sm.list_models()["Models"]:
+        found[tagged(model["ModelArn"])] += 1
+    for config in sm.list_endpoint_configs()["EndpointConfigs"]:
+        found[tagged(config["EndpointConfigArn"])] += 1
+    for endpoint in sm.list_endpoints()["Endpoints"]:
+        found[tagged(endpoint["EndpointArn"])] += 1
+    for cluster in sm.list_clusters()["ClusterSummaries"]:
+        found[tagged(cluster["ClusterArn"])] += 1
+    for group in sm.list_model_package_groups()["ModelPackageGroupSummaryList"]:
+        found[tagged(group["ModelPackageGroupArn"])] += 1
+        for summary in sm.list_model_packages(ModelPackageGroupName=group["ModelPackageGroupName"])[
+                "ModelPackageSummaryList"]:
+            package = sm.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
+            found[package["CustomerMetadataProperties"]["mlplat:address"]] += 1
+    for fs in efs.describe_file_systems()["FileSystems"]:
+        address = next(t["Value"] for t in fs["Tags"] if t["Key"] == "mlplat:address")
+        found[address] += 1
+        for mount in efs.describe_mount_targets(FileSystemId=fs["FileSystemId"])["MountTargets"]:
+            found[address.replace(".efs.main", f".efs_mount_target.{mount['SubnetId']}")] += 1
+    for repo in ecr.describe_repositories()["repositories"]:
+        tags = ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"])["tags"]
+        found[next(t["Value"] for t in tags if t["Key"] == "mlplat:address")] += 1
+    for obj in server.client("s3").list_objects_v2(Bucket=account.bucket).get("Contents", []):
+        parts = obj["Key"].split("/")  # <prefix>/models/<name>/<version>/<file>
+        address = f"models.model_artifact.{parts[-3]}:{parts[-2]}" if "models" in parts else obj["Key"]
+        found[address] += 1
+    return found
+
+
+HARNESSES: list[type[Harness]] = [SimHarness, LocalHarness, AwsHarness]

@@ -26,6 +26,7 @@ class SimulatedCrash(BaseException):
 @pytest.fixture(params=HARNESSES, ids=lambda h: h.target)
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     h = request.param(tmp_path)
+    h.prepare(request)
     h.write_stack()
     yield h
     stack = open_stack(h)

@@ -1,0 +1,135 @@
+"""GPU pools as a SageMaker HyperPod cluster: one instance group per pool.
+
+Counts change in place with UpdateCluster. An instance group's type cannot change, so a new accelerator gives
+the group a new name (the accelerator is part of it): UpdateCluster adds the new group and deletes the old one
+(InstanceGroupsToDelete), replacing that group only, never the cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlparse
+
+from mlplat_plugins.aws.base import AwsProvider
+from mlplat_plugins.aws.sdk import AwsApiError
+from provisioner.errors import MlplatError
+from provisioner.progress import report
+from provisioner.provider import Created, Observed
+
+#: uploaded when the stack names no lifecycle scripts: HyperPod requires an OnCreate script to exist
+DEFAULT_ON_CREATE = """#!/bin/bash
+# Written by mlplat: HyperPod runs this on every new node. Replace it through targets.<aws>.lifecycle_script_uri
+# with your own (e.g. the Slurm setup from awsome-distributed-training) for a scheduler on the cluster.
+set -euo pipefail
+echo "mlplat: node $(hostname) ready"
+"""
+
+
+class HyperPodCluster(AwsProvider):
+    force_new = frozenset({"name", "role_arn", "subnets", "security_groups"})
+
+    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+        name = inputs["name"]
+        if inputs["upload_default_lifecycle"]:
+            self._upload_default_lifecycle(inputs)
+        groups = [self._group(g, inputs) for g in inputs["groups"]]
+        args: dict[str, Any] = {"ClusterName": name, "InstanceGroups": groups, "Tags": self.tags(address)}
+        if inputs["subnets"] and inputs["security_groups"]:  # HyperPod needs both, or neither
+            args["VpcConfig"] = {"Subnets": inputs["subnets"], "SecurityGroupIds": inputs["security_groups"]}
+        try:
+            self.aws.sagemaker.create_cluster(**args)
+        except AwsApiError as err:
+            if not err.already_exists:
+                raise
+            report(f"cluster {name} exists already (a retried create): adopting it")
+        cluster = self._wait_in_service(name, "Creating")
+        current = self._observed(cluster, inputs)
+        if current["groups"] != inputs["groups"]:
+            return Created(name, self.update(name, current, inputs))
+        return Created(name, self._outputs(cluster))
+
+    def _group(self, group: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"InstanceGroupName": group["name"], "InstanceType": group["instance_type"],
+                "InstanceCount": group["count"], "ExecutionRole": inputs["role_arn"], "ThreadsPerCore": 1,
+                "LifeCycleConfig": {"SourceS3Uri": inputs["lifecycle_script_uri"],
+                                    "OnCreate": inputs["lifecycle_on_create"]}}
+
+    def _upload_default_lifecycle(self, inputs: dict[str, Any]) -> None:
+        self.aws.s3.put_object(**_script_location(inputs), Body=DEFAULT_ON_CREATE.encode())
+
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+        wanted = {g["name"] for g in desired["groups"]}
+        before = {g["name"]: g for g in prior["groups"]}
+        changed = [g for g in desired["groups"] if before.get(g["name"]) != g]
+        removed = sorted(set(before) - wanted)
+        args: dict[str, Any] = {"ClusterName": id}
+        if changed:
+            args["InstanceGroups"] = [self._group(g, desired) for g in changed]
+        if removed:
+            args["InstanceGroupsToDelete"] = removed
+        if changed or removed:
+            report(f"update_cluster: {len(changed)} group(s) added/resized, {len(removed)} removed")
+            self.aws.sagemaker.update_cluster(**args)
+        return self._outputs(self._wait_in_service(id, "Updating"))
+
+    def _describe(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.aws.sagemaker.describe_cluster(ClusterName=name)
+        except AwsApiError as err:
+            if err.not_found:
+                return None
+            raise
+
+    def _wait_in_service(self, name: str, phase: str) -> dict[str, Any]:
+        def check() -> tuple[bool, Any]:
+            cluster = self._describe(name)
+            if cluster is None:
+                raise MlplatError(f"cluster {name} disappeared while {phase.lower()}")
+            status = cluster["ClusterStatus"]
+            if status == "Failed":
+                raise MlplatError(f"cluster {name} failed: {cluster.get('FailureMessage', 'no reason given')}")
+            return status == "InService", cluster if status == "InService" else status
+
+        return self.wait(check, f"HyperPod cluster {name} {phase} → InService")
+
+    @staticmethod
+    def _outputs(cluster: dict[str, Any]) -> dict[str, Any]:
+        return {"name": cluster["ClusterName"], "arn": cluster["ClusterArn"]}
+
+    @staticmethod
+    def _observed(cluster: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+        declared = {g["name"]: g for g in inputs["groups"]}
+        groups = []
+        for g in cluster.get("InstanceGroups", []):
+            name = g["InstanceGroupName"]
+            groups.append({"name": name, "pool": declared.get(name, {}).get("pool", name),
+                           "instance_type": g["InstanceType"], "count": g.get("TargetCount", g.get("CurrentCount"))})
+        order = list(declared)
+        groups.sort(key=lambda g: (order.index(g["name"]) if g["name"] in order else len(order), g["name"]))
+        return {**inputs, "groups": groups}
+
+    def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
+        cluster = self._describe(id)
+        if cluster is None or cluster["ClusterStatus"] == "Deleting":
+            return None
+        return Observed(self._observed(cluster, inputs), self._outputs(cluster))
+
+    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+        cluster = self._describe(inputs["name"])
+        return Created(inputs["name"], self._outputs(cluster)) if cluster else None
+
+    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+        try:
+            self.aws.sagemaker.delete_cluster(ClusterName=id)
+        except AwsApiError as err:
+            if err.not_found:
+                return
+            raise
+        self.wait(lambda: (self._describe(id) is None, "Deleting"), f"HyperPod cluster {id} deleted")
+        if inputs.get("upload_default_lifecycle"):
+            self.aws.s3.delete_object(**_script_location(inputs))
+
+
+def _script_location(inputs: dict[str, Any]) -> dict[str, str]:
+    uri = urlparse(inputs["lifecycle_script_uri"])
+    return {"Bucket": uri.netloc, "Key": f"{uri.path.lstrip('/')}{inputs['lifecycle_on_create']}"}

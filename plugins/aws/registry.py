@@ -1,0 +1,239 @@
+"""The registry: ECR repositories for images, S3 artifacts and a SageMaker model package group for models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlplat_plugins.aws.base import ADDRESS_TAG, AwsProvider
+from mlplat_plugins.aws.sdk import AwsApiError
+from provisioner.errors import MlplatError
+from provisioner.provider import Created, Observed
+
+
+class EcrRepository(AwsProvider):
+    force_new = frozenset({"name"})
+
+    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+        try:
+            repo = self.aws.ecr.create_repository(
+                repositoryName=inputs["name"], imageTagMutability=inputs["tag_mutability"],
+                imageScanningConfiguration={"scanOnPush": inputs["scan_on_push"]}, tags=self.tags(address),
+            )["repository"]
+        except AwsApiError as err:
+            if err.code != "RepositoryAlreadyExistsException":
+                raise
+            repo = self._describe(inputs["name"])
+            if repo is None or not self._ours(repo, address):
+                raise MlplatError(f"ECR repository {inputs['name']} already exists and was not made by mlplat for "
+                                  f"{address}", hint="delete or rename it, or rename the image") from None
+        return Created(repo["repositoryName"], self._outputs(repo))
+
+    def _ours(self, repo: dict[str, Any], address: str) -> bool:
+        tags = self.aws.ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"]).get("tags", [])
+        return any(t["Key"] == ADDRESS_TAG and t["Value"] == address for t in tags)
+
+    def _describe(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.aws.ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
+        except AwsApiError as err:
+            if err.not_found:
+                return None
+            raise
+
+    @staticmethod
+    def _outputs(repo: dict[str, Any]) -> dict[str, Any]:
+        return {"name": repo["repositoryName"], "arn": repo["repositoryArn"], "uri": repo["repositoryUri"]}
+
+    def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
+        repo = self._describe(id)
+        if repo is None:
+            return None
+        observed = {"name": repo["repositoryName"], "tag_mutability": repo.get("imageTagMutability", "MUTABLE"),
+                    "scan_on_push": bool(repo.get("imageScanningConfiguration", {}).get("scanOnPush"))}
+        return Observed(observed, self._outputs(repo))
+
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+        if prior.get("tag_mutability") != desired["tag_mutability"]:
+            self.aws.ecr.put_image_tag_mutability(repositoryName=id, imageTagMutability=desired["tag_mutability"])
+        if prior.get("scan_on_push") != desired["scan_on_push"]:
+            self.aws.ecr.put_image_scanning_configuration(
+                repositoryName=id, imageScanningConfiguration={"scanOnPush": desired["scan_on_push"]})
+        repo = self._describe(id)
+        return self._outputs(repo) if repo else {}
+
+    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+        repo = self._describe(inputs["name"])
+        return Created(repo["repositoryName"], self._outputs(repo)) if repo and self._ours(repo, address) else None
+
+    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+        try:  # not force: images pushed by users are theirs to delete (as Terraform's force_delete=false)
+            self.aws.ecr.delete_repository(repositoryName=id)
+        except AwsApiError as err:
+            if err.code == "RepositoryNotEmptyException":
+                raise MlplatError(f"ECR repository {id} still holds images; mlplat does not delete pushed images",
+                                  hint=f"aws ecr batch-delete-image --repository-name {id} ..., then destroy again"
+                                  ) from None
+            if not err.not_found:
+                raise
+
+
+class ModelArtifact(AwsProvider):
+    """One model file in S3; the recorded sha256 (in object metadata) makes an edited artifact show as drift."""
+
+    force_new = frozenset({"bucket", "key"})
+
+    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+        self._put(inputs)
+        return Created(f"{inputs['bucket']}/{inputs['key']}", self._outputs(inputs))
+
+    def _put(self, inputs: dict[str, Any]) -> None:
+        try:
+            with open(inputs["source"], "rb") as body:
+                self.aws.s3.put_object(Bucket=inputs["bucket"], Key=inputs["key"], Body=body,
+                                       Metadata={"sha256": inputs["sha256"]}, ServerSideEncryption="AES256")
+        except AwsApiError as err:
+            if err.code == "NoSuchBucket":
+                raise MlplatError(f"S3 bucket {inputs['bucket']} does not exist",
+                                  hint="create it (aws s3 mb s3://...) or set targets.<aws>.bucket to one "
+                                       "you own") from None
+            raise
+
+    @staticmethod
+    def _outputs(inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"uri": f"s3://{inputs['bucket']}/{inputs['key']}"}
+
+    def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
+        try:
+            head = self.aws.s3.head_object(Bucket=inputs["bucket"], Key=inputs["key"])
+        except AwsApiError as err:
+            if err.not_found or err.code == "NoSuchBucket":
+                return None
+            raise
+        observed = {**inputs, "sha256": head.get("Metadata", {}).get("sha256", "unknown")}
+        return Observed(observed, self._outputs(inputs))
+
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+        self._put(desired)
+        return self._outputs(desired)
+
+    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+        seen = self.read("", inputs)
+        if seen is None or seen.inputs["sha256"] != inputs["sha256"]:
+            return None  # re-upload: putting the same key again is idempotent
+        return Created(f"{inputs['bucket']}/{inputs['key']}", seen.outputs)
+
+    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+        self.aws.s3.delete_object(Bucket=inputs["bucket"], Key=inputs["key"])
+
+
+class ModelPackageGroup(AwsProvider):
+    force_new = frozenset({"name"})
+
+    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+        try:
+            self.aws.sagemaker.create_model_package_group(
+                ModelPackageGroupName=inputs["name"], ModelPackageGroupDescription=f"mlplat registry {address}",
+                Tags=self.tags(address))
+        except AwsApiError as err:
+            if not err.already_exists:
+                raise
+        group = self._describe(inputs["name"])
+        if group is None:
+            raise MlplatError(f"model package group {inputs['name']} vanished right after it was created")
+        return Created(inputs["name"], self._outputs(group))
+
+    def _describe(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.aws.sagemaker.describe_model_package_group(ModelPackageGroupName=name)
+        except AwsApiError as err:
+            if err.not_found:
+                return None
+            raise
+
+    @staticmethod
+    def _outputs(group: dict[str, Any]) -> dict[str, Any]:
+        return {"name": group["ModelPackageGroupName"], "arn": group["ModelPackageGroupArn"]}
+
+    def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
+        group = self._describe(id)
+        if group is None or group.get("ModelPackageGroupStatus") in ("Deleting", "DeleteFailed"):
+            return None
+        return Observed({"name": group["ModelPackageGroupName"]}, self._outputs(group))
+
+    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+        group = self._describe(inputs["name"])
+        return Created(inputs["name"], self._outputs(group)) if group else None
+
+    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+        try:
+            self.aws.sagemaker.delete_model_package_group(ModelPackageGroupName=id)
+        except AwsApiError as err:
+            if not err.not_found:
+                raise
+
+
+class ModelPackage(AwsProvider):
+    """A versioned package in the group; AWS numbers versions itself, so the declared name:version and the
+    address are kept in CustomerMetadataProperties, which is how a retried create finds its package."""
+
+    force_new = frozenset({"group", "model", "framework", "model_data_url", "image"})
+
+    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+        found = self.find(address, inputs)
+        if found is not None:
+            return found
+        args: dict[str, Any] = {
+            "ModelPackageGroupName": inputs["group"], "ModelPackageDescription": f"{inputs['model']} ({address})",
+            "ModelApprovalStatus": "Approved", "Tags": self.tags(address),
+            "CustomerMetadataProperties": {ADDRESS_TAG: address, "mlplat:model": inputs["model"],
+                                           "mlplat:framework": inputs["framework"]},
+            "InferenceSpecification": {
+                "Containers": [{"Image": _image(inputs["image"]), "ModelDataUrl": inputs["model_data_url"]}],
+                "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]},
+        }
+        arn = self.aws.sagemaker.create_model_package(**args)["ModelPackageArn"]
+        return Created(arn, self._outputs(self.aws.sagemaker.describe_model_package(ModelPackageName=arn)))
+
+    @staticmethod
+    def _outputs(package: dict[str, Any]) -> dict[str, Any]:
+        return {"arn": package["ModelPackageArn"], "version": package.get("ModelPackageVersion")}
+
+    def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
+        try:
+            package = self.aws.sagemaker.describe_model_package(ModelPackageName=id)
+        except AwsApiError as err:
+            if err.not_found:
+                return None
+            raise
+        meta = package.get("CustomerMetadataProperties") or {}
+        containers = (package.get("InferenceSpecification") or {}).get("Containers") or [{}]
+        observed = {**inputs, "group": package.get("ModelPackageGroupName", inputs["group"]),
+                    "model": meta.get("mlplat:model", inputs["model"]),
+                    "model_data_url": containers[0].get("ModelDataUrl", inputs["model_data_url"])}
+        return Observed(observed, self._outputs(package))
+
+    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+        try:
+            summaries = self.aws.sagemaker.paginate("list_model_packages", "ModelPackageSummaryList",
+                                                    ModelPackageGroupName=inputs["group"])
+        except AwsApiError as err:
+            if err.not_found:
+                return None
+            raise
+        for summary in summaries:
+            package = self.aws.sagemaker.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
+            if (package.get("CustomerMetadataProperties") or {}).get(ADDRESS_TAG) == address:
+                return Created(package["ModelPackageArn"], self._outputs(package))
+        return None
+
+    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+        try:
+            self.aws.sagemaker.delete_model_package(ModelPackageName=id)
+        except AwsApiError as err:
+            if not err.not_found:
+                raise
+
+
+def _image(image: Any) -> str:
+    """The inference image: a URI, or {repository: <ECR URI>, tag} for the registry's own repository."""
+    return image if isinstance(image, str) else f"{image['repository']}:{image['tag']}"

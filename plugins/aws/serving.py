@@ -1,0 +1,220 @@
+"""Serving: SageMaker models, endpoint configs (production variants, or a shadow variant) and the endpoint.
+
+Models and configs are immutable in SageMaker, so they are replaced create-before-destroy under a name that
+hashes their content. Weights live on the endpoint and change in place
+(UpdateEndpointWeightsAndCapacities); a new config is swapped in with UpdateEndpoint (blue/green), never by
+deleting the endpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlplat_plugins.aws.base import AwsProvider, content_name
+from mlplat_plugins.aws.registry import _image
+from mlplat_plugins.aws.sdk import AwsApiError
+from provisioner.errors import MlplatError
+from provisioner.progress import report
+from provisioner.provider import Created, Diff, Observed
+
+
+class SageMakerModel(AwsProvider):
+    create_before_destroy = True
+    force_new = frozenset({"base_name", "role_arn", "model", "model_package", "image", "model_data_url", "subnets",
+                           "security_groups"})
+
+    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+        name = content_name(inputs["base_name"], inputs)
+        if "model_package" in inputs:
+            container: dict[str, Any] = {"ModelPackageName": inputs["model_package"]}
+        else:
+            url = inputs["model_data_url"]
+            if not str(url).startswith("s3://"):
+                raise MlplatError(f"SageMaker loads models from S3, but {inputs['model']} is at {url}",
+                                  hint="put the registry on an aws target, or publish the artifact to S3")
+            container = {"Image": _image(inputs["image"]), "ModelDataUrl": url}
+        args: dict[str, Any] = {"ModelName": name, "PrimaryContainer": container,
+                                "ExecutionRoleArn": inputs["role_arn"], "Tags": self.tags(address)}
+        if inputs["subnets"] and inputs["security_groups"]:
+            args["VpcConfig"] = {"Subnets": inputs["subnets"], "SecurityGroupIds": inputs["security_groups"]}
+        try:
+            arn = self.aws.sagemaker.create_model(**args)["ModelArn"]
+        except AwsApiError as err:
+            if not err.already_exists:
+                raise
+            arn = self.aws.sagemaker.describe_model(ModelName=name)["ModelArn"]
+        return Created(name, {"name": name, "arn": arn})
+
+    def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
+        try:
+            model = self.aws.sagemaker.describe_model(ModelName=id)
+        except AwsApiError as err:
+            if err.not_found:
+                return None
+            raise
+        return Observed(dict(inputs), {"name": id, "arn": model["ModelArn"]})
+
+    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+        name = content_name(inputs["base_name"], inputs)
+        seen = self.read(name, inputs)
+        return Created(name, seen.outputs) if seen else None
+
+    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+        try:
+            self.aws.sagemaker.delete_model(ModelName=id)
+        except AwsApiError as err:
+            if not err.not_found:
+                raise
+
+
+class EndpointConfig(AwsProvider):
+    """Variant weights here are only the initial ones: the endpoint owns the live weights, so a weight change
+    never replaces the config (as Terraform's ignore_changes would)."""
+
+    create_before_destroy = True
+    force_new = frozenset({"base_name", "variants", "shadow_variants"})
+
+    def diff(self, prior: dict[str, Any], desired: dict[str, Any]) -> Diff:
+        return super().diff(_without_weights(prior), _without_weights(desired))
+
+    def _name(self, inputs: dict[str, Any]) -> str:
+        return content_name(inputs["base_name"], _without_weights(inputs))
+
+    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+        name = self._name(inputs)
+        args: dict[str, Any] = {"EndpointConfigName": name, "Tags": self.tags(address),
+                                "ProductionVariants": [_variant(v) for v in inputs["variants"]]}
+        if inputs["shadow_variants"]:
+            args["ShadowProductionVariants"] = [_variant(v) for v in inputs["shadow_variants"]]
+        try:
+            arn = self.aws.sagemaker.create_endpoint_config(**args)["EndpointConfigArn"]
+        except AwsApiError as err:
+            if not err.already_exists:
+                raise
+            arn = self.aws.sagemaker.describe_endpoint_config(EndpointConfigName=name)["EndpointConfigArn"]
+        return Created(name, {"name": name, "arn": arn})
+
+    def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
+        try:
+            config = self.aws.sagemaker.describe_endpoint_config(EndpointConfigName=id)
+        except AwsApiError as err:
+            if err.not_found:
+                return None
+            raise
+        observed = {**inputs, "variants": [_from_variant(v) for v in config.get("ProductionVariants", [])],
+                    "shadow_variants": [_from_variant(v) for v in config.get("ShadowProductionVariants", [])]}
+        return Observed(observed, {"name": id, "arn": config["EndpointConfigArn"]})
+
+    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+        name = self._name(inputs)
+        seen = self.read(name, inputs)
+        return Created(name, seen.outputs) if seen else None
+
+    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+        try:
+            self.aws.sagemaker.delete_endpoint_config(EndpointConfigName=id)
+        except AwsApiError as err:
+            if not err.not_found:
+                raise
+
+
+class Endpoint(AwsProvider):
+    force_new = frozenset({"name"})
+
+    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+        name = inputs["name"]
+        try:
+            self.aws.sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=inputs["config"],
+                                               Tags=self.tags(address))
+        except AwsApiError as err:
+            if not err.already_exists:
+                raise
+            report(f"endpoint {name} exists already (a retried create): adopting it")
+        endpoint = self._wait_in_service(name, "Creating")
+        current = self._observed(endpoint, inputs)
+        if current["config"] != inputs["config"] or current["weights"] != inputs["weights"]:
+            return Created(name, self.update(name, current, inputs))  # adopted an older one: converge it
+        return Created(name, self._outputs(endpoint))
+
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+        endpoint = self._describe(id)
+        if endpoint is None:
+            raise MlplatError(f"endpoint {id} does not exist any more", hint="run mlplat refresh, then apply")
+        if endpoint["EndpointConfigName"] != desired["config"]:
+            report(f"blue/green: {endpoint['EndpointConfigName']} → {desired['config']}")
+            self.aws.sagemaker.update_endpoint(EndpointName=id, EndpointConfigName=desired["config"])
+            endpoint = self._wait_in_service(id, "Updating")
+        if self._observed(endpoint, desired)["weights"] != desired["weights"]:
+            self.aws.sagemaker.update_endpoint_weights_and_capacities(EndpointName=id, DesiredWeightsAndCapacities=[
+                {"VariantName": variant, "DesiredWeight": weight} for variant, weight in desired["weights"].items()])
+            endpoint = self._wait_in_service(id, "Updating")
+        return self._outputs(endpoint)
+
+    def _describe(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.aws.sagemaker.describe_endpoint(EndpointName=name)
+        except AwsApiError as err:
+            if err.not_found:
+                return None
+            raise
+
+    def _wait_in_service(self, name: str, phase: str) -> dict[str, Any]:
+        def check() -> tuple[bool, Any]:
+            endpoint = self._describe(name)
+            if endpoint is None:
+                raise MlplatError(f"endpoint {name} disappeared while {phase.lower()}")
+            status = endpoint["EndpointStatus"]
+            if status in ("Failed", "OutOfService"):
+                raise MlplatError(f"endpoint {name} is {status}: {endpoint.get('FailureReason', 'no reason given')}")
+            return status == "InService", endpoint if status == "InService" else status
+
+        return self.wait(check, f"endpoint {name} {phase} → InService")
+
+    def _outputs(self, endpoint: dict[str, Any]) -> dict[str, Any]:
+        name = endpoint["EndpointName"]
+        return {"name": name, "arn": endpoint["EndpointArn"], "config": endpoint["EndpointConfigName"],
+                "url": f"https://runtime.sagemaker.{self.settings.region}.amazonaws.com/endpoints/{name}/invocations"}
+
+    @staticmethod
+    def _observed(endpoint: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+        weights = {v["VariantName"]: float(v.get("CurrentWeight", v.get("DesiredWeight", 0)))
+                   for v in endpoint.get("ProductionVariants", []) if v["VariantName"] in inputs["weights"]}
+        return {"name": endpoint["EndpointName"], "config": endpoint["EndpointConfigName"], "weights": weights}
+
+    def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
+        endpoint = self._describe(id)
+        if endpoint is None or endpoint["EndpointStatus"] == "Deleting":
+            return None
+        return Observed(self._observed(endpoint, inputs), self._outputs(endpoint))
+
+    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+        endpoint = self._describe(inputs["name"])
+        return Created(inputs["name"], self._outputs(endpoint)) if endpoint else None
+
+    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+        try:
+            self.aws.sagemaker.delete_endpoint(EndpointName=id)
+        except AwsApiError as err:
+            if err.not_found:
+                return
+            raise
+        self.wait(lambda: (self._describe(id) is None, "Deleting"), f"endpoint {id} deleted")
+
+
+def _without_weights(inputs: dict[str, Any]) -> dict[str, Any]:
+    strip = lambda vs: [{k: v for k, v in variant.items() if k != "weight"} for variant in vs or []]  # noqa: E731
+    out = dict(inputs)
+    out["variants"] = strip(inputs.get("variants"))
+    if inputs.get("shadow_variants"):  # a shadow's weight is its mirrored share: that one counts
+        out["shadow_variants"] = list(inputs["shadow_variants"])
+    return out
+
+
+def _variant(v: dict[str, Any]) -> dict[str, Any]:
+    return {"VariantName": v["name"], "ModelName": v["model"], "InstanceType": v["instance_type"],
+            "InitialInstanceCount": v["count"], "InitialVariantWeight": v["weight"]}
+
+
+def _from_variant(v: dict[str, Any]) -> dict[str, Any]:
+    return {"name": v["VariantName"], "model": v["ModelName"], "instance_type": v.get("InstanceType"),
+            "count": v.get("InitialInstanceCount"), "weight": float(v.get("InitialVariantWeight", 0))}

@@ -1,0 +1,203 @@
+"""Shared storage: EFS file systems and their mount targets, FSx for Lustre."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlplat_plugins.aws.base import AwsProvider, tag_value
+from mlplat_plugins.aws.sdk import AwsApiError
+from provisioner.errors import MlplatError
+from provisioner.provider import Created, Observed
+
+
+class EfsFileSystem(AwsProvider):
+    """Idempotent through CreationToken (derived from the address): a retried create finds the first one."""
+
+    force_new = frozenset({"token", "performance_mode", "encrypted"})
+
+    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+        try:
+            fs = self.aws.efs.create_file_system(
+                CreationToken=inputs["token"], PerformanceMode=inputs["performance_mode"],
+                Encrypted=inputs["encrypted"], Tags=[{"Key": "Name", "Value": address}, *self.tags(address)])
+        except AwsApiError as err:
+            if err.code != "FileSystemAlreadyExists":
+                raise
+            fs = self._by_token(inputs["token"])
+            if fs is None:
+                raise
+        fs = self.wait(lambda: self._available(fs["FileSystemId"]), f"EFS {fs['FileSystemId']} available")
+        return Created(fs["FileSystemId"], self._outputs(fs))
+
+    def _available(self, fs_id: str) -> tuple[bool, Any]:
+        fs = self.aws.efs.describe_file_systems(FileSystemId=fs_id)["FileSystems"][0]
+        if fs["LifeCycleState"] == "error":
+            raise MlplatError(f"EFS {fs_id} went to state error")
+        return fs["LifeCycleState"] == "available", fs
+
+    def _by_token(self, token: str) -> dict[str, Any] | None:
+        found = self.aws.efs.describe_file_systems(CreationToken=token)["FileSystems"]
+        return found[0] if found else None
+
+    def _outputs(self, fs: dict[str, Any]) -> dict[str, Any]:
+        return {"id": fs["FileSystemId"], "arn": fs.get("FileSystemArn"),
+                "dns_name": f"{fs['FileSystemId']}.efs.{self.settings.region}.amazonaws.com"}
+
+    def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
+        try:
+            found = self.aws.efs.describe_file_systems(FileSystemId=id)["FileSystems"]
+        except AwsApiError as err:
+            if err.not_found:
+                return None
+            raise
+        if not found or found[0]["LifeCycleState"] in ("deleting", "deleted"):
+            return None
+        fs = found[0]
+        return Observed({"token": fs["CreationToken"], "performance_mode": fs["PerformanceMode"],
+                         "encrypted": bool(fs.get("Encrypted"))}, self._outputs(fs))
+
+    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+        fs = self._by_token(inputs["token"])
+        return Created(fs["FileSystemId"], self._outputs(fs)) if fs else None
+
+    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+        try:
+            self.aws.efs.delete_file_system(FileSystemId=id)
+        except AwsApiError as err:
+            if not err.not_found:
+                raise
+
+
+class EfsMountTarget(AwsProvider):
+    force_new = frozenset({"file_system", "subnet"})
+
+    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+        args: dict[str, Any] = {"FileSystemId": inputs["file_system"], "SubnetId": inputs["subnet"]}
+        if inputs["security_groups"]:
+            args["SecurityGroups"] = inputs["security_groups"]
+        try:
+            mt = self.aws.efs.create_mount_target(**args)
+        except AwsApiError as err:
+            mt = self._in_subnet(inputs) if err.code == "MountTargetConflict" else None
+            if mt is None:
+                raise
+        return Created(mt["MountTargetId"], self._outputs(mt))
+
+    def _in_subnet(self, inputs: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            targets = self.aws.efs.describe_mount_targets(FileSystemId=inputs["file_system"])["MountTargets"]
+        except AwsApiError as err:
+            if err.not_found:
+                return None
+            raise
+        return next((t for t in targets if t["SubnetId"] == inputs["subnet"]), None)
+
+    @staticmethod
+    def _outputs(mt: dict[str, Any]) -> dict[str, Any]:
+        return {"id": mt["MountTargetId"], "ip_address": mt.get("IpAddress")}
+
+    def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
+        try:
+            found = self.aws.efs.describe_mount_targets(MountTargetId=id)["MountTargets"]
+        except AwsApiError as err:
+            if err.not_found:
+                return None
+            raise
+        if not found or found[0].get("LifeCycleState") in ("deleting", "deleted"):
+            return None
+        mt = found[0]
+        groups = self.aws.efs.describe_mount_target_security_groups(MountTargetId=id).get("SecurityGroups", [])
+        observed = {"file_system": mt["FileSystemId"], "subnet": mt["SubnetId"],
+                    "security_groups": sorted(groups) if inputs["security_groups"] else []}
+        return Observed(observed, self._outputs(mt))
+
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+        self.aws.efs.modify_mount_target_security_groups(MountTargetId=id, SecurityGroups=desired["security_groups"])
+        return {"id": id}
+
+    def diff(self, prior: dict[str, Any], desired: dict[str, Any]) -> Any:
+        sort = lambda d: {**d, "security_groups": sorted(d.get("security_groups") or [])}  # noqa: E731
+        return super().diff(sort(prior), sort(desired))
+
+    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+        mt = self._in_subnet(inputs)
+        return Created(mt["MountTargetId"], self._outputs(mt)) if mt else None
+
+    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+        try:
+            self.aws.efs.delete_mount_target(MountTargetId=id)
+        except AwsApiError as err:
+            if not err.not_found:
+                raise
+
+
+class FsxLustre(AwsProvider):
+    """SCRATCH_2 Lustre; ClientRequestToken makes a retried create return the same file system."""
+
+    force_new = frozenset({"token", "subnet", "security_groups"})
+
+    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+        existing = self._tagged(address)
+        if existing is None:
+            args: dict[str, Any] = {
+                "ClientRequestToken": inputs["token"][:63], "FileSystemType": "LUSTRE",
+                "StorageCapacity": inputs["storage_gb"], "SubnetIds": [inputs["subnet"]],
+                "LustreConfiguration": {"DeploymentType": "SCRATCH_2"},
+                "Tags": [{"Key": "Name", "Value": address}, *self.tags(address)]}
+            if inputs["security_groups"]:
+                args["SecurityGroupIds"] = inputs["security_groups"]
+            existing = self.aws.fsx.create_file_system(**args)["FileSystem"]
+        fs_id = existing["FileSystemId"]
+        fs = self.wait(lambda: self._available(fs_id), f"FSx {fs_id} available")
+        return Created(fs_id, self._outputs(fs))
+
+    def _describe(self, fs_id: str) -> dict[str, Any] | None:
+        try:
+            found = self.aws.fsx.describe_file_systems(FileSystemIds=[fs_id])["FileSystems"]
+        except AwsApiError as err:
+            if err.not_found or err.code == "FileSystemNotFound":
+                return None
+            raise
+        return found[0] if found else None
+
+    def _available(self, fs_id: str) -> tuple[bool, Any]:
+        fs = self._describe(fs_id)
+        if fs is None or fs["Lifecycle"] in ("FAILED", "MISCONFIGURED"):
+            raise MlplatError(f"FSx {fs_id} failed: {(fs or {}).get('FailureDetails', {}).get('Message', 'gone')}")
+        return fs["Lifecycle"] == "AVAILABLE", fs
+
+    def _tagged(self, address: str) -> dict[str, Any] | None:
+        for fs in self.aws.fsx.paginate("describe_file_systems", "FileSystems"):
+            if tag_value(fs.get("Tags")) == address and fs["Lifecycle"] not in ("DELETING",):
+                return fs
+        return None
+
+    def _outputs(self, fs: dict[str, Any]) -> dict[str, Any]:
+        return {"id": fs["FileSystemId"], "dns_name": fs.get("DNSName"),
+                "mount_name": (fs.get("LustreConfiguration") or {}).get("MountName")}
+
+    def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
+        fs = self._describe(id)
+        if fs is None or fs["Lifecycle"] == "DELETING":
+            return None
+        observed = {**inputs, "storage_gb": fs["StorageCapacity"], "subnet": fs["SubnetIds"][0]}
+        return Observed(observed, self._outputs(fs))
+
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+        if desired["storage_gb"] < prior["storage_gb"]:
+            raise MlplatError(f"FSx for Lustre cannot shrink ({prior['storage_gb']} → {desired['storage_gb']} GiB)",
+                              hint="keep size_gb, or create a new storage component and copy the data")
+        self.aws.fsx.update_file_system(FileSystemId=id, StorageCapacity=desired["storage_gb"])
+        fs = self.wait(lambda: self._available(id), f"FSx {id} resize")
+        return self._outputs(fs)
+
+    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+        fs = self._tagged(address)
+        return Created(fs["FileSystemId"], self._outputs(fs)) if fs else None
+
+    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+        try:
+            self.aws.fsx.delete_file_system(FileSystemId=id)
+        except AwsApiError as err:
+            if not (err.not_found or err.code == "FileSystemNotFound"):
+                raise

@@ -1,0 +1,288 @@
+"""The aws target: settings, capabilities and lowering of each component to AWS resources.
+
+Lowering:
+- cluster  → one SageMaker HyperPod cluster, one instance group per GPU pool
+- storage  → EFS + a mount target per subnet (`kind: lustre` → FSx for Lustre)
+- registry → an ECR repository per image, a model package group, and per model an S3 artifact + a model package
+- serving  → a SageMaker model per path, an endpoint config (variants, or a shadow variant), the endpoint
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from provisioner import catalog
+from provisioner.errors import MlplatError, NotOffered
+from provisioner.graph import Ref, Resource
+from provisioner.provider import ResourceProvider
+from provisioner.spec.model import Cluster, Component, Registry, Serving, Storage
+from provisioner.target import Capabilities, LowerContext, Lowered, ShadowCapability, Target
+
+
+class AwsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="AWS region, e.g. us-east-1")
+    profile: str | None = Field(None, description="Named profile of the standard credential chain (never keys)")
+    endpoint_url: str | None = Field(None, description="Send every API call here (moto, LocalStack)")
+    role_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$",
+                                 description="Execution role for SageMaker models and HyperPod instance groups")
+    bucket: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+                               description="Existing S3 bucket for model artifacts and lifecycle scripts (for "
+                                           "HyperPod its name must start with sagemaker-)")
+    prefix: str = Field("mlplat", pattern=r"^[A-Za-z0-9!_.*'()/-]{1,200}$", description="Key prefix in `bucket`")
+    vpc_id: str | None = Field(None, description="VPC of `subnets` (informational; AWS derives it from them)")
+    subnets: list[str] = Field(default_factory=list, description="Subnets for EFS mount targets, FSx, HyperPod")
+    security_groups: list[str] = Field(default_factory=list, description="Security groups for the same")
+    serving_image: str | None = Field(None, description="Inference container image for SageMaker models "
+                                                        "(default: the registry's first image, tag `latest`)")
+    lifecycle_script_uri: str | None = Field(None, pattern=r"^s3://",
+                                             description="HyperPod lifecycle scripts (default: a minimal script "
+                                                         "mlplat uploads to s3://<bucket>/<prefix>/hyperpod/)")
+    lifecycle_on_create: str = Field("on_create.sh", description="HyperPod OnCreate script name")
+    poll_interval_s: float = Field(15.0, ge=0, description="First interval of waits on long operations")
+    wait_timeout_s: float = Field(3600.0, gt=0, description="Bound on each wait (endpoint InService, cluster)")
+    max_concurrency: int = Field(8, ge=1, description="AWS calls in flight at once (API rate limits)")
+
+
+class AwsTarget(Target):
+    name = "aws"
+    description = "AWS: SageMaker HyperPod and endpoints, EFS / FSx for Lustre, ECR, S3 (boto3)"
+    settings_model = AwsSettings
+
+    def __init__(self, settings: BaseModel, context: Any) -> None:
+        super().__init__(settings, context)
+        self._clients: Any = None
+
+    def capabilities(self) -> Capabilities:
+        offered = frozenset(name for name in catalog.names() if catalog.offerings("aws", name))
+        return Capabilities(
+            traffic_split=True,
+            shadow=ShadowCapability(max_mirror_percent=100),
+            accelerators=offered,
+            storage_kinds=frozenset({"nas", "lustre"}),
+            auth_modes=frozenset({"iam"}),
+            max_concurrency=self.settings.max_concurrency,
+            notes=("SageMaker endpoints are always SigV4 (IAM) authenticated: declare auth: iam",
+                   "HyperPod does not autoscale: each pool runs nodes.min instances",
+                   "EFS is elastic: storage size_gb applies to FSx for Lustre only"),
+        )
+
+    def clients(self) -> Any:
+        if self._clients is None:
+            from mlplat_plugins.aws.sdk import Clients
+
+            s = self.settings
+            self._clients = Clients(s.region, s.endpoint_url, s.profile)
+        return self._clients
+
+    def provider(self, kind: str) -> ResourceProvider:
+        from mlplat_plugins.aws.providers import PROVIDERS
+
+        try:
+            return PROVIDERS[kind](self)
+        except KeyError:
+            raise MlplatError(f"the aws target has no resource kind {kind!r}") from None
+
+    # lowering ----------------------------------------------------------------------------------------
+
+    def lower(self, component: Component, ctx: LowerContext) -> Lowered:
+        if isinstance(component, Cluster):
+            return self._lower_cluster(component, ctx)
+        if isinstance(component, Storage):
+            return self._lower_storage(component, ctx)
+        if isinstance(component, Registry):
+            return self._lower_registry(component, ctx)
+        if isinstance(component, Serving):
+            return self._lower_serving(component, ctx)
+        raise MlplatError(f"the aws target cannot realize {type(component).__name__}")
+
+    def _resource(self, address: str, kind: str, inputs: dict[str, Any], *after: str) -> Resource:
+        return Resource(address, f"aws.{kind}", self.context.target_name, inputs, depends_on=tuple(after))
+
+    def _require(self, field: str, why: str) -> Any:
+        value = getattr(self.settings, field)
+        if not value:
+            raise MlplatError(f"targets.{self.context.target_name}.{field} is required {why}",
+                              hint=f"set {field} under targets.{self.context.target_name} in the stack file")
+        return value
+
+    def _lower_cluster(self, cluster: Cluster, ctx: LowerContext) -> Lowered:
+        role = self._require("role_arn", "for HyperPod instance groups")
+        groups = []
+        for pool in cluster.gpu_pools:
+            if pool.spot:
+                raise NotOffered(f"pool {pool.name!r}: SageMaker HyperPod has no spot capacity",
+                                 hint="remove spot: true, or put this cluster on another target")
+            offering = catalog.instance_for("aws", pool.accelerator, pool.gpus_per_node)
+            groups.append({
+                # the accelerator is part of the name: changing it replaces the group, as UpdateCluster requires
+                "name": f"{pool.name}-{_slug(pool.accelerator)}"[:63],
+                "pool": pool.name,
+                "instance_type": catalog.sagemaker_instance_type(offering),
+                "count": pool.nodes.min,
+            })
+        address = ctx.address(cluster.name, "hyperpod_cluster", "main")
+        inputs = {
+            "name": _name(self.context.stack_name, cluster.name),
+            "groups": groups,
+            "role_arn": role,
+            "lifecycle_script_uri": self.settings.lifecycle_script_uri or self._s3_uri("hyperpod/"),
+            "lifecycle_on_create": self.settings.lifecycle_on_create,
+            "upload_default_lifecycle": self.settings.lifecycle_script_uri is None,
+            "subnets": list(self.settings.subnets),
+            "security_groups": list(self.settings.security_groups),
+        }
+        outputs = {"arn": Ref(address, "arn"), "name": Ref(address, "name")}
+        return Lowered([self._resource(address, "hyperpod_cluster", inputs)], outputs)
+
+    def _lower_storage(self, storage: Storage, ctx: LowerContext) -> Lowered:
+        subnets = self.settings.subnets
+        if storage.kind == "lustre":
+            if not subnets:
+                self._require("subnets", "for FSx for Lustre")
+            address = ctx.address(storage.name, "fsx_lustre", "main")
+            inputs = {"token": _token(self.context.stack_name, address),
+                      "storage_gb": _lustre_capacity(storage.size_gb), "subnet": subnets[0],
+                      "security_groups": list(self.settings.security_groups)}
+            outputs = {"id": Ref(address, "id"), "dns_name": Ref(address, "dns_name"),
+                       "mount_name": Ref(address, "mount_name"), "mount_path": storage.mount_path}
+            return Lowered([self._resource(address, "fsx_lustre", inputs)], outputs)
+        address = ctx.address(storage.name, "efs", "main")
+        resources = [self._resource(address, "efs", {"token": _token(self.context.stack_name, address),
+                                                     "performance_mode": "generalPurpose", "encrypted": True})]
+        for subnet in subnets:
+            resources.append(self._resource(ctx.address(storage.name, "efs_mount_target", subnet), "efs_mount_target", {
+                "file_system": Ref(address, "id"), "subnet": subnet,
+                "security_groups": list(self.settings.security_groups)}))
+        outputs = {"id": Ref(address, "id"), "dns_name": Ref(address, "dns_name"), "mount_path": storage.mount_path}
+        return Lowered(resources, outputs)
+
+    def _lower_registry(self, registry: Registry, ctx: LowerContext) -> Lowered:
+        resources: list[Resource] = []
+        outputs: dict[str, Any] = {}
+        for image in registry.images:
+            address = ctx.address(registry.name, "ecr_repository", image.name)
+            resources.append(self._resource(address, "ecr_repository", {
+                "name": f"{self.context.stack_name}/{image.name}".lower(), "scan_on_push": True,
+                "tag_mutability": "MUTABLE"}))
+            outputs[f"image.{image.name}"] = Ref(address, "uri")
+        if not registry.models:
+            return Lowered(resources, outputs)
+        bucket = self._require("bucket", "to hold model artifacts")
+        group = ctx.address(registry.name, "model_package_group", "main")
+        resources.append(self._resource(group, "model_package_group",
+                                        {"name": _name(self.context.stack_name, registry.name)}))
+        image = self._serving_image(registry, outputs)
+        outputs["package_group"] = Ref(group, "name")
+        for model in registry.models:
+            source = Path(model.artifact)
+            if not source.is_absolute():
+                source = self.context.stack_dir / source
+            if not source.is_file():
+                raise MlplatError(f"model {model.ref}: artifact {model.artifact} not found (looked at {source})",
+                                  hint="artifact paths are relative to the stack file")
+            artifact = ctx.address(registry.name, "model_artifact", model.ref)
+            key = f"{self.settings.prefix.strip('/')}/models/{model.name}/{model.version}/{source.name}"
+            resources.append(self._resource(artifact, "model_artifact", {
+                "bucket": bucket, "key": key, "source": str(source), "sha256": _sha256(source)}))
+            package = ctx.address(registry.name, "model_package", model.ref)
+            resources.append(self._resource(package, "model_package", {
+                "group": Ref(group, "name"), "model": model.ref, "framework": model.framework,
+                "model_data_url": Ref(artifact, "uri"), "image": image}))
+            outputs[f"model.{model.ref}"] = Ref(artifact, "uri")
+            outputs[f"package.{model.ref}"] = Ref(package, "arn")
+        return Lowered(resources, outputs)
+
+    def _serving_image(self, registry: Registry | None, registry_outputs: dict[str, Any]) -> Any:
+        """The inference image: the setting, else the registry's first image (when the registry is on aws)."""
+        if self.settings.serving_image:
+            return self.settings.serving_image
+        if registry is not None and registry.images:
+            repository = registry_outputs.get(f"image.{registry.images[0].name}")
+            if repository is not None:
+                return {"repository": repository, "tag": "latest"}
+        raise MlplatError(f"no inference image for SageMaker on target {self.context.target_name!r}",
+                          hint=f"set targets.{self.context.target_name}.serving_image, or declare an image under "
+                               "registry.images (its ECR repository's `latest` tag is used)")
+
+    def _lower_serving(self, serving: Serving, ctx: LowerContext) -> Lowered:
+        registry = ctx.platform.registry
+        role = self._require("role_arn", "for SageMaker models")
+        resources: list[Resource] = []
+        variants, shadow_variants, weights = [], [], {}
+        for path_name, path in serving.paths.items():
+            if registry is None or ctx.platform.model(path.model) is None:
+                known = ", ".join(m.ref for m in registry.models) if registry else "none (no registry declared)"
+                raise MlplatError(f"paths.{path_name}.model {path.model!r} is not in the registry (models: {known})",
+                                  hint="declare it under registry.models")
+            model_address = ctx.address(serving.name, "model", path_name)
+            inputs: dict[str, Any] = {"base_name": _name(self.context.stack_name, serving.name, path_name, limit=54),
+                                      "role_arn": role, "model": path.model,
+                                      "subnets": list(self.settings.subnets),
+                                      "security_groups": list(self.settings.security_groups)}
+            try:  # registry on aws: serve the versioned model package
+                inputs["model_package"] = ctx.output(registry.name, f"package.{path.model}")
+            except KeyError:  # registry elsewhere (hybrid): an image plus the artifact, which must be in S3
+                inputs["image"] = self._serving_image(registry, ctx.outputs_of(registry.name))
+                inputs["model_data_url"] = ctx.output(registry.name, f"model.{path.model}")
+            resources.append(self._resource(model_address, "model", inputs))
+            offering = catalog.instance_for("aws", path.accelerator, path.gpu_count)
+            variant = {"name": path_name, "model": Ref(model_address, "name"),
+                       "instance_type": catalog.sagemaker_instance_type(offering), "count": path.replicas,
+                       "weight": float(path.weight or 0)}
+            if path.mode == "shadow":
+                variant["weight"] = float(path.mirror_percent)  # mirrored share, relative to production's 100
+                shadow_variants.append(variant)
+            else:
+                variants.append(variant)
+                weights[path_name] = float(path.weight or 0)
+        config = ctx.address(serving.name, "endpoint_config", "main")
+        resources.append(self._resource(config, "endpoint_config", {
+            "base_name": _name(self.context.stack_name, serving.name, limit=54),
+            "variants": variants, "shadow_variants": shadow_variants}))
+        endpoint = ctx.address(serving.name, "endpoint", "main")
+        resources.append(self._resource(endpoint, "endpoint", {
+            "name": _name(self.context.stack_name, serving.name), "config": Ref(config, "name"),
+            "weights": weights}))
+        return Lowered(resources, {"name": Ref(endpoint, "name"), "arn": Ref(endpoint, "arn"),
+                                   "url": Ref(endpoint, "url")})
+
+    def _s3_uri(self, suffix: str) -> str:
+        bucket = self._require("bucket", "for HyperPod lifecycle scripts (or set lifecycle_script_uri)")
+        return f"s3://{bucket}/{self.settings.prefix.strip('/')}/{suffix}"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def _name(*parts: str, limit: int = 63) -> str:
+    """A SageMaker-legal name ([a-zA-Z0-9-], ≤ limit); long names keep a hash of the full text to stay unique."""
+    text = "-".join(_slug(p) for p in parts if p)
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{text[:limit - 9].rstrip('-')}-{digest}"
+
+
+def _token(stack: str, address: str) -> str:
+    """Idempotency token (EFS CreationToken, FSx ClientRequestToken ≤ 63) derived from the resource address."""
+    return "mlplat-" + hashlib.sha256(f"{stack}/{address}".encode()).hexdigest()[:40]
+
+
+def _lustre_capacity(size_gb: int) -> int:
+    """FSx for Lustre SCRATCH_2 capacity: 1200 GiB, then multiples of 2400."""
+    return 1200 if size_gb <= 1200 else -(-size_gb // 2400) * 2400
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,846 @@
+"""A real-HTTP moto server for the AWS plugin tests, plus faithful additions for APIs moto lacks.
+
+The server runs moto's WSGI app in a daemon thread of *this* process on 127.0.0.1 behind a small
+middleware that logs every AWS action, can answer with throttling errors and can hold SageMaker
+endpoint/cluster statuses in ``Creating``/``Updating`` for a few describes.  boto3 clients here
+and in subprocesses reach it through ``endpoint_url=server.url`` with the env from ``server.env()``.
+
+Intended fixtures (tests/conftest.py)::
+
+    @pytest.fixture(scope="session")
+    def moto_server() -> Iterator[MotoServer]:
+        server = started_server()
+        yield server
+        server.stop()
+
+    @pytest.fixture
+    def aws(moto_server: MotoServer) -> MotoServer:
+        moto_server.reset()  # empty moto backends, empty call log, no throttling/delays
+        return moto_server
+
+Additions installed by :func:`install_extensions` (moto 5.2.5 lacks them): SageMaker
+``UpdateEndpoint``, ``UpdateCluster``, ``DeleteModelPackage``, ``DeleteModelPackageGroup``,
+``ShadowProductionVariants`` on endpoint configs/endpoints, ``ListTags``/``AddTags`` on model
+package ARNs, monotonically increasing model package versions after deletes, ``ThreadsPerCore``
+optional in ``CreateCluster``, ``UpdateEndpointWeightsAndCapacities`` keeping the half (weight or
+instance count) a variant spec leaves out, and ``FileSystemId`` in EFS's ``FileSystemAlreadyExists`` error.
+"""
+
+import contextlib
+import io
+import json
+import re
+import threading
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from werkzeug.serving import BaseWSGIServer, make_server
+
+REGION = "us-east-1"
+MUTATING_PREFIXES = ("Create", "Update", "Delete", "Put", "Register")
+
+# SigV4 signing name -> botocore service name, where they differ.
+_SIGNING_TO_SERVICE = {"elasticfilesystem": "efs", "monitoring": "cloudwatch", "email": "ses"}
+
+StartResponse = Callable[..., Any]
+
+
+# --------------------------------------------------------------------------------------------
+# Request identification
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AwsRequest:
+    """What the middleware learned about one request."""
+
+    service: str  # SigV4 signing name, e.g. "sagemaker", "elasticfilesystem", "s3"
+    protocol: str  # json | query | ec2 | rest-json | rest-xml | unknown
+    action: str  # e.g. "CreateEndpoint"; "" when it could not be worked out
+    params: dict[str, Any]  # decoded json body (json protocol only)
+
+
+@dataclass(frozen=True)
+class _RestOp:
+    name: str
+    method: str
+    path: re.Pattern[str]
+    query: dict[str, str | None]  # required query keys (value None = any value)
+    headers: tuple[str, ...]  # required headers, WSGI style (HTTP_X_AMZ_COPY_SOURCE)
+    literal: int  # literal characters in the path template, for specificity
+
+    def score(self, method: str, path: str, query: dict[str, list[str]], environ: dict[str, Any]) -> int:
+        """-1 when the operation does not match, else how specific the match is."""
+        if method != self.method or not self.path.fullmatch(path):
+            return -1
+        for key, value in self.query.items():
+            if key not in query or (value is not None and value not in query[key]):
+                return -1
+        if any(h not in environ for h in self.headers):
+            return -1
+        return (len(self.query) + len(self.headers)) * 10_000 + self.literal
+
+
+class _RestIndex:
+    """Maps (method, path, query, headers) to an operation name using botocore's service model."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ops: dict[str, tuple[str, list[_RestOp]]] = {}
+        self._session = botocore.session.get_session()
+
+    def model(self, signing_name: str) -> tuple[str, list[_RestOp]]:
+        """(protocol, operations) of the service signed as ``signing_name``."""
+        with self._lock:
+            if signing_name not in self._ops:
+                self._ops[signing_name] = self._load(_SIGNING_TO_SERVICE.get(signing_name, signing_name))
+            return self._ops[signing_name]
+
+    def _load(self, service: str) -> tuple[str, list[_RestOp]]:
+        try:
+            model = self._session.get_service_model(service)
+        except Exception:
+            return "unknown", []
+        ops: list[_RestOp] = []
+        if model.protocol not in ("rest-json", "rest-xml"):
+            return model.protocol, ops
+        for name in model.operation_names:
+            op = model.operation_model(name)
+            uri: str = op.http.get("requestUri", "/")
+            path_t, _, query_t = uri.partition("?")
+            pattern = ""
+            for literal, greedy_var in re.findall(r"([^{]*)(\{[^}]*\})?", path_t):
+                pattern += re.escape(literal)
+                if greedy_var:
+                    pattern += "(.+)" if greedy_var.endswith("+}") else "([^/]+)"
+            pattern = pattern.rstrip("/") + "/?" if pattern not in ("", "/") else "/?"
+            query: dict[str, str | None] = {}
+            for part in filter(None, query_t.split("&")):
+                key, eq, value = part.partition("=")
+                query[key] = value if eq else None
+            headers: list[str] = []
+            shape = op.input_shape
+            if shape is not None:
+                for member in shape.required_members:
+                    m = shape.members[member]
+                    where, wire = m.serialization.get("location"), m.serialization.get("name", member)
+                    if where == "querystring":
+                        query.setdefault(wire, None)
+                    elif where == "header":
+                        headers.append("HTTP_" + wire.upper().replace("-", "_"))
+            literal = len(re.sub(r"\{[^}]*\}", "", path_t))
+            ops.append(_RestOp(name, op.http["method"], re.compile(pattern), query, tuple(headers), literal))
+        return model.protocol, ops
+
+
+_REST = _RestIndex()
+
+
+def _signing_service(environ: dict[str, Any]) -> str:
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    match = re.search(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/", auth)
+    return match.group(1) if match else ""
+
+
+def identify(environ: dict[str, Any], body: bytes) -> AwsRequest:
+    """Work out service, protocol and action name of a signed AWS request."""
+    service = _signing_service(environ)
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        try:
+            params = json.loads(body or b"{}")
+        except ValueError:
+            params = {}
+        return AwsRequest(service, "json", target.rsplit(".", 1)[-1], params if isinstance(params, dict) else {})
+    form = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+        form.update(parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True))
+    if "Action" in form:
+        return AwsRequest(service, "ec2" if service == "ec2" else "query", form["Action"][0], {})
+    protocol, ops = _REST.model(service)
+    method = environ.get("REQUEST_METHOD", "GET")
+    path = environ.get("PATH_INFO", "/") or "/"
+    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    best, best_score = "", -1
+    for op in ops:
+        score = op.score(method, path, query, environ)
+        if score > best_score:
+            best, best_score = op.name, score
+    return AwsRequest(service, protocol, best, {})
+
+
+# --------------------------------------------------------------------------------------------
+# Throttling error shapes
+# --------------------------------------------------------------------------------------------
+
+
+def throttling_response(protocol: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    """(status, headers, body) of the real throttling error for ``protocol``."""
+    rid = str(uuid.uuid4())
+    if protocol == "json":
+        body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+        return "400 Bad Request", [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", rid)], body
+    if protocol == "rest-json":
+        body = json.dumps({"ErrorCode": "ThrottlingException", "Message": "Rate exceeded"}).encode()
+        headers = [
+            ("Content-Type", "application/json"),
+            ("x-amzn-ErrorType", "ThrottlingException"),
+            ("x-amzn-RequestId", rid),
+        ]
+        return "429 Too Many Requests", headers, body
+    if protocol == "rest-xml":
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+            f"<Message>Please reduce your request rate.</Message><RequestId>{rid}</RequestId>"
+            "<HostId>moto</HostId></Error>"
+        ).encode()
+        return "503 Slow Down", [("Content-Type", "application/xml")], body
+    if protocol == "ec2":
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>RequestLimitExceeded</Code>'
+            f"<Message>Request limit exceeded.</Message></Error></Errors><RequestID>{rid}</RequestID></Response>"
+        ).encode()
+        return "503 Service Unavailable", [("Content-Type", "text/xml;charset=UTF-8")], body
+    # query protocol (IAM, STS, ...): the real code is "Throttling".
+    body = (
+        "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message>"
+        f"</Error><RequestId>{rid}</RequestId></ErrorResponse>"
+    ).encode()
+    return "400 Bad Request", [("Content-Type", "text/xml")], body
+
+
+# --------------------------------------------------------------------------------------------
+# The server
+# --------------------------------------------------------------------------------------------
+
+
+class _Restore(contextlib.AbstractContextManager["_Restore"]):
+    """Context manager returned by the knobs; leaving it undoes the knob."""
+
+    def __init__(self, undo: Callable[[], None]) -> None:
+        self._undo = undo
+
+    def __exit__(self, *exc: object) -> None:
+        self._undo()
+
+
+# Describe action -> (name param, status field, create actions, update actions)
+_DELAYED: dict[str, tuple[str, str, set[str], set[str]]] = {
+    "DescribeEndpoint": (
+        "EndpointName",
+        "EndpointStatus",
+        {"CreateEndpoint"},
+        {"UpdateEndpoint", "UpdateEndpointWeightsAndCapacities"},
+    ),
+    "DescribeCluster": ("ClusterName", "ClusterStatus", {"CreateCluster"}, {"UpdateCluster"}),
+}
+
+
+class MotoServer:
+    """moto's server app on 127.0.0.1:<free port>, with an action log, throttling and status delays.
+
+    ``calls`` lists every AWS action received, in order, throttled ones included; ``throttled``
+    lists the subset answered with a throttling error (those never reached moto).
+    """
+
+    region = REGION
+
+    def __init__(self) -> None:
+        install_extensions()
+        self.calls: list[str] = []
+        self.throttled: list[str] = []
+        self._lock = threading.Lock()
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._moto_app: Any = None
+        self._throttle_times = 0
+        self._throttle_actions: set[str] | None = None
+        self._throttle_seen: dict[str, int] = {}
+        self._delay_times = 0
+        self._pending: dict[tuple[str, str], tuple[str, int]] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> "MotoServer":
+        """Bind a free port and serve in a daemon thread."""
+        from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+
+        self._moto_app = DomainDispatcherApplication(create_backend_app)
+
+        class QuietHandler(MotoRequestHandler):  # type: ignore[misc]
+            def log_request(self, *args: Any, **kwargs: Any) -> None:
+                """Skip the per-request access log line (errors are still logged)."""
+
+        self._server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Shut the server down and join its thread."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = self._thread = None
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:54321``."""
+        if self._server is None:
+            raise RuntimeError("MotoServer not started")
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    # -- clients -----------------------------------------------------------------------------
+
+    def client(self, service: str, *, max_attempts: int = 1) -> Any:
+        """A boto3 client for ``service`` pointed at the server (botocore retries off by default)."""
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name=self.region,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"total_max_attempts": max_attempts, "mode": "standard"}),
+        )
+
+    def env(self) -> dict[str, str]:
+        """Env vars a subprocess needs to sign requests for this server."""
+        return {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def reset(self) -> None:
+        """Empty every moto backend, the call log, and switch off throttling and delays."""
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+        with self._lock:
+            self.calls.clear()
+            self.throttled.clear()
+            self._throttle_times, self._throttle_actions, self._throttle_seen = 0, None, {}
+            self._delay_times, self._pending = 0, {}
+
+    # -- call log ----------------------------------------------------------------------------
+
+    def count(self, action: str) -> int:
+        """How many requests for ``action`` were received (throttled ones included)."""
+        with self._lock:
+            return self.calls.count(action)
+
+    def clear_calls(self) -> None:
+        """Forget the call log (and the throttled log)."""
+        with self._lock:
+            self.calls.clear()
+            self.throttled.clear()
+
+    # -- knobs -------------------------------------------------------------------------------
+
+    def throttle(self, times: int, actions: set[str] | None = None) -> _Restore:
+        """Throttle the first ``times`` requests of each mutating action (or of ``actions``).
+
+        Usable as a context manager; leaving it switches throttling off.
+        """
+        with self._lock:
+            self._throttle_times, self._throttle_actions, self._throttle_seen = times, actions, {}
+
+        def undo() -> None:
+            with self._lock:
+                self._throttle_times, self._throttle_actions, self._throttle_seen = 0, None, {}
+
+        return _Restore(undo)
+
+    def delay_status(self, times: int) -> _Restore:
+        """After each Create/Update of an endpoint or cluster, the next ``times`` describes of it
+        report ``Creating``/``Updating`` before moto's real status.  Context manager; leaving it
+        stops arming new delays (already armed ones still count down)."""
+        with self._lock:
+            self._delay_times = times
+
+        def undo() -> None:
+            with self._lock:
+                self._delay_times = 0
+
+        return _Restore(undo)
+
+    # -- middleware --------------------------------------------------------------------------
+
+    def _should_throttle(self, action: str) -> bool:
+        if not self._throttle_times or not action:
+            return False
+        if self._throttle_actions is not None:
+            wanted = action in self._throttle_actions
+        else:
+            wanted = action.startswith(MUTATING_PREFIXES)
+        if not wanted:
+            return False
+        seen = self._throttle_seen.get(action, 0)
+        self._throttle_seen[action] = seen + 1
+        return seen < self._throttle_times
+
+    def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/moto-api") or "HTTP_AUTHORIZATION" not in environ:
+            return self._moto_app(environ, start_response)
+        body = b""
+        ctype = environ.get("CONTENT_TYPE", "")
+        if environ.get("CONTENT_LENGTH") and (ctype.startswith("application/x-") or "HTTP_X_AMZ_TARGET" in environ):
+            body = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"]))
+            environ["wsgi.input"] = io.BytesIO(body)
+        req = identify(environ, body)
+        name = req.action or f"{environ.get('REQUEST_METHOD')} {path}"
+        with self._lock:
+            self.calls.append(name)
+            throttled = self._should_throttle(req.action)
+            if throttled:
+                self.throttled.append(name)
+        if throttled:
+            status, headers, payload = throttling_response(req.protocol)
+            start_response(status, [*headers, ("Content-Length", str(len(payload)))])
+            return [payload]
+        if req.service != "sagemaker" or not (req.action in _DELAYED or self._arms_delay(req.action)):
+            return self._moto_app(environ, start_response)
+        return self._sagemaker_with_delays(req, environ, start_response)
+
+    def _arms_delay(self, action: str) -> bool:
+        return any(action in creates | updates for _, _, creates, updates in _DELAYED.values())
+
+    def _sagemaker_with_delays(
+        self, req: AwsRequest, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+            captured["status"], captured["headers"] = status, headers
+            return lambda _data: None
+
+        result = self._moto_app(environ, capture)
+        try:
+            payload = b"".join(result)
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        status: str = captured["status"]
+        headers: list[tuple[str, str]] = captured["headers"]
+        ok = status.startswith("200")
+        for describe, (param, field, creates, updates) in _DELAYED.items():
+            key = (describe, str(req.params.get(param, "")))
+            with self._lock:
+                if ok and self._delay_times and req.action in creates | updates:
+                    word = "Creating" if req.action in creates else "Updating"
+                    self._pending[key] = (word, self._delay_times)
+                elif ok and req.action == describe and self._pending.get(key, ("", 0))[1] > 0:
+                    word, left = self._pending[key]
+                    self._pending[key] = (word, left - 1)
+                    doc = json.loads(payload)
+                    doc[field] = word
+                    payload = json.dumps(doc).encode()
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        start_response(status, [*headers, ("Content-Length", str(len(payload)))])
+        return [payload]
+
+
+def started_server() -> MotoServer:
+    """Start a :class:`MotoServer` and return it (the caller stops it)."""
+    return MotoServer().start()
+
+
+# --------------------------------------------------------------------------------------------
+# SageMaker additions to moto's in-process backend
+# --------------------------------------------------------------------------------------------
+
+_installed = False
+_install_lock = threading.Lock()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _name_from_arn(value: str) -> str:
+    return value.rsplit("/", 1)[-1] if value.startswith("arn:") else value
+
+
+def install_extensions() -> None:
+    """Add the SageMaker APIs moto 5.2.5 lacks to its response class and backend (idempotent)."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        _install_sagemaker()
+        _install_efs()
+        _install_fsx()
+        _installed = True
+
+
+def _install_fsx() -> None:
+    """FSx as the real API: every file system reports its Lifecycle (AVAILABLE once created; moto omits it),
+    its Lustre MountName, and a repeated ClientRequestToken returns the first file system instead of a second."""
+    from moto.fsx import models as fsx
+
+    to_dict = fsx.FileSystem.to_dict
+
+    def to_dict_with_lifecycle(self: Any) -> dict[str, Any]:
+        out = to_dict(self)
+        out.setdefault("Lifecycle", "AVAILABLE")
+        if out.get("FileSystemType") == "LUSTRE":
+            out["LustreConfiguration"] = {"MountName": self.file_system_id[3:11],
+                                          **(out.get("LustreConfiguration") or {})}
+        return out
+
+    create = fsx.FSxBackend.create_file_system
+
+    def create_once(self: Any, client_request_token: str | None = None, **kwargs: Any) -> Any:
+        tokens: dict[str, Any] = self.__dict__.setdefault("_mlplat_tokens", {})
+        if client_request_token and client_request_token in tokens:
+            return tokens[client_request_token]
+        created = create(self, client_request_token=client_request_token, **kwargs)
+        if client_request_token:
+            tokens[client_request_token] = created
+        return created
+
+    fsx.FileSystem.to_dict = to_dict_with_lifecycle
+    fsx.FSxBackend.create_file_system = create_once
+
+
+def _install_efs() -> None:
+    """Make EFS's FileSystemAlreadyExists carry the FileSystemId, as the real error does."""
+    from moto.efs import models as efs
+    from moto.efs.exceptions import FileSystemAlreadyExists
+
+    class FileSystemAlreadyExistsWithId(FileSystemAlreadyExists):
+        def __init__(self, creation_token: str, file_system_id: str) -> None:
+            super().__init__(creation_token)
+            self.message = f"File system '{file_system_id}' already exists with creation token '{creation_token}'"
+            self.description = json.dumps(
+                {
+                    "__type": "FileSystemAlreadyExists",
+                    "ErrorCode": "FileSystemAlreadyExists",
+                    "Message": self.message,
+                    "FileSystemId": file_system_id,
+                }
+            )
+
+    original = efs.EFSBackend.create_file_system
+
+    def create_file_system(self: Any, creation_token: str, *args: Any, **kwargs: Any) -> Any:
+        if creation_token in self.creation_tokens:
+            for fs in self.file_systems_by_id.values():
+                if fs.creation_token == creation_token:
+                    raise FileSystemAlreadyExistsWithId(creation_token, fs.file_system_id)
+        return original(self, creation_token, *args, **kwargs)
+
+    efs.EFSBackend.create_file_system = create_file_system
+
+
+def _install_sagemaker() -> None:
+    from moto.core.responses import ActionResult, EmptyResult
+    from moto.sagemaker import models as sm
+    from moto.sagemaker.exceptions import ConflictException, ResourceNotFound, ValidationError
+    from moto.sagemaker.responses import SageMakerResponse
+
+    backend_cls = sm.SageMakerModelBackend
+
+    # ---- UpdateEndpoint -------------------------------------------------------------------
+    def update_endpoint(
+        backend: Any,
+        endpoint_name: str,
+        endpoint_config_name: str,
+        retain_all_variant_properties: bool,
+        exclude_retained_variant_properties: list[dict[str, str]],
+        deployment_config: dict[str, Any] | None,
+        retain_deployment_config: bool,
+    ) -> str:
+        endpoint = backend.endpoints.get(endpoint_name)
+        if endpoint is None:
+            arn = sm.FakeEndpoint.arn_formatter(endpoint_name, backend.account_id, backend.region_name)
+            raise ValidationError(message=f"Could not find endpoint '{arn}'.")
+        config = backend.endpoint_configs.get(endpoint_config_name)
+        if config is None:
+            arn = sm.FakeEndpointConfig.arn_formatter(endpoint_config_name, backend.account_id, backend.region_name)
+            raise ValidationError(message=f"Could not find endpoint configuration '{arn}'.")
+        if endpoint.endpoint_status not in ("InService", "Failed"):
+            raise ValidationError(message=f"Cannot update in-progress endpoint '{endpoint.arn}'.")
+        new_variants = endpoint._process_production_variants(config.production_variants)
+        excluded = {e.get("VariantPropertyType") for e in exclude_retained_variant_properties or []}
+        if retain_all_variant_properties:
+            old = {v["VariantName"]: v for v in endpoint.production_variants}
+            for variant in new_variants:
+                previous = old.get(variant["VariantName"])
+                if previous is None:
+                    continue
+                if "DesiredInstanceCount" not in excluded:
+                    for k in ("CurrentInstanceCount", "DesiredInstanceCount"):
+                        if k in previous:
+                            variant[k] = previous[k]
+                if "DesiredWeight" not in excluded:
+                    for k in ("CurrentWeight", "DesiredWeight"):
+                        if k in previous:
+                            variant[k] = previous[k]
+            if "DataCaptureConfig" in excluded:
+                endpoint.data_capture_config = config.data_capture_config
+        else:
+            endpoint.data_capture_config = config.data_capture_config
+        endpoint.endpoint_config_name = endpoint_config_name
+        endpoint.production_variants = new_variants
+        shadow = getattr(config, "shadow_production_variants", None)
+        endpoint.shadow_production_variants = endpoint._process_production_variants(shadow) if shadow else None
+        if deployment_config:
+            endpoint.last_deployment_config = deployment_config
+        elif not retain_deployment_config:
+            endpoint.last_deployment_config = None
+        endpoint.last_modified_time = _now()
+        return str(endpoint.arn)
+
+    def update_endpoint_response(self: Any) -> ActionResult:
+        arn = update_endpoint(
+            self.sagemaker_backend,
+            endpoint_name=self._get_param("EndpointName"),
+            endpoint_config_name=self._get_param("EndpointConfigName"),
+            retain_all_variant_properties=bool(self._get_param("RetainAllVariantProperties", False)),
+            exclude_retained_variant_properties=self._get_param("ExcludeRetainedVariantProperties") or [],
+            deployment_config=self._get_param("DeploymentConfig"),
+            retain_deployment_config=bool(self._get_param("RetainDeploymentConfig", False)),
+        )
+        return ActionResult({"EndpointArn": arn})
+
+    # ---- ShadowProductionVariants -----------------------------------------------------------
+    original_create_config = SageMakerResponse.create_endpoint_config
+
+    def create_endpoint_config_response(self: Any) -> ActionResult:
+        shadow = self._get_param("ShadowProductionVariants")
+        if shadow:
+            backend = self.sagemaker_backend
+            backend.validate_production_variants(shadow)
+            probe = object.__new__(sm.FakeEndpointConfig)
+            probe.validate_production_variants(shadow)  # instance types / serverless config
+        result = original_create_config(self)
+        config = self.sagemaker_backend.endpoint_configs[self._get_param("EndpointConfigName")]
+        config.shadow_production_variants = shadow or None
+        return result
+
+    original_create_endpoint = backend_cls.create_endpoint
+    original_create_cluster = backend_cls.create_cluster
+
+    def create_cluster(self: Any, cluster_name: str, instance_groups: list[dict[str, Any]], **kwargs: Any) -> str:
+        for group in instance_groups or []:  # optional in AWS; moto answers 500 without it
+            group.setdefault("ThreadsPerCore", 1)
+        return original_create_cluster(self, cluster_name=cluster_name, instance_groups=instance_groups, **kwargs)
+
+    def create_endpoint(self: Any, endpoint_name: str, endpoint_config_name: str, tags: Any) -> Any:
+        endpoint = original_create_endpoint(self, endpoint_name, endpoint_config_name, tags)
+        shadow = getattr(self.endpoint_configs[endpoint_config_name], "shadow_production_variants", None)
+        endpoint.shadow_production_variants = endpoint._process_production_variants(shadow) if shadow else None
+        return endpoint
+
+    original_weights = backend_cls.update_endpoint_weights_and_capacities
+
+    def update_endpoint_weights_and_capacities(
+        self: Any, endpoint_name: str, desired_weights_and_capacities: list[dict[str, Any]]
+    ) -> str:
+        """moto overwrites the half not given (weight or count) with None; AWS keeps it."""
+        endpoint = self.endpoints.get(endpoint_name)
+        before = {v["VariantName"]: dict(v) for v in endpoint.production_variants} if endpoint else {}
+        arn = original_weights(self, endpoint_name, desired_weights_and_capacities)
+        for spec in desired_weights_and_capacities:
+            variant = next(v for v in endpoint.production_variants if v["VariantName"] == spec["VariantName"])
+            old = before[spec["VariantName"]]
+            for given, keys in (
+                ("DesiredWeight", ("CurrentWeight", "DesiredWeight")),
+                ("DesiredInstanceCount", ("CurrentInstanceCount", "DesiredInstanceCount")),
+            ):
+                if spec.get(given) is None:
+                    for key in keys:
+                        if key in old:
+                            variant[key] = old[key]
+                        else:
+                            variant.pop(key, None)
+        return str(arn)
+
+    # ---- UpdateCluster ----------------------------------------------------------------------
+    def update_cluster(
+        backend: Any, cluster_name: str, instance_groups: list[dict[str, Any]], to_delete: list[str]
+    ) -> str:
+        name = _name_from_arn(cluster_name)
+        cluster = backend.clusters.get(name)
+        if cluster is None:
+            raise ResourceNotFound(message=f"Could not find cluster '{name}'.")
+        current = {g["InstanceGroupName"]: g for g in cluster.instance_groups}
+        names = [g["InstanceGroupName"] for g in instance_groups]
+        if len(set(names)) != len(names):
+            raise ValidationError(message="Instance group names must be unique within the request.")
+        for group_name in to_delete:
+            if group_name not in current:
+                raise ValidationError(message=f"Instance group '{group_name}' does not exist in cluster '{name}'.")
+            if group_name in names:
+                raise ValidationError(
+                    message=f"Instance group '{group_name}' cannot be both updated and deleted in the same request."
+                )
+        for spec in instance_groups:
+            cluster.valid_cluster_node_instance_types(spec["InstanceType"])
+            uri = spec["LifeCycleConfig"]["SourceS3Uri"]
+            if not uri.startswith("s3://sagemaker-"):
+                raise ValidationError(
+                    message=f"Validation Error: SourceS3Uri {uri} does not start with 's3://sagemaker'."
+                )
+            existing = current.get(spec["InstanceGroupName"])
+            if existing is not None and existing["InstanceType"] != spec["InstanceType"]:
+                raise ValidationError(
+                    message=(
+                        f"Instance type of instance group '{spec['InstanceGroupName']}' cannot be changed from "
+                        f"{existing['InstanceType']} to {spec['InstanceType']}."
+                    )
+                )
+        groups = [g for g in cluster.instance_groups if g["InstanceGroupName"] not in to_delete]
+        for spec in instance_groups:
+            group = {k: v for k, v in spec.items() if k != "InstanceCount"}
+            group["CurrentCount"] = group["TargetCount"] = spec["InstanceCount"]
+            existing = current.get(spec["InstanceGroupName"])
+            if existing is not None:
+                group.setdefault("ThreadsPerCore", existing.get("ThreadsPerCore"))
+                groups[groups.index(existing)] = group
+            else:
+                groups.append(group)
+        cluster.instance_groups = groups
+        for node_id, node in list(cluster.nodes.items()):
+            if node.instance_group_name in to_delete:
+                del cluster.nodes[node_id]
+        for group in groups:
+            if group["InstanceGroupName"] not in names:
+                continue
+            prefix = f"{group['InstanceGroupName']}-"
+            mine = [n for n in cluster.nodes if n.startswith(prefix) and n[len(prefix) :].isdigit()]
+            for node_id in mine:
+                if int(node_id[len(prefix) :]) >= group["TargetCount"]:
+                    del cluster.nodes[node_id]
+            for i in range(group["TargetCount"]):
+                node_id = f"{prefix}{i}"
+                if node_id not in cluster.nodes:
+                    cluster.nodes[node_id] = sm.ClusterNode(
+                        region_name=backend.region_name,
+                        account_id=backend.account_id,
+                        cluster_name=name,
+                        instance_group_name=group["InstanceGroupName"],
+                        instance_type=group["InstanceType"],
+                        life_cycle_config=group["LifeCycleConfig"],
+                        execution_role=group.get("ExecutionRole", ""),
+                        node_id=node_id,
+                        threads_per_core=group.get("ThreadsPerCore"),
+                    )
+        return str(cluster.arn)
+
+    def update_cluster_response(self: Any) -> ActionResult:
+        arn = update_cluster(
+            self.sagemaker_backend,
+            cluster_name=self._get_param("ClusterName"),
+            instance_groups=self._get_param("InstanceGroups") or [],
+            to_delete=self._get_param("InstanceGroupsToDelete") or [],
+        )
+        return ActionResult({"ClusterArn": arn})
+
+    # ---- Model packages -------------------------------------------------------------------------
+    def version_marks(backend: Any) -> dict[str, int]:
+        marks = backend.__dict__.setdefault("_mlplat_version_marks", {})
+        return marks  # type: ignore[no-any-return]
+
+    original_create_package = backend_cls.create_model_package
+
+    def create_model_package(self: Any, **kwargs: Any) -> str:
+        group = kwargs.get("model_package_group_name")
+        if not group or kwargs.get("model_package_name") or group not in self.model_package_groups:
+            return original_create_package(self, **kwargs)  # type: ignore[no-any-return]
+        in_group = [
+            p.model_package_version or 0 for p in self.model_packages.values() if p.model_package_group_name == group
+        ]
+        version = max([*in_group, version_marks(self).get(group, 0)]) + 1
+        version_marks(self)[group] = version
+        kw = {k: v for k, v in kwargs.items() if k != "model_package_name"}
+        package = sm.ModelPackage(
+            model_package_name=group,
+            model_package_version=version,
+            approval_description=None,
+            region_name=self.region_name,
+            account_id=self.account_id,
+            model_package_type="Versioned",
+            **kw,
+        )
+        self.model_package_name_mapping[package.model_package_name] = package.arn
+        self.model_package_name_mapping[package.arn] = package.arn
+        self.model_packages[package.arn] = package
+        return str(package.arn)
+
+    def delete_model_package(backend: Any, name: str) -> None:
+        arn = name if name.startswith("arn:") else backend.model_package_name_mapping.get(name, "")
+        package = backend.model_packages.get(arn)
+        if package is None or (not name.startswith("arn:") and package.model_package_version):
+            raise ValidationError(message=f"Model package {name} not found")
+        del backend.model_packages[arn]
+        for key, value in list(backend.model_package_name_mapping.items()):
+            if value == arn:
+                del backend.model_package_name_mapping[key]
+        group = package.model_package_group_name
+        if group:
+            rest = [p for p in backend.model_packages.values() if p.model_package_group_name == group]
+            if rest:
+                latest = max(rest, key=lambda p: p.model_package_version or 0)
+                backend.model_package_name_mapping[group] = latest.arn
+
+    def delete_model_package_group(backend: Any, name: str) -> None:
+        name = _name_from_arn(name)
+        group = backend.model_package_groups.get(name)
+        if group is None:
+            raise ValidationError(message=f"ModelPackageGroup {name} does not exist.")
+        if any(p.model_package_group_name == name for p in backend.model_packages.values()):
+            raise ConflictException(
+                f"Model Package Group {group.arn} contains model packages. Delete the model packages first."
+            )
+        del backend.model_package_groups[name]
+        version_marks(backend).pop(name, None)
+
+    def delete_model_package_response(self: Any) -> EmptyResult:
+        delete_model_package(self.sagemaker_backend, self._get_param("ModelPackageName"))
+        return EmptyResult()
+
+    def delete_model_package_group_response(self: Any) -> EmptyResult:
+        delete_model_package_group(self.sagemaker_backend, self._get_param("ModelPackageGroupName"))
+        return EmptyResult()
+
+    # ---- Tags on model package ARNs -------------------------------------------------------------
+    original_get_resource = backend_cls._get_resource_from_arn
+
+    def get_resource_from_arn(self: Any, arn: str) -> Any:
+        if ":model-package/" in arn:
+            package = self.model_packages.get(arn)
+            if package is None:
+                raise ValidationError(message=f"Could not find model-package with ARN {arn}")
+            if package.tags is None:
+                package.tags = []
+            return package
+        resource = original_get_resource(self, arn)
+        if resource is None:
+            raise ValidationError(message=f"Could not find resource with ARN {arn}")
+        return resource
+
+    backend_cls.create_endpoint = create_endpoint
+    backend_cls.create_cluster = create_cluster
+    backend_cls.update_endpoint_weights_and_capacities = update_endpoint_weights_and_capacities
+    backend_cls.create_model_package = create_model_package
+    backend_cls._get_resource_from_arn = get_resource_from_arn
+    SageMakerResponse.create_endpoint_config = create_endpoint_config_response
+    SageMakerResponse.update_endpoint = update_endpoint_response
+    SageMakerResponse.update_cluster = update_cluster_response
+    SageMakerResponse.delete_model_package = delete_model_package_response
+    SageMakerResponse.delete_model_package_group = delete_model_package_group_response

@@ -1,0 +1,232 @@
+"""The aws target end to end: the real plugin and boto3 against a moto server on 127.0.0.1, through the engine
+and the CLI. Every claim about what exists is checked with boto3 list/describe calls on the server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from provisioner.api import Stack
+from provisioner.events import Event
+
+from conftest import STACKS, AwsAccount, run_mlplat
+from contract_targets import aws_objects
+
+pytest.importorskip("boto3")
+
+
+@pytest.fixture
+def aws_stack(tmp_path: Path, aws_account: AwsAccount) -> AwsStack:
+    """stacks/aws.yaml, pointed at the moto server (endpoint_url, its subnet and security group)."""
+    shutil.copytree(STACKS / "models", tmp_path / "models")
+    return AwsStack(tmp_path / "aws.yaml", aws_account).write()
+
+
+class AwsStack:
+    def __init__(self, path: Path, account: AwsAccount) -> None:
+        self.path, self.account = path, account
+        self.doc = yaml.safe_load((STACKS / "aws.yaml").read_text())
+        settings = self.doc["targets"]["aws"]
+        settings.update(account.settings(bucket=settings["bucket"]))  # keep ${env:MLPLAT_AWS_BUCKET}
+
+    def write(self) -> AwsStack:
+        self.path.write_text(yaml.safe_dump(self.doc, sort_keys=False))
+        return self
+
+    def cli(self, *args: str, check: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return run_mlplat(*args, "-f", str(self.path), cwd=self.path.parent, check=check,
+                          env={**self.account.env(), **(env or {})})
+
+    def changes(self) -> dict[str, str]:
+        plan = json.loads(self.cli("preview", "--json").stdout)
+        return {c["address"]: c["action"] for c in plan["changes"] if c["action"] != "noop"}
+
+    def open(self, events: list[Event] | None = None) -> Stack:
+        os.environ.setdefault("MLPLAT_AWS_BUCKET", self.account.bucket)
+        return Stack(self.path, listeners=[events.append] if events is not None else None)
+
+    @property
+    def sm(self) -> Any:
+        return self.account.server.client("sagemaker")
+
+
+def endpoint_weights(sm: Any, name: str = "vision-iris") -> dict[str, float]:
+    endpoint = sm.describe_endpoint(EndpointName=name)
+    return {v["VariantName"]: v["CurrentWeight"] for v in endpoint["ProductionVariants"]}
+
+
+def test_platform_lifecycle_on_sagemaker(aws_stack: AwsStack) -> None:
+    server = aws_stack.account.server
+    aws_stack.cli("apply", "--yes")
+    objects = aws_objects(aws_stack.account)
+    assert len(objects) == 14 and set(objects.values()) == {1}, objects  # 13 resources + HyperPod lifecycle script
+    assert aws_stack.cli("preview", "--detailed-exitcode", check=False).returncode == 0
+
+    outputs = json.loads(aws_stack.cli("output", "--json").stdout)
+    assert outputs["iris.url"] == ("https://runtime.sagemaker.us-east-1.amazonaws.com/endpoints/vision-iris/"
+                                   "invocations")
+    assert outputs["models.image.iris-server"].endswith(".dkr.ecr.us-east-1.amazonaws.com/vision/iris-server")
+    assert re.fullmatch(r"fs-[0-9a-f]+\.efs\.us-east-1\.amazonaws\.com", outputs["shared.dns_name"])
+    assert outputs["train.arn"].startswith("arn:aws:sagemaker:us-east-1:") and "cluster/" in outputs["train.arn"]
+    cluster = aws_stack.sm.describe_cluster(ClusterName="vision-train")
+    assert {g["InstanceGroupName"]: (g["InstanceType"], g["TargetCount"]) for g in cluster["InstanceGroups"]} == {
+        "big-h100": ("ml.p5.48xlarge", 2), "small-a10g": ("ml.g5.xlarge", 1)}
+    assert endpoint_weights(aws_stack.sm) == {"production": 90.0, "experimental": 10.0}
+
+    # a weight change is applied in place on the endpoint: no new config, no endpoint replacement
+    aws_stack.doc["serving"][0]["paths"]["production"]["weight"] = 70
+    aws_stack.doc["serving"][0]["paths"]["experimental"]["weight"] = 30
+    aws_stack.write()
+    assert aws_stack.changes() == {"iris.endpoint.main": "update"}
+    server.clear_calls()
+    aws_stack.cli("apply", "--yes")
+    assert server.count("UpdateEndpointWeightsAndCapacities") == 1
+    for action in ("CreateEndpointConfig", "UpdateEndpoint", "CreateEndpoint", "DeleteEndpoint"):
+        assert server.count(action) == 0, action
+    assert endpoint_weights(aws_stack.sm) == {"production": 70.0, "experimental": 30.0}
+
+    # a model change is blue/green: new model and config, UpdateEndpoint, then the old config and model go
+    old_config = aws_stack.sm.describe_endpoint(EndpointName="vision-iris")["EndpointConfigName"]
+    aws_stack.doc["serving"][0]["paths"]["experimental"]["model"] = "iris:1"
+    aws_stack.write()
+    assert aws_stack.changes() == {"iris.model.experimental": "replace", "iris.endpoint_config.main": "replace",
+                                   "iris.endpoint.main": "update"}
+    server.clear_calls()
+    aws_stack.cli("apply", "--yes")
+    assert [server.count(a) for a in ("CreateModel", "CreateEndpointConfig", "UpdateEndpoint", "DeleteEndpointConfig",
+                                      "DeleteModel", "CreateEndpoint", "DeleteEndpoint")] == [1, 1, 1, 1, 1, 0, 0]
+    assert server.calls.index("UpdateEndpoint") < server.calls.index("DeleteEndpointConfig")
+    endpoint = aws_stack.sm.describe_endpoint(EndpointName="vision-iris")
+    assert endpoint["EndpointConfigName"] != old_config
+    assert [c["EndpointConfigName"] for c in aws_stack.sm.list_endpoint_configs()["EndpointConfigs"]] == [
+        endpoint["EndpointConfigName"]]
+    assert endpoint_weights(aws_stack.sm) == {"production": 70.0, "experimental": 30.0}
+    assert aws_stack.changes() == {}
+
+    # GPU pools: a count change is UpdateCluster; a new accelerator replaces that group, not the cluster
+    pools = aws_stack.doc["clusters"][0]["gpu_pools"]
+    pools[0]["nodes"]["min"] = 3
+    pools[1].update(accelerator="A100", gpus_per_node=8)
+    aws_stack.write()
+    assert aws_stack.changes() == {"train.hyperpod_cluster.main": "update"}
+    server.clear_calls()
+    aws_stack.cli("apply", "--yes")
+    assert server.count("UpdateCluster") == 1 and server.count("DeleteCluster") == 0
+    cluster = aws_stack.sm.describe_cluster(ClusterName="vision-train")
+    assert {g["InstanceGroupName"]: (g["InstanceType"], g["TargetCount"]) for g in cluster["InstanceGroups"]} == {
+        "big-h100": ("ml.p5.48xlarge", 3), "small-a100-40gb": ("ml.p4d.24xlarge", 1)}
+
+    # drift made in the console shows in preview and apply puts it back
+    aws_stack.sm.update_endpoint_weights_and_capacities(EndpointName="vision-iris", DesiredWeightsAndCapacities=[
+        {"VariantName": "production", "DesiredWeight": 5.0}, {"VariantName": "experimental", "DesiredWeight": 95.0}])
+    preview = aws_stack.cli("preview", "--detailed-exitcode", check=False)
+    assert preview.returncode == 2
+    assert "iris.endpoint.main" in preview.stdout and "5.0 → 70.0" in preview.stdout, preview.stdout
+    aws_stack.cli("apply", "--yes")
+    assert endpoint_weights(aws_stack.sm) == {"production": 70.0, "experimental": 30.0}
+
+    # destroy leaves nothing: every list call on the account comes back empty
+    aws_stack.cli("destroy", "--yes")
+    assert aws_objects(aws_stack.account) == {}
+    assert aws_stack.sm.list_endpoints()["Endpoints"] == []
+    assert aws_stack.sm.list_clusters()["ClusterSummaries"] == []
+    assert server.client("efs").describe_file_systems()["FileSystems"] == []
+    assert server.client("s3").list_objects_v2(Bucket=aws_stack.account.bucket).get("KeyCount") == 0
+    assert json.loads(aws_stack.cli("state", "list", "--json").stdout)["resources"] == []
+
+
+def test_killed_after_create_file_system_finds_it_by_creation_token(tmp_path: Path, aws_account: AwsAccount) -> None:
+    stack = tmp_path / "stack.yaml"
+    stack.write_text(yaml.safe_dump({
+        "apiVersion": "mlplat/v1", "metadata": {"name": "nas"}, "target": "aws",
+        "targets": {"aws": aws_account.settings()}, "storage": [{"name": "shared"}]}))
+    env = aws_account.env()
+    killed = run_mlplat("apply", "--yes", "-f", str(stack), cwd=tmp_path, check=False,
+                        env={**env, "MLPLAT_CRASH_AT": "before-done:1"})  # EFS made, its done record not written
+    assert killed.returncode == -9, killed.stderr
+    efs = aws_account.server.client("efs")
+    assert len(efs.describe_file_systems()["FileSystems"]) == 1
+
+    resumed = run_mlplat("apply", "--yes", "-f", str(stack), cwd=tmp_path, env=env)
+    assert "shared.efs.main" in resumed.stdout + resumed.stderr
+    file_systems = efs.describe_file_systems()["FileSystems"]
+    assert len(file_systems) == 1 and aws_account.server.count("CreateFileSystem") == 1
+    assert len(efs.describe_mount_targets(FileSystemId=file_systems[0]["FileSystemId"])["MountTargets"]) == 1
+    assert run_mlplat("preview", "--detailed-exitcode", "-f", str(stack), cwd=tmp_path, env=env).returncode == 0
+
+
+def test_shadow_mode_mirrors_to_a_shadow_variant(aws_stack: AwsStack) -> None:
+    paths = aws_stack.doc["serving"][0]["paths"]
+    paths["production"] = {"model": "iris:1"}
+    paths["experimental"] = {"model": "iris:2", "mode": "shadow", "mirror_percent": 25}
+    del aws_stack.doc["clusters"]
+    aws_stack.write()
+    aws_stack.cli("apply", "--yes")
+    endpoint = aws_stack.sm.describe_endpoint(EndpointName="vision-iris")
+    config = aws_stack.sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    assert [(v["VariantName"], v["InitialVariantWeight"]) for v in config["ProductionVariants"]] == [
+        ("production", 100.0)]
+    assert [(v["VariantName"], v["InitialVariantWeight"]) for v in config["ShadowProductionVariants"]] == [
+        ("experimental", 25.0)]
+    assert aws_stack.changes() == {}
+    aws_stack.cli("destroy", "--yes")
+    assert aws_objects(aws_stack.account) == {}
+
+
+def test_lustre_storage_is_fsx(tmp_path: Path, aws_account: AwsAccount) -> None:
+    stack = tmp_path / "stack.yaml"
+    stack.write_text(yaml.safe_dump({
+        "apiVersion": "mlplat/v1", "metadata": {"name": "scratch"}, "target": "aws",
+        "targets": {"aws": aws_account.settings()}, "storage": [{"name": "fast", "kind": "lustre", "size_gb": 2000}]}))
+    env = aws_account.env()
+    run_mlplat("apply", "--yes", "-f", str(stack), cwd=tmp_path, env=env)
+    fsx = aws_account.server.client("fsx")
+    [fs] = fsx.describe_file_systems()["FileSystems"]
+    assert fs["FileSystemType"] == "LUSTRE" and fs["StorageCapacity"] == 2400
+    assert run_mlplat("preview", "--detailed-exitcode", "-f", str(stack), cwd=tmp_path, env=env).returncode == 0
+    run_mlplat("destroy", "--yes", "-f", str(stack), cwd=tmp_path, env=env)
+    assert [f for f in fsx.describe_file_systems()["FileSystems"] if f["Lifecycle"] != "DELETING"] == []
+
+
+def test_cloud_error_names_the_resource_and_aws_message(aws_stack: AwsStack) -> None:
+    proc = aws_stack.cli("apply", "--yes", check=False, env={"MLPLAT_AWS_BUCKET": "no-such-bucket"})
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "models.model_artifact.iris:1" in proc.stderr and "no-such-bucket does not exist" in proc.stderr
+
+
+def test_waits_on_endpoint_status_report_progress(aws_stack: AwsStack) -> None:
+    del aws_stack.doc["clusters"]
+    aws_stack.write()
+    events: list[Event] = []
+    stack = aws_stack.open(events)
+    with aws_stack.account.server.delay_status(3):
+        stack.apply(stack.plan())
+    waits = [e for e in events if e.kind == "progress" and e.address == "iris.endpoint.main"]
+    assert waits and "Creating" in str(waits[0].data), waits
+
+
+def test_validate_and_preview_do_not_import_boto3(aws_stack: AwsStack) -> None:
+    code = ("import sys; from provisioner.api import Stack; s = Stack(sys.argv[1]); s.validate(); "
+            "s.plan(refresh=False); assert 'boto3' not in sys.modules and 'botocore' not in sys.modules, "
+            "[m for m in sys.modules if m.startswith('boto')]")
+    subprocess.run([sys.executable, "-c", code, str(aws_stack.path)], check=True,
+                   env={**os.environ, **aws_stack.account.env()})
+
+
+def test_credentials_in_the_stack_file_are_refused(aws_stack: AwsStack) -> None:
+    aws_stack.doc["targets"]["aws"]["aws_secret_access_key"] = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    aws_stack.write()
+    proc = aws_stack.cli("validate", check=False)
+    assert proc.returncode == 1 and "targets.aws" in proc.stderr
+    assert "wJalrXUtnFEMI" not in proc.stdout + proc.stderr
