@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from provisioner.errors import MlplatError
 from provisioner.progress import poll
 from provisioner.provider import ResourceProvider
 
@@ -35,6 +36,23 @@ class AwsProvider(ResourceProvider):
     def wait(self, check: Callable[[], tuple[bool, T]], what: str) -> T:
         return poll(check, what=what, timeout=self.settings.wait_timeout_s, interval=self.settings.poll_interval_s,
                     max_interval=max(self.settings.poll_interval_s, 60.0))
+
+    def wait_in_service(self, describe: Callable[[], dict[str, Any] | None], what: str, phase: str, *,
+                        status_key: str, reason_key: str, failed: tuple[str, ...] = ("Failed",)) -> dict[str, Any]:
+        """Poll `describe` until its status is InService; fail fast on a failed status or a vanished object."""
+        def check() -> tuple[bool, Any]:
+            seen = describe()
+            if seen is None:
+                raise MlplatError(f"{what} disappeared while {phase.lower()}")
+            status = seen[status_key]
+            if status in failed:
+                raise MlplatError(f"{what} is {status}: {seen.get(reason_key) or 'no reason given'}")
+            return status == "InService", seen if status == "InService" else status
+
+        return self.wait(check, f"{what} {phase} → InService")
+
+    def wait_gone(self, describe: Callable[[], dict[str, Any] | None], what: str) -> None:
+        self.wait(lambda: (describe() is None, "Deleting"), f"{what} deleted")
 
 
 def content_name(base: str, inputs: dict[str, Any], *ignore: str) -> str:

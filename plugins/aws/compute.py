@@ -11,8 +11,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from mlplat_plugins.aws.base import AwsProvider
-from mlplat_plugins.aws.sdk import AwsApiError
-from provisioner.errors import MlplatError
+from mlplat_plugins.aws.sdk import AwsApiError, unless_missing
 from provisioner.progress import report
 from provisioner.provider import Created, Observed
 
@@ -73,24 +72,11 @@ class HyperPodCluster(AwsProvider):
         return self._outputs(self._wait_in_service(id, "Updating"))
 
     def _describe(self, name: str) -> dict[str, Any] | None:
-        try:
-            return self.aws.sagemaker.describe_cluster(ClusterName=name)
-        except AwsApiError as err:
-            if err.not_found:
-                return None
-            raise
+        return unless_missing(lambda: self.aws.sagemaker.describe_cluster(ClusterName=name))
 
     def _wait_in_service(self, name: str, phase: str) -> dict[str, Any]:
-        def check() -> tuple[bool, Any]:
-            cluster = self._describe(name)
-            if cluster is None:
-                raise MlplatError(f"cluster {name} disappeared while {phase.lower()}")
-            status = cluster["ClusterStatus"]
-            if status == "Failed":
-                raise MlplatError(f"cluster {name} failed: {cluster.get('FailureMessage', 'no reason given')}")
-            return status == "InService", cluster if status == "InService" else status
-
-        return self.wait(check, f"HyperPod cluster {name} {phase} → InService")
+        return self.wait_in_service(lambda: self._describe(name), f"HyperPod cluster {name}", phase,
+                                    status_key="ClusterStatus", reason_key="FailureMessage")
 
     @staticmethod
     def _outputs(cluster: dict[str, Any]) -> dict[str, Any]:
@@ -119,13 +105,9 @@ class HyperPodCluster(AwsProvider):
         return Created(inputs["name"], self._outputs(cluster)) if cluster else None
 
     def delete(self, id: str, inputs: dict[str, Any]) -> None:
-        try:
-            self.aws.sagemaker.delete_cluster(ClusterName=id)
-        except AwsApiError as err:
-            if err.not_found:
-                return
-            raise
-        self.wait(lambda: (self._describe(id) is None, "Deleting"), f"HyperPod cluster {id} deleted")
+        if unless_missing(lambda: self.aws.sagemaker.delete_cluster(ClusterName=id)) is None:
+            return  # gone already
+        self.wait_gone(lambda: self._describe(id), f"HyperPod cluster {id}")
         if inputs.get("upload_default_lifecycle"):
             self.aws.s3.delete_object(**_script_location(inputs))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlplat_plugins.aws.base import ADDRESS_TAG, AwsProvider
-from mlplat_plugins.aws.sdk import AwsApiError
+from mlplat_plugins.aws.sdk import AwsApiError, unless_missing
 from provisioner.errors import MlplatError
 from provisioner.provider import Created, Observed
 
@@ -33,12 +33,7 @@ class EcrRepository(AwsProvider):
         return any(t["Key"] == ADDRESS_TAG and t["Value"] == address for t in tags)
 
     def _describe(self, name: str) -> dict[str, Any] | None:
-        try:
-            return self.aws.ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
-        except AwsApiError as err:
-            if err.not_found:
-                return None
-            raise
+        return unless_missing(lambda: self.aws.ecr.describe_repositories(repositoryNames=[name])["repositories"][0])
 
     @staticmethod
     def _outputs(repo: dict[str, Any]) -> dict[str, Any]:
@@ -103,12 +98,9 @@ class ModelArtifact(AwsProvider):
         return {"uri": f"s3://{inputs['bucket']}/{inputs['key']}"}
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
-        try:
-            head = self.aws.s3.head_object(Bucket=inputs["bucket"], Key=inputs["key"])
-        except AwsApiError as err:
-            if err.not_found or err.code == "NoSuchBucket":
-                return None
-            raise
+        head = unless_missing(lambda: self.aws.s3.head_object(Bucket=inputs["bucket"], Key=inputs["key"]))
+        if head is None:
+            return None
         observed = {**inputs, "sha256": head.get("Metadata", {}).get("sha256", "unknown")}
         return Observed(observed, self._outputs(inputs))
 
@@ -143,12 +135,7 @@ class ModelPackageGroup(AwsProvider):
         return Created(inputs["name"], self._outputs(group))
 
     def _describe(self, name: str) -> dict[str, Any] | None:
-        try:
-            return self.aws.sagemaker.describe_model_package_group(ModelPackageGroupName=name)
-        except AwsApiError as err:
-            if err.not_found:
-                return None
-            raise
+        return unless_missing(lambda: self.aws.sagemaker.describe_model_package_group(ModelPackageGroupName=name))
 
     @staticmethod
     def _outputs(group: dict[str, Any]) -> dict[str, Any]:
@@ -165,11 +152,7 @@ class ModelPackageGroup(AwsProvider):
         return Created(inputs["name"], self._outputs(group)) if group else None
 
     def delete(self, id: str, inputs: dict[str, Any]) -> None:
-        try:
-            self.aws.sagemaker.delete_model_package_group(ModelPackageGroupName=id)
-        except AwsApiError as err:
-            if not err.not_found:
-                raise
+        unless_missing(lambda: self.aws.sagemaker.delete_model_package_group(ModelPackageGroupName=id))
 
 
 class ModelPackage(AwsProvider):
@@ -199,12 +182,9 @@ class ModelPackage(AwsProvider):
         return {"arn": package["ModelPackageArn"], "version": package.get("ModelPackageVersion")}
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
-        try:
-            package = self.aws.sagemaker.describe_model_package(ModelPackageName=id)
-        except AwsApiError as err:
-            if err.not_found:
-                return None
-            raise
+        package = unless_missing(lambda: self.aws.sagemaker.describe_model_package(ModelPackageName=id))
+        if package is None:
+            return None
         meta = package.get("CustomerMetadataProperties") or {}
         containers = (package.get("InferenceSpecification") or {}).get("Containers") or [{}]
         observed = {**inputs, "group": package.get("ModelPackageGroupName", inputs["group"]),
@@ -213,13 +193,10 @@ class ModelPackage(AwsProvider):
         return Observed(observed, self._outputs(package))
 
     def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
-        try:
-            summaries = self.aws.sagemaker.paginate("list_model_packages", "ModelPackageSummaryList",
-                                                    ModelPackageGroupName=inputs["group"])
-        except AwsApiError as err:
-            if err.not_found:
-                return None
-            raise
+        summaries = unless_missing(lambda: self.aws.sagemaker.paginate("list_model_packages", "ModelPackageSummaryList",
+                                                    ModelPackageGroupName=inputs["group"]))
+        if summaries is None:
+            return None
         for summary in summaries:
             package = self.aws.sagemaker.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
             if (package.get("CustomerMetadataProperties") or {}).get(ADDRESS_TAG) == address:
@@ -227,11 +204,7 @@ class ModelPackage(AwsProvider):
         return None
 
     def delete(self, id: str, inputs: dict[str, Any]) -> None:
-        try:
-            self.aws.sagemaker.delete_model_package(ModelPackageName=id)
-        except AwsApiError as err:
-            if not err.not_found:
-                raise
+        unless_missing(lambda: self.aws.sagemaker.delete_model_package(ModelPackageName=id))
 
 
 def _image(image: Any) -> str:

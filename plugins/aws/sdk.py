@@ -13,9 +13,11 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from provisioner.errors import MlplatError, RetryableError
+
+T = TypeVar("T")
 
 THROTTLING_CODES = frozenset({
     "ThrottlingException", "Throttling", "ThrottledException", "TooManyRequestsException", "RequestLimitExceeded",
@@ -50,6 +52,16 @@ class AwsApiError(MlplatError):
         return (self.code.endswith("AlreadyExists") or self.code.endswith("AlreadyExistsException")
                 or "already exist" in text or (self.code in {"ResourceInUse", "IncompatibleParameterError"}
                 and "already" in text))
+
+
+def unless_missing(call: Callable[[], T]) -> T | None:
+    """`call()`, or None when AWS answers that the object does not exist (reads, and deletes that may repeat)."""
+    try:
+        return call()
+    except AwsApiError as err:
+        if err.not_found:
+            return None
+        raise
 
 
 def translate(err: Exception, operation: str) -> Exception:

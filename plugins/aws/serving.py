@@ -12,7 +12,7 @@ from typing import Any
 
 from mlplat_plugins.aws.base import AwsProvider, content_name
 from mlplat_plugins.aws.registry import _image
-from mlplat_plugins.aws.sdk import AwsApiError
+from mlplat_plugins.aws.sdk import AwsApiError, unless_missing
 from provisioner.errors import MlplatError
 from provisioner.progress import report
 from provisioner.provider import Created, Diff, Observed
@@ -46,12 +46,9 @@ class SageMakerModel(AwsProvider):
         return Created(name, {"name": name, "arn": arn})
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
-        try:
-            model = self.aws.sagemaker.describe_model(ModelName=id)
-        except AwsApiError as err:
-            if err.not_found:
-                return None
-            raise
+        model = unless_missing(lambda: self.aws.sagemaker.describe_model(ModelName=id))
+        if model is None:
+            return None
         return Observed(dict(inputs), {"name": id, "arn": model["ModelArn"]})
 
     def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
@@ -60,11 +57,7 @@ class SageMakerModel(AwsProvider):
         return Created(name, seen.outputs) if seen else None
 
     def delete(self, id: str, inputs: dict[str, Any]) -> None:
-        try:
-            self.aws.sagemaker.delete_model(ModelName=id)
-        except AwsApiError as err:
-            if not err.not_found:
-                raise
+        unless_missing(lambda: self.aws.sagemaker.delete_model(ModelName=id))
 
 
 class EndpointConfig(AwsProvider):
@@ -95,12 +88,9 @@ class EndpointConfig(AwsProvider):
         return Created(name, {"name": name, "arn": arn})
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
-        try:
-            config = self.aws.sagemaker.describe_endpoint_config(EndpointConfigName=id)
-        except AwsApiError as err:
-            if err.not_found:
-                return None
-            raise
+        config = unless_missing(lambda: self.aws.sagemaker.describe_endpoint_config(EndpointConfigName=id))
+        if config is None:
+            return None
         observed = {**inputs, "variants": [_from_variant(v) for v in config.get("ProductionVariants", [])],
                     "shadow_variants": [_from_variant(v) for v in config.get("ShadowProductionVariants", [])]}
         return Observed(observed, {"name": id, "arn": config["EndpointConfigArn"]})
@@ -111,11 +101,7 @@ class EndpointConfig(AwsProvider):
         return Created(name, seen.outputs) if seen else None
 
     def delete(self, id: str, inputs: dict[str, Any]) -> None:
-        try:
-            self.aws.sagemaker.delete_endpoint_config(EndpointConfigName=id)
-        except AwsApiError as err:
-            if not err.not_found:
-                raise
+        unless_missing(lambda: self.aws.sagemaker.delete_endpoint_config(EndpointConfigName=id))
 
 
 class Endpoint(AwsProvider):
@@ -151,24 +137,12 @@ class Endpoint(AwsProvider):
         return self._outputs(endpoint)
 
     def _describe(self, name: str) -> dict[str, Any] | None:
-        try:
-            return self.aws.sagemaker.describe_endpoint(EndpointName=name)
-        except AwsApiError as err:
-            if err.not_found:
-                return None
-            raise
+        return unless_missing(lambda: self.aws.sagemaker.describe_endpoint(EndpointName=name))
 
     def _wait_in_service(self, name: str, phase: str) -> dict[str, Any]:
-        def check() -> tuple[bool, Any]:
-            endpoint = self._describe(name)
-            if endpoint is None:
-                raise MlplatError(f"endpoint {name} disappeared while {phase.lower()}")
-            status = endpoint["EndpointStatus"]
-            if status in ("Failed", "OutOfService"):
-                raise MlplatError(f"endpoint {name} is {status}: {endpoint.get('FailureReason', 'no reason given')}")
-            return status == "InService", endpoint if status == "InService" else status
-
-        return self.wait(check, f"endpoint {name} {phase} → InService")
+        return self.wait_in_service(lambda: self._describe(name), f"endpoint {name}", phase,
+                                    status_key="EndpointStatus", reason_key="FailureReason",
+                                    failed=("Failed", "OutOfService"))
 
     def _outputs(self, endpoint: dict[str, Any]) -> dict[str, Any]:
         name = endpoint["EndpointName"]
@@ -192,13 +166,9 @@ class Endpoint(AwsProvider):
         return Created(inputs["name"], self._outputs(endpoint)) if endpoint else None
 
     def delete(self, id: str, inputs: dict[str, Any]) -> None:
-        try:
-            self.aws.sagemaker.delete_endpoint(EndpointName=id)
-        except AwsApiError as err:
-            if err.not_found:
-                return
-            raise
-        self.wait(lambda: (self._describe(id) is None, "Deleting"), f"endpoint {id} deleted")
+        if unless_missing(lambda: self.aws.sagemaker.delete_endpoint(EndpointName=id)) is None:
+            return  # gone already
+        self.wait_gone(lambda: self._describe(id), f"endpoint {id}")
 
 
 def _without_weights(inputs: dict[str, Any]) -> dict[str, Any]:

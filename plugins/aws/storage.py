@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlplat_plugins.aws.base import AwsProvider, tag_value
-from mlplat_plugins.aws.sdk import AwsApiError
+from mlplat_plugins.aws.sdk import AwsApiError, unless_missing
 from provisioner.errors import MlplatError
 from provisioner.provider import Created, Observed
 
@@ -44,12 +44,9 @@ class EfsFileSystem(AwsProvider):
                 "dns_name": f"{fs['FileSystemId']}.efs.{self.settings.region}.amazonaws.com"}
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
-        try:
-            found = self.aws.efs.describe_file_systems(FileSystemId=id)["FileSystems"]
-        except AwsApiError as err:
-            if err.not_found:
-                return None
-            raise
+        found = unless_missing(lambda: self.aws.efs.describe_file_systems(FileSystemId=id)["FileSystems"])
+        if found is None:
+            return None
         if not found or found[0]["LifeCycleState"] in ("deleting", "deleted"):
             return None
         fs = found[0]
@@ -61,11 +58,7 @@ class EfsFileSystem(AwsProvider):
         return Created(fs["FileSystemId"], self._outputs(fs)) if fs else None
 
     def delete(self, id: str, inputs: dict[str, Any]) -> None:
-        try:
-            self.aws.efs.delete_file_system(FileSystemId=id)
-        except AwsApiError as err:
-            if not err.not_found:
-                raise
+        unless_missing(lambda: self.aws.efs.delete_file_system(FileSystemId=id))
 
 
 class EfsMountTarget(AwsProvider):
@@ -84,12 +77,8 @@ class EfsMountTarget(AwsProvider):
         return Created(mt["MountTargetId"], self._outputs(mt))
 
     def _in_subnet(self, inputs: dict[str, Any]) -> dict[str, Any] | None:
-        try:
-            targets = self.aws.efs.describe_mount_targets(FileSystemId=inputs["file_system"])["MountTargets"]
-        except AwsApiError as err:
-            if err.not_found:
-                return None
-            raise
+        fs_id = inputs["file_system"]
+        targets = unless_missing(lambda: self.aws.efs.describe_mount_targets(FileSystemId=fs_id)["MountTargets"]) or []
         return next((t for t in targets if t["SubnetId"] == inputs["subnet"]), None)
 
     @staticmethod
@@ -97,12 +86,9 @@ class EfsMountTarget(AwsProvider):
         return {"id": mt["MountTargetId"], "ip_address": mt.get("IpAddress")}
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
-        try:
-            found = self.aws.efs.describe_mount_targets(MountTargetId=id)["MountTargets"]
-        except AwsApiError as err:
-            if err.not_found:
-                return None
-            raise
+        found = unless_missing(lambda: self.aws.efs.describe_mount_targets(MountTargetId=id)["MountTargets"])
+        if found is None:
+            return None
         if not found or found[0].get("LifeCycleState") in ("deleting", "deleted"):
             return None
         mt = found[0]
@@ -124,11 +110,7 @@ class EfsMountTarget(AwsProvider):
         return Created(mt["MountTargetId"], self._outputs(mt)) if mt else None
 
     def delete(self, id: str, inputs: dict[str, Any]) -> None:
-        try:
-            self.aws.efs.delete_mount_target(MountTargetId=id)
-        except AwsApiError as err:
-            if not err.not_found:
-                raise
+        unless_missing(lambda: self.aws.efs.delete_mount_target(MountTargetId=id))
 
 
 class FsxLustre(AwsProvider):
@@ -152,12 +134,9 @@ class FsxLustre(AwsProvider):
         return Created(fs_id, self._outputs(fs))
 
     def _describe(self, fs_id: str) -> dict[str, Any] | None:
-        try:
-            found = self.aws.fsx.describe_file_systems(FileSystemIds=[fs_id])["FileSystems"]
-        except AwsApiError as err:
-            if err.not_found or err.code == "FileSystemNotFound":
-                return None
-            raise
+        found = unless_missing(lambda: self.aws.fsx.describe_file_systems(FileSystemIds=[fs_id])["FileSystems"])
+        if found is None:
+            return None
         return found[0] if found else None
 
     def _available(self, fs_id: str) -> tuple[bool, Any]:
@@ -196,8 +175,4 @@ class FsxLustre(AwsProvider):
         return Created(fs["FileSystemId"], self._outputs(fs)) if fs else None
 
     def delete(self, id: str, inputs: dict[str, Any]) -> None:
-        try:
-            self.aws.fsx.delete_file_system(FileSystemId=id)
-        except AwsApiError as err:
-            if not (err.not_found or err.code == "FileSystemNotFound"):
-                raise
+        unless_missing(lambda: self.aws.fsx.delete_file_system(FileSystemId=id))

@@ -10,12 +10,12 @@ Lowering:
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from provisioner import catalog
+from provisioner.artifacts import artifact_path, sha256_file
 from provisioner.errors import MlplatError, NotOffered
 from provisioner.graph import Ref, Resource
 from provisioner.provider import ResourceProvider
@@ -180,16 +180,11 @@ class AwsTarget(Target):
         image = self._serving_image(registry, outputs)
         outputs["package_group"] = Ref(group, "name")
         for model in registry.models:
-            source = Path(model.artifact)
-            if not source.is_absolute():
-                source = self.context.stack_dir / source
-            if not source.is_file():
-                raise MlplatError(f"model {model.ref}: artifact {model.artifact} not found (looked at {source})",
-                                  hint="artifact paths are relative to the stack file")
+            source = artifact_path(model, self.context.stack_dir)
             artifact = ctx.address(registry.name, "model_artifact", model.ref)
             key = f"{self.settings.prefix.strip('/')}/models/{model.name}/{model.version}/{source.name}"
             resources.append(self._resource(artifact, "model_artifact", {
-                "bucket": bucket, "key": key, "source": str(source), "sha256": _sha256(source)}))
+                "bucket": bucket, "key": key, "source": str(source), "sha256": sha256_file(source)}))
             package = ctx.address(registry.name, "model_package", model.ref)
             resources.append(self._resource(package, "model_package", {
                 "group": Ref(group, "name"), "model": model.ref, "framework": model.framework,
@@ -279,10 +274,3 @@ def _lustre_capacity(size_gb: int) -> int:
     """FSx for Lustre SCRATCH_2 capacity: 1200 GiB, then multiples of 2400."""
     return 1200 if size_gb <= 1200 else -(-size_gb // 2400) * 2400
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

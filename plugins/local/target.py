@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from provisioner.artifacts import artifact_path, sha256_file
 from provisioner.errors import MlplatError, NotOffered
 from provisioner.graph import Ref, Resource
 from provisioner.provider import ResourceProvider
@@ -99,21 +99,14 @@ class LocalTarget(Target):
                                       depends_on=(reg_address,)))
             outputs[f"image.{image.name}"] = Ref(address, "path")
         for model in registry.models:
-            source = Path(model.artifact)
-            if not source.is_absolute():
-                source = self.context.stack_dir / source
-            if not source.is_file():
-                raise MlplatError(
-                    f"model {model.ref}: artifact {model.artifact} not found (looked at {source})",
-                    hint="artifact paths are relative to the stack file",
-                )
+            source = artifact_path(model, self.context.stack_dir)
             address = ctx.address(registry.name, "model_version", model.ref)
             inputs = {
                 "registry": Ref(reg_address, "path"),
                 "name": model.name,
                 "version": model.version,
                 "source": str(source),
-                "sha256": _sha256(source),
+                "sha256": sha256_file(source),
                 "framework": model.framework,
             }
             resources.append(Resource(address, "local.model_version", self.context.target_name, inputs))
@@ -165,10 +158,3 @@ class LocalTarget(Target):
         except KeyError:
             raise MlplatError(f"the local target has no resource kind {kind!r}") from None
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
