@@ -257,6 +257,8 @@ class MotoServer:
         install_extensions()
         self.calls: list[str] = []
         self.throttled: list[str] = []
+        #: every action this server ever answered (never cleared): the closing report of what was exercised
+        self.actions_seen: set[str] = set()
         self._lock = threading.Lock()
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -404,6 +406,7 @@ class MotoServer:
         name = req.action or f"{environ.get('REQUEST_METHOD')} {path}"
         with self._lock:
             self.calls.append(name)
+            self.actions_seen.add(name)
             throttled = self._should_throttle(req.action)
             if throttled:
                 self.throttled.append(name)

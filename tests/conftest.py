@@ -58,6 +58,8 @@ def moto_server() -> Iterator[MotoServer]:
     os.environ.update(server.env())  # in-process plugin calls sign with the fake account's keys
     yield server
     server.stop()
+    if os.environ.get("MLPLAT_MOTO_ACTIONS"):  # which AWS APIs the tests exercised, for the record
+        Path(os.environ["MLPLAT_MOTO_ACTIONS"]).write_text("\n".join(sorted(server.actions_seen)) + "\n")
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)

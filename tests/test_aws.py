@@ -230,3 +230,13 @@ def test_credentials_in_the_stack_file_are_refused(aws_stack: AwsStack) -> None:
     proc = aws_stack.cli("validate", check=False)
     assert proc.returncode == 1 and "targets.aws" in proc.stderr
     assert "wJalrXUtnFEMI" not in proc.stdout + proc.stderr
+
+
+def test_throttled_reads_during_preview_are_retried(aws_stack: AwsStack) -> None:
+    del aws_stack.doc["clusters"]
+    aws_stack.write()
+    aws_stack.cli("apply", "--yes")
+    server = aws_stack.account.server
+    with server.throttle(2, actions={"DescribeEndpoint", "DescribeFileSystems", "HeadObject"}):
+        assert {c.action for c in aws_stack.open().plan().changes} == {"noop"}
+    assert "DescribeEndpoint" in server.throttled and "HeadObject" in server.throttled
