@@ -95,6 +95,15 @@ def test_platform_lifecycle_on_sagemaker(aws_stack: AwsStack) -> None:
         assert server.count(action) == 0, action
     assert endpoint_weights(aws_stack.sm) == {"production": 70.0, "experimental": 30.0}
 
+    # so is scaling a path: more instances behind the same config
+    aws_stack.doc["serving"][0]["paths"]["production"]["replicas"] = 3
+    aws_stack.write()
+    assert aws_stack.changes() == {"iris.endpoint.main": "update"}
+    aws_stack.cli("apply", "--yes")
+    variants = aws_stack.sm.describe_endpoint(EndpointName="vision-iris")["ProductionVariants"]
+    assert {v["VariantName"]: v["CurrentInstanceCount"] for v in variants} == {"production": 3, "experimental": 1}
+    assert endpoint_weights(aws_stack.sm) == {"production": 70.0, "experimental": 30.0}
+
     # a model change is blue/green: new model and config, UpdateEndpoint, then the old config and model go
     old_config = aws_stack.sm.describe_endpoint(EndpointName="vision-iris")["EndpointConfigName"]
     aws_stack.doc["serving"][0]["paths"]["experimental"]["model"] = "iris:1"
@@ -240,3 +249,31 @@ def test_throttled_reads_during_preview_are_retried(aws_stack: AwsStack) -> None
     with server.throttle(2, actions={"DescribeEndpoint", "DescribeFileSystems", "HeadObject"}):
         assert {c.action for c in aws_stack.open().plan().changes} == {"noop"}
     assert "DescribeEndpoint" in server.throttled and "HeadObject" in server.throttled
+
+
+def test_registry_and_network_drift_is_put_back_in_place(aws_stack: AwsStack) -> None:
+    del aws_stack.doc["clusters"], aws_stack.doc["serving"]
+    aws_stack.write()
+    aws_stack.cli("apply", "--yes")
+    account, server = aws_stack.account, aws_stack.account.server
+    ecr, efs, ec2 = server.client("ecr"), server.client("efs"), server.client("ec2")
+    ecr.put_image_tag_mutability(repositoryName="vision/iris-server", imageTagMutability="IMMUTABLE")
+    ecr.put_image_scanning_configuration(repositoryName="vision/iris-server",
+                                         imageScanningConfiguration={"scanOnPush": False})
+    vpc = ec2.describe_subnets(SubnetIds=[account.subnet])["Subnets"][0]["VpcId"]
+    other = ec2.create_security_group(GroupName="other", Description="out of band", VpcId=vpc)["GroupId"]
+    [mount] = efs.describe_mount_targets(FileSystemId=efs.describe_file_systems()["FileSystems"][0]["FileSystemId"])[
+        "MountTargets"]
+    efs.modify_mount_target_security_groups(MountTargetId=mount["MountTargetId"], SecurityGroups=[other])
+
+    assert aws_stack.changes() == {"models.ecr_repository.iris-server": "update",
+                                   f"shared.efs_mount_target.{account.subnet}": "update"}
+    server.clear_calls()
+    aws_stack.cli("apply", "--yes")
+    assert {a for a in server.calls if not a.startswith(("Describe", "List", "Head"))} == {
+        "PutImageTagMutability", "PutImageScanningConfiguration", "ModifyMountTargetSecurityGroups"}
+    repo = ecr.describe_repositories(repositoryNames=["vision/iris-server"])["repositories"][0]
+    assert repo["imageTagMutability"] == "MUTABLE" and repo["imageScanningConfiguration"]["scanOnPush"] is True
+    groups = efs.describe_mount_target_security_groups(MountTargetId=mount["MountTargetId"])["SecurityGroups"]
+    assert groups == [account.security_group]
+    assert aws_stack.changes() == {}

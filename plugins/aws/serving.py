@@ -61,17 +61,17 @@ class SageMakerModel(AwsProvider):
 
 
 class EndpointConfig(AwsProvider):
-    """Variant weights here are only the initial ones: the endpoint owns the live weights, so a weight change
-    never replaces the config (as Terraform's ignore_changes would)."""
+    """Variant weights and instance counts here are only the initial ones: the endpoint owns the live values, so
+    changing them never replaces the config (as Terraform's ignore_changes would)."""
 
     create_before_destroy = True
     force_new = frozenset({"base_name", "variants", "shadow_variants"})
 
     def diff(self, prior: dict[str, Any], desired: dict[str, Any]) -> Diff:
-        return super().diff(_without_weights(prior), _without_weights(desired))
+        return super().diff(_without_live_values(prior), _without_live_values(desired))
 
     def _name(self, inputs: dict[str, Any]) -> str:
-        return content_name(inputs["base_name"], _without_weights(inputs))
+        return content_name(inputs["base_name"], _without_live_values(inputs))
 
     def create(self, address: str, inputs: dict[str, Any]) -> Created:
         name = self._name(inputs)
@@ -118,7 +118,7 @@ class Endpoint(AwsProvider):
             report(f"endpoint {name} exists already (a retried create): adopting it")
         endpoint = self._wait_in_service(name, "Creating")
         current = self._observed(endpoint, inputs)
-        if current["config"] != inputs["config"] or current["weights"] != inputs["weights"]:
+        if any(current[k] != inputs[k] for k in ("config", "weights", "instances")):
             return Created(name, self.update(name, current, inputs))  # adopted an older one: converge it
         return Created(name, self._outputs(endpoint))
 
@@ -130,9 +130,13 @@ class Endpoint(AwsProvider):
             report(f"blue/green: {endpoint['EndpointConfigName']} → {desired['config']}")
             self.aws.sagemaker.update_endpoint(EndpointName=id, EndpointConfigName=desired["config"])
             endpoint = self._wait_in_service(id, "Updating")
-        if self._observed(endpoint, desired)["weights"] != desired["weights"]:
+        live = self._observed(endpoint, desired)
+        changed = [v for v in desired["weights"] if (live["weights"].get(v), live["instances"].get(v)) !=
+                   (desired["weights"][v], desired["instances"][v])]
+        if changed:  # in place: traffic shifts and scaling without a new config
             self.aws.sagemaker.update_endpoint_weights_and_capacities(EndpointName=id, DesiredWeightsAndCapacities=[
-                {"VariantName": variant, "DesiredWeight": weight} for variant, weight in desired["weights"].items()])
+                {"VariantName": v, "DesiredWeight": desired["weights"][v],
+                 "DesiredInstanceCount": desired["instances"][v]} for v in changed])
             endpoint = self._wait_in_service(id, "Updating")
         return self._outputs(endpoint)
 
@@ -151,9 +155,12 @@ class Endpoint(AwsProvider):
 
     @staticmethod
     def _observed(endpoint: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
-        weights = {v["VariantName"]: float(v.get("CurrentWeight", v.get("DesiredWeight", 0)))
-                   for v in endpoint.get("ProductionVariants", []) if v["VariantName"] in inputs["weights"]}
-        return {"name": endpoint["EndpointName"], "config": endpoint["EndpointConfigName"], "weights": weights}
+        variants = [v for v in endpoint.get("ProductionVariants", []) if v["VariantName"] in inputs["weights"]]
+        return {"name": endpoint["EndpointName"], "config": endpoint["EndpointConfigName"],
+                "weights": {v["VariantName"]: float(v.get("CurrentWeight", v.get("DesiredWeight", 0)))
+                            for v in variants},
+                "instances": {v["VariantName"]: v.get("CurrentInstanceCount", v.get("DesiredInstanceCount"))
+                              for v in variants}}
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
         endpoint = self._describe(id)
@@ -171,11 +178,12 @@ class Endpoint(AwsProvider):
         self.wait_gone(lambda: self._describe(id), f"endpoint {id}")
 
 
-def _without_weights(inputs: dict[str, Any]) -> dict[str, Any]:
-    strip = lambda vs: [{k: v for k, v in variant.items() if k != "weight"} for variant in vs or []]  # noqa: E731
+def _without_live_values(inputs: dict[str, Any]) -> dict[str, Any]:
+    strip = lambda vs: [{k: v for k, v in variant.items() if k not in ("weight", "count")}  # noqa: E731
+                        for variant in vs or []]
     out = dict(inputs)
     out["variants"] = strip(inputs.get("variants"))
-    if inputs.get("shadow_variants"):  # a shadow's weight is its mirrored share: that one counts
+    if inputs.get("shadow_variants"):  # a shadow's weight is its mirrored share and lives in the config
         out["shadow_variants"] = list(inputs["shadow_variants"])
     return out
 

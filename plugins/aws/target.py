@@ -209,7 +209,7 @@ class AwsTarget(Target):
         registry = ctx.platform.registry
         role = self._require("role_arn", "for SageMaker models")
         resources: list[Resource] = []
-        variants, shadow_variants, weights = [], [], {}
+        variants, shadow_variants, weights, instances = [], [], {}, {}
         for path_name, path in serving.paths.items():
             if registry is None or ctx.platform.model(path.model) is None:
                 known = ", ".join(m.ref for m in registry.models) if registry else "none (no registry declared)"
@@ -236,6 +236,7 @@ class AwsTarget(Target):
             else:
                 variants.append(variant)
                 weights[path_name] = float(path.weight or 0)
+                instances[path_name] = path.replicas
         config = ctx.address(serving.name, "endpoint_config", "main")
         resources.append(self._resource(config, "endpoint_config", {
             "base_name": _name(self.context.stack_name, serving.name, limit=54),
@@ -243,7 +244,7 @@ class AwsTarget(Target):
         endpoint = ctx.address(serving.name, "endpoint", "main")
         resources.append(self._resource(endpoint, "endpoint", {
             "name": _name(self.context.stack_name, serving.name), "config": Ref(config, "name"),
-            "weights": weights}))
+            "weights": weights, "instances": instances}))
         return Lowered(resources, {"name": Ref(endpoint, "name"), "arn": Ref(endpoint, "arn"),
                                    "url": Ref(endpoint, "url")})
 
