@@ -21,6 +21,7 @@ from provisioner.recovery import recover
 from provisioner.spec.loader import Loc
 from provisioner.spec.model import Component, component_kind
 from provisioner.state import LockInfo, ResourceRecord, StateBackend, open_state
+from provisioner.state.lease import LeaseKeeper
 from provisioner.target import LowerContext, Target, TargetContext
 
 Listener = Callable[[Event], None]
@@ -30,7 +31,7 @@ class Stack:
     """One stack file, its targets (instantiated on first use), its lowered resources and its state."""
 
     def __init__(self, path: str | Path, *, state_url: str | None = None, listeners: list[Listener] | None = None,
-                 options: ApplyOptions | None = None) -> None:
+                 options: ApplyOptions | None = None, lock_timeout: float = 0.0) -> None:
         self.loaded = spec.load(path)
         self.platform = self.loaded.platform
         self.name = self.platform.metadata.name
@@ -44,6 +45,8 @@ class Stack:
         self._lowered: tuple[dict[str, Resource], dict[str, Any]] | None = None
         self._lock_depth = 0
         self._lock_id = ""
+        self.lock_timeout = lock_timeout
+        self._lease: LeaseKeeper | None = None
 
     # -- events -----------------------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -168,16 +171,26 @@ class Stack:
         """Hold the stack's lock (re-entrant within this object)."""
         if self._lock_depth == 0:
             self._lock_id = uuid.uuid4().hex[:8]
-            previous = self.state.acquire_lock(LockInfo(self._lock_id, operation))
+            info = LockInfo(self._lock_id, operation)
+
+            def waiting(holder: LockInfo) -> None:
+                self.emit(Event("warning", message=f"waiting up to {self.lock_timeout:.0f}s for the lock held by "
+                                                   f"{holder.describe()}"))
+
+            previous = self.state.acquire_lock(info, timeout=self.lock_timeout, waiting=waiting)
             if previous is not None:
                 self.emit(Event("warning", message=f"took over the lock of {previous.describe()}: "
-                                                   "that process is gone"))
+                                                   f"{previous.gone_because() or 'that process is gone'}"))
+            self._lease = LeaseKeeper(self.state, info, self.emit)
         self._lock_depth += 1
         try:
             yield
         finally:
             self._lock_depth -= 1
             if self._lock_depth == 0:
+                if self._lease is not None:
+                    self._lease.stop()
+                    self._lease = None
                 self.state.release_lock(self._lock_id)
 
     def recover(self) -> int:

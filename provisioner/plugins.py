@@ -46,6 +46,11 @@ class Hooks:
     def mlplat_estimate_cost(self, resource: Resource) -> float | None:
         """Called during preview for every desired resource. Return its on-demand cost in USD/hour or None."""
 
+    @hookspec(firstresult=True)
+    def mlplat_state_key(self, stack: str, lineage: str) -> bytes | None:
+        """A KMS-style key provider: the 32-byte key that seals this state's secrets, or None to defer
+        (then the key is derived from $MLPLAT_STATE_PASSPHRASE)."""
+
 
 class Finding:
     """A policy finding from `mlplat_validate`."""

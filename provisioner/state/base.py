@@ -1,6 +1,8 @@
-"""The state backend interface: one record per resource, a journal of steps, serial + lineage, a lock.
+"""The state backend interface: one record per resource, a journal of steps, serial + lineage, a leased lock.
 
-Backends write per resource and per journal entry — never the whole state — so apply stays linear.
+Backends write per resource and per journal entry — never the whole state — so apply stays linear. Every JSON
+value a backend stores goes through `self.codec` (secrets are sealed there), and the lock logic (leases,
+takeover, waiting) lives here on top of three atomic primitives each backend provides.
 """
 
 from __future__ import annotations
@@ -9,8 +11,17 @@ import os
 import socket
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from provisioner.errors import LockHeld
+from provisioner.state.codec import PLAIN, StateCodec
+
+
+def default_lease() -> float:
+    """Seconds a lock stays valid without a heartbeat (the holder renews every third of it)."""
+    return float(os.environ.get("MLPLAT_LOCK_LEASE", "60"))
 
 
 @dataclass
@@ -37,8 +48,9 @@ class JournalEntry:
     apply_id: str
     op: str  # create | update | delete | delete-deposed
     record: ResourceRecord  # what the step will write; record.id is the cloud id when known beforehand
-    phase: str
+    phase: str  # pending | done | failed | resolved
     at: float
+    message: str | None = None
 
 
 @dataclass
@@ -49,10 +61,30 @@ class LockInfo:
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     started: float = field(default_factory=time.time)
+    #: last renewal (wall clock of the holder); the lock is free once heartbeat + lease has passed
+    heartbeat: float = field(default_factory=time.time)
+    lease: float = field(default_factory=default_lease)
 
     def describe(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
         return f"{self.holder} (pid {self.pid}, {self.operation}, since {when}, lock id {self.id})"
+
+    def gone_because(self, now: float | None = None) -> str | None:
+        """Why the holder is provably gone (lease expired, or same host and its pid is dead), else None."""
+        late = (now if now is not None else time.time()) - self.heartbeat
+        if late > self.lease:
+            return f"its lease expired {late - self.lease:.0f}s ago (no heartbeat for {late:.0f}s)"
+        if self.host == socket.gethostname() and not _pid_alive(self.pid):
+            return f"its process {self.pid} on this host is gone"
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LockInfo:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
 
 
 @dataclass
@@ -63,9 +95,13 @@ class StateMeta:
 
 
 class StateBackend(ABC):
-    """Same semantics on every backend (sqlite now; postgres and s3 implement the same methods)."""
+    """Same semantics on every backend (sqlite, postgres, s3); tests/test_state_backends.py holds them to it."""
 
     url: str
+    #: how JSON values are written (secrets sealed); open_state sets it
+    codec: StateCodec = PLAIN
+    #: set by the lease keeper when another process took the lock over: no further journal writes
+    lost_lock: str | None = None
 
     @abstractmethod
     def meta(self) -> StateMeta: ...
@@ -107,17 +143,92 @@ class StateBackend(ABC):
     @abstractmethod
     def set_outputs(self, outputs: dict[str, Any]) -> None: ...
 
-    @abstractmethod
-    def acquire_lock(self, info: LockInfo) -> LockInfo | None:
-        """Take the stack's lock. Returns the previous holder's info if a dead holder's lock was taken over;
-        raises LockHeld naming a live holder."""
+    # -- the lock: three atomic primitives per backend, the policy here ---------------------------------
 
     @abstractmethod
-    def release_lock(self, lock_id: str) -> None: ...
+    def read_lock(self) -> LockInfo | None: ...
 
     @abstractmethod
+    def write_lock(self, info: LockInfo, *, replacing: str | None) -> bool:
+        """Atomically: with replacing=None create the lock only if there is none; otherwise overwrite it only if
+        the current lock's id is `replacing` (compare-and-swap). True if written."""
+
+    @abstractmethod
+    def delete_lock(self, lock_id: str) -> bool:
+        """Atomically delete the lock if its id is `lock_id`; True if deleted."""
+
+    def acquire_lock(self, info: LockInfo, *, timeout: float = 0.0,
+                     waiting: Callable[[LockInfo], None] | None = None) -> LockInfo | None:
+        """Take the stack's lock, waiting up to `timeout` seconds for a live holder.
+
+        Returns the previous holder when its lock was taken over (its lease expired, or it died on this host);
+        raises LockHeld naming a live holder once the timeout has passed.
+        """
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            current = self.read_lock()
+            if current is None:
+                if self.write_lock(info, replacing=None):
+                    return None
+                continue  # somebody was quicker: look again
+            if current.gone_because() is not None:
+                if self.write_lock(info, replacing=current.id):
+                    return current
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LockHeld(f"the stack is locked by {current.describe()}",
+                               hint="wait for it to finish (or pass --lock-timeout SECONDS to wait); if that "
+                                    f"process is gone for good, run `mlplat state unlock {current.id}`")
+            if waiting is not None and not told:
+                waiting(current)
+                told = True
+            time.sleep(min(left, 0.25))
+
+    def renew_lock(self, info: LockInfo) -> bool:
+        """Heartbeat: extend our lease; False if the lock is no longer ours."""
+        info.heartbeat = time.time()
+        return self.write_lock(info, replacing=info.id)
+
+    def release_lock(self, lock_id: str) -> None:
+        self.delete_lock(lock_id)
+
     def force_unlock(self, lock_id: str) -> bool:
         """`mlplat state unlock ID`: remove the lock if its id matches; False if no such lock."""
+        return self.delete_lock(lock_id)
+
+    def check_lease(self) -> None:
+        """Called before each journal write: a process that lost its lock must not write on."""
+        if self.lost_lock is not None:
+            raise LockHeld(f"this process lost the stack's lock: {self.lost_lock}",
+                           hint="another apply took it over (our heartbeats stopped); run apply again")
+
+    # -- transfers (state migrate) ---------------------------------------------------------------------
+
+    @abstractmethod
+    def journal(self) -> list[JournalEntry]:
+        """Every journal entry still kept (closed ones and pending), oldest first."""
+
+    @abstractmethod
+    def import_state(self, meta: StateMeta, resources: list[ResourceRecord], journal: list[JournalEntry],
+                     outputs: dict[str, Any]) -> None:
+        """Replace this (empty) state with another's, lineage and serial included (`mlplat state migrate`)."""
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+def _pid_alive(pid: int) -> bool:
+    """Zombies count as dead (a killed child not yet reaped by its parent)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sqlite3
 import threading
 import time
@@ -13,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner import faults
-from provisioner.errors import LockHeld, StateError
+from provisioner.errors import StateError
 from provisioner.state.base import JournalEntry, LockInfo, ResourceRecord, StateBackend, StateMeta
 
 SCHEMA = """
@@ -28,11 +26,12 @@ CREATE TABLE IF NOT EXISTS journal (
 CREATE INDEX IF NOT EXISTS journal_pending ON journal (phase) WHERE phase = 'pending';
 CREATE TABLE IF NOT EXISTS lock (
     one INTEGER PRIMARY KEY CHECK (one = 1), id TEXT NOT NULL, operation TEXT NOT NULL, holder TEXT NOT NULL,
-    host TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL);
+    host TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL, heartbeat REAL NOT NULL DEFAULT 0,
+    lease REAL NOT NULL DEFAULT 60);
 """
+LOCK_COLUMNS = "id, operation, holder, host, pid, started, heartbeat, lease"
 
 JOURNAL_KEEP = 10_000
-_dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 
 
 class SqliteState(StateBackend):
@@ -45,6 +44,10 @@ class SqliteState(StateBackend):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(lock)")}
+            for column, default in (("heartbeat", 0), ("lease", 60)):  # states written before leases
+                if column not in columns:
+                    self._db.execute(f"ALTER TABLE lock ADD COLUMN {column} REAL NOT NULL DEFAULT {default}")
         except sqlite3.Error as err:
             raise StateError(f"cannot open state {self.path}: {err}") from None
         self._lock = threading.Lock()
@@ -70,8 +73,9 @@ class SqliteState(StateBackend):
         with self._lock:
             rows = self._db.execute("SELECT address, kind, target, id, inputs, outputs, depends_on, deposed "
                                     "FROM resources ORDER BY address").fetchall()
-        return {r[0]: ResourceRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]),
-                                     json.loads(r[6]), json.loads(r[7])) for r in rows}
+        loads = self.codec.loads
+        return {r[0]: ResourceRecord(r[0], r[1], r[2], r[3], loads(r[4]), loads(r[5]), json.loads(r[6]),
+                                     json.loads(r[7])) for r in rows}
 
     def bump_serial(self) -> int:
         with self._tx() as db:
@@ -83,19 +87,20 @@ class SqliteState(StateBackend):
 
     def put(self, record: ResourceRecord) -> None:
         with self._tx() as db:
-            _put(db, record)
+            self._put(db, record)
 
     def remove(self, address: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM resources WHERE address=?", (address,))
 
     def journal_pending(self, apply_id: str, op: str, record: ResourceRecord) -> int:
+        self.check_lease()
+        body = self.codec.dumps([record.inputs, record.depends_on, record.deposed])
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO journal (apply_id, address, op, kind, target, inputs, cloud_id, phase, at) "
                 "VALUES (?,?,?,?,?,?,?,'pending',?)",
-                (apply_id, record.address, op, record.kind, record.target,
-                 _dumps([record.inputs, record.depends_on, record.deposed]), record.id or None, time.time()))
+                (apply_id, record.address, op, record.kind, record.target, body, record.id or None, time.time()))
             seq = int(cur.lastrowid)
         faults.reached("pending")
         return seq
@@ -106,7 +111,7 @@ class SqliteState(StateBackend):
             db.execute("UPDATE journal SET phase='done', cloud_id=COALESCE(?, cloud_id) WHERE seq=?",
                        (put.id if put else None, seq))
             if put is not None:
-                _put(db, put)
+                self._put(db, put)
             if remove is not None:
                 db.execute("DELETE FROM resources WHERE address=?", (remove,))
         faults.reached("done")
@@ -116,53 +121,82 @@ class SqliteState(StateBackend):
             db.execute("UPDATE journal SET phase='failed', message=? WHERE seq=?", (message[:2000], seq))
 
     def pending(self) -> list[JournalEntry]:
+        return self._entries("WHERE phase='pending'")
+
+    def journal(self) -> list[JournalEntry]:
+        return self._entries("")
+
+    def _entries(self, where: str) -> list[JournalEntry]:
         with self._lock:
-            rows = self._db.execute("SELECT seq, apply_id, address, op, kind, target, inputs, cloud_id, phase, at "
-                                    "FROM journal WHERE phase='pending' ORDER BY seq").fetchall()
+            rows = self._db.execute("SELECT seq, apply_id, address, op, kind, target, inputs, cloud_id, phase, at, "
+                                    f"message FROM journal {where} ORDER BY seq").fetchall()
         entries = []
-        for seq, apply_id, address, op, kind, target, body, cloud_id, phase, at in rows:
-            inputs, depends_on, deposed = json.loads(body)
+        for seq, apply_id, address, op, kind, target, body, cloud_id, phase, at, message in rows:
+            inputs, depends_on, deposed = self.codec.loads(body)
             record = ResourceRecord(address, kind, target, cloud_id or "", inputs, {}, depends_on, deposed)
-            entries.append(JournalEntry(seq, apply_id, op, record, phase, at))
+            entries.append(JournalEntry(seq, apply_id, op, record, phase, at, message))
         return entries
 
     def resolve_pending(self, seq: int, *, put: ResourceRecord | None = None, remove: str | None = None) -> None:
         with self._tx() as db:
             db.execute("UPDATE journal SET phase='resolved' WHERE seq=?", (seq,))
             if put is not None:
-                _put(db, put)
+                self._put(db, put)
             if remove is not None:
                 db.execute("DELETE FROM resources WHERE address=?", (remove,))
 
     def get_outputs(self) -> dict[str, Any]:
         with self._lock:
-            return json.loads(self._meta_value("outputs") or "{}")
+            text = self._meta_value("outputs") or "{}"
+        return self.codec.loads(text)
 
     def set_outputs(self, outputs: dict[str, Any]) -> None:
+        text = self.codec.dumps(outputs)
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('outputs', ?)", (_dumps(outputs),))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('outputs', ?)", (text,))
 
-    def acquire_lock(self, info: LockInfo) -> LockInfo | None:
+    def read_lock(self) -> LockInfo | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {LOCK_COLUMNS} FROM lock").fetchone()
+        return LockInfo(*row) if row else None
+
+    def write_lock(self, info: LockInfo, *, replacing: str | None) -> bool:
+        values = (info.id, info.operation, info.holder, info.host, info.pid, info.started, info.heartbeat, info.lease)
         with self._tx() as db:
-            row = db.execute("SELECT id, operation, holder, host, pid, started FROM lock").fetchone()
-            previous = LockInfo(*row) if row else None
-            if previous is not None:
-                if not _holder_is_dead(previous):
-                    raise LockHeld(f"the stack is locked by {previous.describe()}",
-                                   hint=f"wait for it to finish; if that process is gone for good, run "
-                                        f"`mlplat state unlock {previous.id}`")
-                db.execute("DELETE FROM lock")
-            db.execute("INSERT INTO lock VALUES (1, ?, ?, ?, ?, ?, ?)",
-                       (info.id, info.operation, info.holder, info.host, info.pid, info.started))
-            return previous
+            if replacing is None:
+                return db.execute(f"INSERT OR IGNORE INTO lock (one, {LOCK_COLUMNS}) VALUES (1,?,?,?,?,?,?,?,?)",
+                                  values).rowcount > 0
+            return db.execute("UPDATE lock SET id=?, operation=?, holder=?, host=?, pid=?, started=?, heartbeat=?, "
+                              "lease=? WHERE id=?", (*values, replacing)).rowcount > 0
 
-    def release_lock(self, lock_id: str) -> None:
-        with self._tx() as db:
-            db.execute("DELETE FROM lock WHERE id=?", (lock_id,))
-
-    def force_unlock(self, lock_id: str) -> bool:
+    def delete_lock(self, lock_id: str) -> bool:
         with self._tx() as db:
             return db.execute("DELETE FROM lock WHERE id=?", (lock_id,)).rowcount > 0
+
+    def import_state(self, meta: StateMeta, resources: list[ResourceRecord], journal: list[JournalEntry],
+                     outputs: dict[str, Any]) -> None:
+        text = self.codec.dumps(outputs)
+        with self._tx() as db:
+            if db.execute("SELECT COUNT(*) FROM resources").fetchone()[0]:
+                raise StateError(f"{self.url} already holds resources; migrate only into an empty state")
+            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                           [("lineage", meta.lineage), ("serial", str(meta.serial)), ("stack", meta.stack),
+                            ("outputs", text)])
+            db.execute("DELETE FROM journal")
+            for entry in journal:
+                r = entry.record
+                db.execute("INSERT INTO journal (seq, apply_id, address, op, kind, target, inputs, cloud_id, phase, "
+                           "message, at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                           (entry.seq, entry.apply_id, r.address, entry.op, r.kind, r.target,
+                            self.codec.dumps([r.inputs, r.depends_on, r.deposed]), r.id or None, entry.phase,
+                            entry.message, entry.at))
+            for record in resources:
+                self._put(db, record)
+
+    def _put(self, db: sqlite3.Connection, r: ResourceRecord) -> None:
+        db.execute("INSERT OR REPLACE INTO resources VALUES (?,?,?,?,?,?,?,?)",
+                   (r.address, r.kind, r.target, r.id, self.codec.dumps(r.inputs), self.codec.dumps(r.outputs),
+                    json.dumps(r.depends_on), json.dumps(r.deposed)))
 
     def journal_size(self) -> int:
         with self._lock:
@@ -195,20 +229,3 @@ class _Transaction:
             self._lock.release()
 
 
-def _put(db: sqlite3.Connection, r: ResourceRecord) -> None:
-    db.execute("INSERT OR REPLACE INTO resources VALUES (?,?,?,?,?,?,?,?)",
-               (r.address, r.kind, r.target, r.id, _dumps(r.inputs), _dumps(r.outputs), _dumps(r.depends_on),
-                _dumps(r.deposed)))
-
-
-def _holder_is_dead(info: LockInfo) -> bool:
-    """Only provable on the same host: the pid no longer exists."""
-    if info.host != socket.gethostname():
-        return False
-    try:
-        os.kill(info.pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
