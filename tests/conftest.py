@@ -16,6 +16,9 @@ import pytest
 if TYPE_CHECKING:
     from aws_moto import MotoServer
 
+#: fixture modules of their own: a PostgreSQL server started for the tests
+pytest_plugins = ["pg_server"]
+
 REPO = Path(__file__).resolve().parents[1]
 STACKS = REPO / "stacks"
 
