@@ -31,7 +31,10 @@ DEFAULT_STACK = "mlplat.yaml"
 StackFile = Annotated[Path, typer.Option("--file", "-f", help="Stack file (default $MLPLAT_STACK or ./mlplat.yaml)",
                                          show_default=False)]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout")]
-StateUrl = Annotated[str | None, typer.Option("--state", help="State location, e.g. sqlite:///path/state.db")]
+StateUrl = Annotated[str | None, typer.Option("--state", help="State location: sqlite:///path/state.db, "
+                                                              "postgresql://host/db or s3://bucket/prefix")]
+LockTimeout = Annotated[float, typer.Option("--lock-timeout", min=0, help="Seconds to wait for another process's "
+                                                                         "lock on the stack (default: fail at once)")]
 
 
 def _console(stderr: bool = False) -> Console:
@@ -44,17 +47,33 @@ def _stack_path(path: Path | None) -> Path:
     return path or Path(os.environ.get("MLPLAT_STACK", DEFAULT_STACK))
 
 
-def _open(path: Path | None, state: str | None = None, *, json_mode: bool = False, parallelism: int = 10) -> Stack:
+def _open(path: Path | None, state: str | None = None, *, json_mode: bool = False, parallelism: int = 10,
+          lock_timeout: float = 0.0) -> Stack:
     from provisioner.api import Stack
     from provisioner.apply import ApplyOptions
 
     listeners = [] if json_mode else [_progress_printer()]
     return Stack(_stack_path(path), state_url=state, listeners=listeners,
-                 options=ApplyOptions(parallelism=parallelism))
+                 options=ApplyOptions(parallelism=parallelism), lock_timeout=lock_timeout)
 
 
 def _emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    from provisioner.secrets import mask
+
+    sys.stdout.write(json.dumps(mask(data), indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _is_secret(value: Any) -> bool:
+    from provisioner.secrets import is_secret
+
+    return is_secret(value)
+
+
+def _shown(value: Any) -> str:
+    """A value for people: secrets masked, JSON otherwise."""
+    from provisioner.secrets import mask
+
+    return json.dumps(mask(value))
 
 
 # -- commands -------------------------------------------------------------------------------------------------
@@ -91,7 +110,7 @@ def preview(
     plan = stack.plan(refresh=refresh, destroy=destroy)
     cost = None if destroy else stack.estimate_cost()
     if out is not None:
-        out.write_text(plan.dumps())
+        out.write_text(plan.dumps(stack.state.codec))  # secrets sealed, as in the state
     if json_out:
         data = plan.to_json()
         data["estimated_cost_usd_hour"] = cost
@@ -115,6 +134,7 @@ def apply(
     refresh: Annotated[bool, typer.Option("--refresh/--no-refresh")] = True,
     parallelism: Annotated[int, typer.Option(help="Steps run at once (per target)", min=1)] = 10,
     state: StateUrl = None,
+    lock_timeout: LockTimeout = 0.0,
 ) -> None:
     """Make the platform match the stack file (or apply a saved plan)."""
     from provisioner.plan import Plan
@@ -122,13 +142,15 @@ def apply(
     saved = None
     if plan_file is not None:
         try:
-            saved = Plan.loads(plan_file.read_text())
+            text = plan_file.read_text()
         except OSError as err:
             from provisioner.errors import MlplatError
 
             raise MlplatError(f"cannot read plan {plan_file}: {err.strerror}") from None
-        file = file or Path(saved.stack_file)
-    stack = _open(file, state, json_mode=json_out, parallelism=parallelism)
+        file = file or Path(Plan.loads(text).stack_file)
+    stack = _open(file, state, json_mode=json_out, parallelism=parallelism, lock_timeout=lock_timeout)
+    if plan_file is not None:
+        saved = Plan.loads(text, stack.state.codec)  # opens the plan's sealed secrets
     _run_plan(stack, saved, yes=yes or saved is not None, json_out=json_out, refresh=refresh, verb="apply")
 
 
@@ -139,9 +161,10 @@ def destroy(
     json_out: JsonFlag = False,
     parallelism: Annotated[int, typer.Option(min=1)] = 10,
     state: StateUrl = None,
+    lock_timeout: LockTimeout = 0.0,
 ) -> None:
     """Delete every resource the stack's state records."""
-    stack = _open(file, state, json_mode=json_out, parallelism=parallelism)
+    stack = _open(file, state, json_mode=json_out, parallelism=parallelism, lock_timeout=lock_timeout)
     _run_plan(stack, None, yes=yes, json_out=json_out, refresh=False, verb="destroy")
 
 
@@ -177,13 +200,14 @@ def _run_plan(stack: Stack, saved: Plan | None, *, yes: bool, json_out: bool, re
     if outputs:
         console.print("\nOutputs:")
         for key, value in outputs.items():
-            console.print(f"  {key} = {json.dumps(value)}")
+            console.print(f"  {key} = {_shown(value)}")
 
 
 @app.command()
-def refresh(file: StackFile = None, json_out: JsonFlag = False, state: StateUrl = None) -> None:
+def refresh(file: StackFile = None, json_out: JsonFlag = False, state: StateUrl = None,
+            lock_timeout: LockTimeout = 0.0) -> None:
     """Read every resource and record what is really there (drift)."""
-    stack = _open(file, state, json_mode=json_out)
+    stack = _open(file, state, json_mode=json_out, lock_timeout=lock_timeout)
     drift = stack.refresh()
     if json_out:
         _emit_json({"drift": drift})
@@ -196,7 +220,7 @@ def refresh(file: StackFile = None, json_out: JsonFlag = False, state: StateUrl 
             console.print(f"[red]![/] {address}: deleted outside mlplat")
         else:
             for key, (before, after) in change.items():
-                console.print(f"[yellow]![/] {address}: {key}: {json.dumps(before)} → {json.dumps(after)}")
+                console.print(f"[yellow]![/] {address}: {key}: {_shown(before)} → {_shown(after)}")
 
 
 @app.command()
@@ -217,7 +241,7 @@ def output(
             _emit_json(values[name])
         else:
             value = values[name]
-            sys.stdout.write((value if isinstance(value, str) else json.dumps(value)) + "\n")
+            sys.stdout.write((value if isinstance(value, str) and not _is_secret(value) else _shown(value)) + "\n")
         return
     if json_out:
         _emit_json(values)
@@ -225,7 +249,7 @@ def output(
     if not values:
         _console(stderr=True).print("No outputs yet: run `mlplat apply` first.")
     for key, value in values.items():
-        sys.stdout.write(f"{key} = {json.dumps(value)}\n")
+        sys.stdout.write(f"{key} = {_shown(value)}\n")
 
 
 @app.command()
@@ -299,6 +323,25 @@ def state_show(address: str, file: StackFile = None, state: StateUrl = None) -> 
     _emit_json(record.to_dict())
 
 
+@state_app.command("migrate")
+def state_migrate(
+    to: Annotated[str, typer.Option("--to", help="Destination: sqlite:///path.db, postgresql://host/db or "
+                                                 "s3://bucket/prefix (must be empty)")],
+    file: StackFile = None,
+    state: StateUrl = None,
+) -> None:
+    """Move the stack's state to another backend, losslessly (lineage, serial, journal, secrets sealed)."""
+    from provisioner.state import open_state
+    from provisioner.state.migrate import migrate
+
+    stack = _open(file, state, json_mode=True)
+    with stack.locked("migrate"):
+        destination = open_state(stack.name, stack.directory, url=to)
+        copied = migrate(stack.state, destination)
+    _console().print(f"Copied {copied} resource(s) of stack {stack.name} to {destination.url}. Point the stack "
+                     f"at it: state: {{url: {destination.url}}} (or --state); the old state is left untouched.")
+
+
 @state_app.command("unlock")
 def state_unlock(lock_id: str, file: StackFile = None, state: StateUrl = None) -> None:
     """Remove a lock left by a process that will not come back (give the lock id from the error)."""
@@ -311,6 +354,10 @@ def state_unlock(lock_id: str, file: StackFile = None, state: StateUrl = None) -
 
 # -- progress and errors --------------------------------------------------------------------------------------
 def _progress_printer() -> Any:
+    from rich.markup import escape
+
+    from provisioner.secrets import redact
+
     console = _console(stderr=True)
     verbs = {"create": "creating", "update": "updating", "delete": "deleting", "delete-deposed": "deleting old"}
 
@@ -320,17 +367,17 @@ def _progress_printer() -> Any:
         elif event.kind == "step-done":
             console.print(f"  {event.address}: [green]{event.action} done[/] ({event.elapsed:.1f}s)")
         elif event.kind == "progress":
-            console.print(f"  {event.address}: [dim]{event.message}[/]")
+            console.print(f"  {event.address}: [dim]{escape(redact(event.message))}[/]")
         elif event.kind == "step-failed":
             console.print(f"  {event.address}: [red]{event.action} failed[/] ({event.elapsed:.1f}s)")
         elif event.kind == "step-retry":
-            console.print(f"  {event.address}: [yellow]retrying[/] {event.message}")
+            console.print(f"  {event.address}: [yellow]retrying[/] {escape(redact(event.message))}")
         elif event.kind == "step-skipped":
             console.print(f"  {event.address}: [yellow]skipped[/] (a dependency failed)")
         elif event.kind == "recovered":
-            console.print(f"  [cyan]recovered[/] {event.address} ({event.action}): {event.message}")
+            console.print(f"  [cyan]recovered[/] {event.address} ({event.action}): {escape(redact(event.message))}")
         elif event.kind == "warning":
-            console.print(f"[yellow]warning:[/] {event.message}")
+            console.print(f"[yellow]warning:[/] {escape(redact(event.message))}")
 
     return on_event
 
@@ -344,12 +391,15 @@ def main() -> None:
     except MlplatError as err:
         from rich.markup import escape
 
+        from provisioner.secrets import redact
+
         console = _console(stderr=True)
-        console.print(f"[bold red]Error:[/] {escape(err.message)}", soft_wrap=True)
-        if err.hint:
-            console.print(f"[dim]hint:[/] {escape(err.hint)}", soft_wrap=True)
+        message, hint = redact(err.message), redact(err.hint) if err.hint else None
+        console.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True)
+        if hint:
+            console.print(f"[dim]hint:[/] {escape(hint)}", soft_wrap=True)
         if "--json" in sys.argv:
-            _emit_json({"error": err.message, "hint": err.hint})
+            _emit_json({"error": message, "hint": hint})
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

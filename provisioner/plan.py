@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provisioner.errors import PlanError
 from provisioner.graph import Ref, Resource, check_edges, from_json, resolve, to_json, topological_order
@@ -16,6 +16,10 @@ from provisioner.state.base import ResourceRecord
 
 PLAN_FORMAT = 1
 ACTIONS = ("create", "update", "replace", "delete", "noop")
+
+
+if TYPE_CHECKING:
+    from provisioner.state.codec import StateCodec
 
 
 @dataclass
@@ -80,13 +84,16 @@ class Plan:
                 "summary": self.summary(), "outputs": to_json(self.outputs),
                 "changes": [c.to_json() for c in self.changes]}
 
-    def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=1, sort_keys=True)
+    def dumps(self, codec: StateCodec | None = None) -> str:
+        """The plan as JSON; with the state's codec, secret values are sealed as they are in the state."""
+        if codec is None:
+            return json.dumps(self.to_json(), indent=1, sort_keys=True)
+        return codec.dumps(self.to_json())
 
     @classmethod
-    def loads(cls, text: str) -> Plan:
+    def loads(cls, text: str, codec: StateCodec | None = None) -> Plan:
         try:
-            data = json.loads(text)
+            data = codec.loads(text) if codec is not None else json.loads(text)
             if data.get("format") != PLAN_FORMAT:
                 raise PlanError(f"plan format {data.get('format')} is not supported (expected {PLAN_FORMAT})",
                                 hint="make the plan again with this version: mlplat preview -o plan.json")

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from provisioner.graph import UNKNOWN, Ref
 from provisioner.plan import Change, Plan
+from provisioner.secrets import MASK, is_secret
 
 SYMBOLS = {"create": ("+", "green"), "update": ("~", "yellow"), "replace": ("-/+", "magenta"),
            "delete": ("-", "red"), "noop": (" ", "dim")}
@@ -26,6 +27,8 @@ def fmt(value: Any, width: int = 80) -> str:
 def _plain(value: Any) -> Any:
     if value is UNKNOWN or isinstance(value, Ref):
         return "(known after apply)"
+    if is_secret(value):
+        return MASK
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

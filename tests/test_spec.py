@@ -539,15 +539,15 @@ def test_unset_env_reference_is_an_error_at_its_value(tmp_path, monkeypatch):
     assert "export" in err.hint
 
 
-def test_reference_scheme_other_than_env_is_unsupported(tmp_path):
+def test_reference_scheme_other_than_env_or_secret_is_unsupported(tmp_path):
     path, err = spec_error(tmp_path, MINIMAL + """\
     targets:
       aws:
-        region: ${secret:x}
+        region: ${vault:x}
     """)
 
-    assert err.problems == [f"{path}:6:13: targets.aws.region: unsupported reference ${{secret:...}}; "
-                            "use ${env:NAME}"]
+    assert err.problems == [f"{path}:6:13: targets.aws.region: unsupported reference ${{vault:...}}; "
+                            "use ${env:NAME} or ${secret:NAME}"]
 
 
 def test_inline_secret_in_target_settings_is_an_error_at_its_key(tmp_path):
@@ -559,8 +559,8 @@ def test_inline_secret_in_target_settings_is_an_error_at_its_key(tmp_path):
     """)
 
     assert err.problems == [f"{path}:7:5: targets.aws.secret_access_key: secrets may not be written in the stack "
-                            "file; write ${env:NAME} and export NAME instead"]
-    assert "${env:" in err.hint
+                            "file; write ${secret:NAME} and export NAME instead"]
+    assert "${secret:" in err.hint
 
 
 def test_inline_secret_value_never_appears_in_the_error(tmp_path):

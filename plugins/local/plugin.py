@@ -26,18 +26,18 @@ def mlplat_estimate_cost(resource: Resource) -> float | None:
 
 @hookimpl
 def mlplat_validate(platform: Platform) -> list[Finding]:
-    """No public endpoint without auth: the local router has no auth, so it may only listen on loopback."""
+    """No public endpoint without auth: an endpoint without `auth: key` may only listen on loopback."""
     findings = []
     for serving in platform.serving:
         name = platform.target_of(serving)
         settings = platform.targets.get(name) or {}
-        if settings.get("type", name) != "local":
+        if settings.get("type", name) != "local" or serving.auth == "key":
             continue
         host = str(settings.get("host", "127.0.0.1"))
         if not _is_loopback(host):
             findings.append(Finding(
-                f"endpoint {serving.name!r} would listen on {host} without authentication; the local target "
-                "serves loopback only (remove targets.{name}.host or set it to 127.0.0.1)".replace("{name}", name),
+                f"endpoint {serving.name!r} would listen on {host} without authentication; without auth the "
+                f"local target serves loopback only (set auth: key, or remove targets.{name}.host)",
                 component=serving.name))
     return findings
 

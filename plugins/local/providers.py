@@ -263,7 +263,10 @@ class RouterProvider(ProcessProvider):
         return Path(inputs["work_dir"]) / "router"
 
     def _config(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        return {"endpoint": inputs["endpoint"], **{k: inputs[k] for k in self.LIVE_FIELDS}}
+        """The router's config file; of an API key only its SHA-256 is written (the key is a secret)."""
+        key = inputs.get("api_key")
+        return {"endpoint": inputs["endpoint"], **{k: inputs[k] for k in self.LIVE_FIELDS},
+                "key_sha256": hashlib.sha256(key.encode()).hexdigest() if key else None}
 
     def _write_config(self, run_dir: Path, inputs: dict[str, Any]) -> Path:
         from mlplat_plugins.local.runtime.processes import write_json_atomic

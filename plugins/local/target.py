@@ -44,8 +44,8 @@ class LocalTarget(Target):
             max_nodes_per_pool=1,
             max_replicas=1,
             storage_kinds=frozenset({"nas"}),
-            auth_modes=frozenset({"none"}),
-            notes=("one node: this machine", "endpoints listen on 127.0.0.1 only"),
+            auth_modes=frozenset({"none", "key"}),
+            notes=("one node: this machine", "endpoints without auth: key listen on 127.0.0.1 only"),
         )
 
     def lower(self, component: Component, ctx: LowerContext) -> Lowered:
@@ -143,6 +143,7 @@ class LocalTarget(Target):
             "mode": "shadow" if serving.shadow else "split",
             "mirror_percent": exp.mirror_percent if exp is not None and serving.shadow else 0,
             "routes": routes,
+            "api_key": serving.api_key if serving.auth == "key" else None,
             "host": self.settings.host,
             "work_dir": str(self.root / "serving" / serving.name),
         }

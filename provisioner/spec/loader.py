@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from provisioner.errors import SpecError
+from provisioner.secrets import SECRET_NAME, Secret
 from provisioner.spec.model import SECRET_KEY, Platform
 
 Loc = tuple[str | int, ...]
@@ -71,9 +72,12 @@ def loads(text: str, path: str | Path = "<stack>") -> LoadedStack:
         raise SpecError([f"{path}:1:1: a stack file is a YAML mapping (apiVersion, metadata, ...)"])
     problems: list[str] = []
     _reject_inline_secrets(data.get("targets"), key_locs, path, problems)
+    serving = data.get("serving")
+    if isinstance(serving, list):
+        _reject_inline_secrets(dict(enumerate(serving)), key_locs, path, problems, "serving")
     _resolve_references(data, (), value_locs, path, problems)
     if problems:
-        raise SpecError(problems, hint="reference secrets as ${env:NAME} and export NAME in the environment")
+        raise SpecError(problems, hint="reference secrets as ${secret:NAME} and export NAME in the environment")
     try:
         platform = Platform.model_validate(data)
     except Exception as err:  # pydantic.ValidationError; imported lazily by type name to keep start-up lean
@@ -142,33 +146,44 @@ def _index(node: yaml.Node, loc: Loc, key_locs: dict, value_locs: dict, path: Pa
 
 
 def _resolve_references(data: Any, loc: Loc, locs: dict, path: Path, problems: list[str]) -> Any:
-    """Replace `${env:NAME}` in place; other schemes are reserved (e.g. `${secret:...}`)."""
+    """Replace `${env:NAME}` and `${secret:NAME}` in place (both read the environment variable NAME).
+
+    A `${secret:...}` value, or an `${env:...}` one whose NAME looks secret (…_TOKEN, …PASSWORD, …API_KEY), becomes
+    a `Secret`: sealed in the state, masked in every output.
+    """
     items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
     for key, value in list(items):
         if isinstance(value, dict | list):
             _resolve_references(value, (*loc, key), locs, path, problems)
         elif isinstance(value, str) and "${" in value:
             data[key] = _substitute(value, (*loc, key), locs, path, problems)
+            if SECRET_KEY.search(str(key)) and data[key]:  # whatever fills a secret-looking key is one
+                data[key] = Secret(data[key])
     return data
 
 
 def _substitute(value: str, loc: Loc, locs: dict, path: Path, problems: list[str]) -> str:
+    secret = False
+
     def replace(match: re.Match[str]) -> str:
+        nonlocal secret
         scheme, name = match.group(1), match.group(2)
         line, col = locs.get(loc, (1, 1))
-        if scheme != "env":
+        if scheme not in ("env", "secret"):
             problems.append(f"{path}:{line}:{col}: {format_loc(loc)}: unsupported reference ${{{scheme}:...}}; "
-                            "use ${env:NAME}")
+                            "use ${env:NAME} or ${secret:NAME}")
             return ""
         if name not in os.environ:
             problems.append(f"{path}:{line}:{col}: {format_loc(loc)}: environment variable {name} is not set")
             return ""
+        secret = secret or scheme == "secret" or bool(SECRET_NAME.search(name))
         return os.environ[name]
 
-    return _REF.sub(replace, value)
+    resolved = _REF.sub(replace, value)
+    return Secret(resolved) if secret else resolved
 
 
-def _reject_inline_secrets(targets: Any, locs: dict, path: Path, problems: list[str]) -> None:
+def _reject_inline_secrets(targets: Any, locs: dict, path: Path, problems: list[str], section: str = "targets") -> None:
     """A secret-looking setting must be a reference (checked before references are substituted).
 
     Reported at the key; the value is never echoed.
@@ -182,9 +197,10 @@ def _reject_inline_secrets(targets: Any, locs: dict, path: Path, problems: list[
             if not SECRET_KEY.search(str(key)) or isinstance(value, bool) or value in (None, ""):
                 continue
             if isinstance(value, int | float) or (isinstance(value, str) and not _REF.fullmatch(value.strip())):
-                line, col = locs.get(("targets", target, key), (1, 1))
-                problems.append(f"{path}:{line}:{col}: targets.{target}.{key}: secrets may not be written in "
-                                "the stack file; write ${env:NAME} and export NAME instead")
+                line, col = locs.get((section, target, key), (1, 1))
+                where = f"{section}[{target}]" if isinstance(target, int) else f"{section}.{target}"
+                problems.append(f"{path}:{line}:{col}: {where}.{key}: secrets may not be written in "
+                                "the stack file; write ${secret:NAME} and export NAME instead")
 
 
 def _describe_validation_errors(err: Any, key_locs: dict, value_locs: dict, path: Path, model: Any,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from provisioner.errors import StateError
-from provisioner.secrets import Secret
+from provisioner.secrets import Secret, is_secret
 
 PASSPHRASE_ENV = "MLPLAT_STATE_PASSPHRASE"
 SEALED = "$sealed"
@@ -38,7 +38,7 @@ class StateCodec:
         return self._open(value) if SEALED in text else value
 
     def _seal(self, value: Any) -> Any:
-        if isinstance(value, Secret):
+        if is_secret(value):
             nonce = os.urandom(12)
             sealed = nonce + self._cipher().encrypt(nonce, value.encode(), None)
             return {SEALED: "v1:" + base64.b64encode(sealed).decode()}

@@ -27,12 +27,15 @@ fails to load is logged and the old one kept. Write the config file atomically (
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import http.client
 import json
 import math
 import os
 import queue
 import random
+import re
 import sys
 import threading
 from collections import Counter
@@ -220,12 +223,16 @@ def parse_config(doc: Any) -> dict[str, Any]:
         raise ConfigError("shadow mode needs a route with weight 0 to mirror to")
     mirror_percent = _number(doc.get("mirror_percent", 100), "'mirror_percent'", 0, 100)
     timeout = _number(doc.get("timeout_s", 30), "'timeout_s'", 0.001)
+    key_sha256 = doc.get("key_sha256")
+    if key_sha256 is not None and not (isinstance(key_sha256, str) and re.fullmatch(r"[0-9a-f]{64}", key_sha256)):
+        raise ConfigError("'key_sha256' must be the hex SHA-256 of the API key, or null")
     return {
         "endpoint": endpoint,
         "mode": mode,
         "routes": normalized,
         "mirror_percent": mirror_percent,
         "timeout_s": timeout,
+        "key_sha256": key_sha256,
     }
 
 
@@ -352,10 +359,13 @@ class RouterHandler(BaseHandler):
     server: RouterServer
 
     def handle_request(self) -> None:
+        state = self.server.state  # this request uses this config to the end, even across a reload
+        if state.config["key_sha256"] and self.route_path != "/-/healthz" and not self._authorized(state):
+            raise HTTPError(401, "this endpoint needs its API key: Authorization: Bearer <key> or X-Api-Key",
+                            [("WWW-Authenticate", 'Bearer realm="mlplat"')])
         if self.path.startswith("/-/"):
             self._internal()
             return
-        state = self.server.state  # this request uses this config to the end, even across a reload
         body = self.read_body()
         headers = self._upstream_headers()
         route = state.choose()
@@ -389,12 +399,20 @@ class RouterHandler(BaseHandler):
             self.wfile.flush()  # the caller gets its response before the copy is even queued
             self.server.mirror(state, self.command, self.path, body, headers)
 
+    def _authorized(self, state: RouterState) -> bool:
+        presented = self.headers.get("X-Api-Key") or ""
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            presented = token.strip()
+        digest = hashlib.sha256(presented.encode()).hexdigest()
+        return bool(presented) and hmac.compare_digest(digest, state.config["key_sha256"])
+
     def _upstream_headers(self) -> dict[str, str]:
         connection_tokens = {t.strip().lower() for t in self.headers.get("Connection", "").split(",")}
         headers: dict[str, str] = {}
         for name, value in self.headers.items():
             lower = name.lower()
-            if lower in _HOP_BY_HOP or lower in connection_tokens:
+            if lower in _HOP_BY_HOP or lower in connection_tokens or lower in ("authorization", "x-api-key"):
                 continue
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         forwarded = self.headers.get("X-Forwarded-For")
