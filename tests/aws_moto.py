@@ -486,7 +486,28 @@ def install_extensions() -> None:
         _install_sagemaker()
         _install_efs()
         _install_fsx()
+        _install_s3_conditional_writes()
         _installed = True
+
+
+def _install_s3_conditional_writes() -> None:
+    """Make S3's conditional writes atomic, as on AWS. moto 5.2.5 already answers PutObject If-None-Match: * and
+    If-Match, and DeleteObject If-Match, with 412 PreconditionFailed (404 NoSuchKey for If-Match on no object),
+    but checks the condition and then writes in two steps: two racing writers on the threaded server can both
+    pass the check. One lock around PutObject and DeleteObject makes check-and-write one step."""
+    from moto.s3.responses import S3Response
+
+    write_lock = threading.RLock()
+
+    def serialized(original: Callable[..., Any]) -> Callable[..., Any]:
+        def write(self: Any, *args: Any, **kwargs: Any) -> Any:
+            with write_lock:
+                return original(self, *args, **kwargs)
+
+        return write
+
+    S3Response.put_object = serialized(S3Response.put_object)
+    S3Response.delete_object = serialized(S3Response.delete_object)
 
 
 def _install_fsx() -> None:

@@ -36,4 +36,6 @@ def sqlite_factory(tmp_path: Path) -> BackendFactory:
 
 FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], BackendFactory]] = {
     "sqlite": lambda request, tmp_path: sqlite_factory(tmp_path),
+    "s3": lambda request, tmp_path: __import__("s3_state").s3_factory(request, tmp_path),
+    "postgres": lambda request, tmp_path: __import__("pg_server").postgres_factory(request, tmp_path),
 }

@@ -10,6 +10,7 @@ import os
 import random
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,10 @@ class MemoryStore:
     def delete(self, id: str) -> None:
         with self.lock:
             self.objects.pop(id, None)
+
+    def all(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.objects.values())
 
     def count_call(self, key: str) -> int:
         with self.lock:
@@ -112,7 +117,7 @@ class SimProvider(ResourceProvider):
 
     def create(self, address: str, inputs: dict[str, Any]) -> Created:
         self._work(f"create:{address}")
-        id = self.token(address, inputs)
+        id = uuid.uuid4().hex[:16] if self.settings.tagged_ids else self.token(address, inputs)
         existing = self.store.get(id)
         if existing is None:
             existing = {"id": id, "address": address, "kind": self.kind, "inputs": inputs,
@@ -121,7 +126,11 @@ class SimProvider(ResourceProvider):
         return Created(id, {"id": id, "url": existing["url"]})
 
     def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
-        obj = self.store.get(self.token(address, inputs))
+        if self.settings.tagged_ids:  # like a tag lookup: an object carrying this address
+            tagged = [o for o in self.store.all() if o["address"] == address]
+            obj = tagged[-1] if tagged else None
+        else:
+            obj = self.store.get(self.token(address, inputs))
         return Created(obj["id"], {"id": obj["id"], "url": obj["url"]}) if obj else None
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:

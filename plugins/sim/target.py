@@ -22,6 +22,10 @@ class SimSettings(BaseModel):
     jitter_ms: float = Field(0.0, ge=0, description="Random extra time, uniform in [0, jitter_ms]")
     throttle_first: int = Field(0, ge=0, description="Throttle (retryably) the first N calls of each object")
     max_concurrency: int | None = Field(None, ge=1, description="The simulated API's limit on calls in flight")
+    tagged_ids: bool = Field(False, description="Each create makes a new object with a new id, as most cloud APIs "
+                                                "do (a repeated create duplicates); find looks it up by its "
+                                                "address tag. Default: ids derive from address+inputs "
+                                                "(idempotent creates)")
 
 
 class SimTarget(Target):
