@@ -19,6 +19,11 @@ from provisioner.errors import LockHeld
 from provisioner.state.codec import PLAIN, StateCodec
 
 
+def host_name() -> str:
+    """This machine as lock holders name it; $MLPLAT_HOSTNAME overrides it where hostnames repeat (containers)."""
+    return os.environ.get("MLPLAT_HOSTNAME") or socket.gethostname()
+
+
 def default_lease() -> float:
     """Seconds a lock stays valid without a heartbeat (the holder renews every third of it)."""
     return float(os.environ.get("MLPLAT_LOCK_LEASE", "60"))
@@ -57,8 +62,8 @@ class JournalEntry:
 class LockInfo:
     id: str
     operation: str
-    holder: str = field(default_factory=lambda: f"{os.environ.get('USER', 'unknown')}@{socket.gethostname()}")
-    host: str = field(default_factory=socket.gethostname)
+    holder: str = field(default_factory=lambda: f"{os.environ.get('USER', 'unknown')}@{host_name()}")
+    host: str = field(default_factory=host_name)
     pid: int = field(default_factory=os.getpid)
     started: float = field(default_factory=time.time)
     #: last renewal (wall clock of the holder); the lock is free once heartbeat + lease has passed
@@ -74,7 +79,7 @@ class LockInfo:
         late = (now if now is not None else time.time()) - self.heartbeat
         if late > self.lease:
             return f"its lease expired {late - self.lease:.0f}s ago (no heartbeat for {late:.0f}s)"
-        if self.host == socket.gethostname() and not _pid_alive(self.pid):
+        if self.host == host_name() and not _pid_alive(self.pid):
             return f"its process {self.pid} on this host is gone"
         return None
 
