@@ -18,6 +18,7 @@ from provisioner.graph import Ref, Resource, from_json, resolve, to_json
 from provisioner.plan import Plan, input_drift, make_destroy_plan, make_plan
 from provisioner.provider import Observed, ResourceProvider
 from provisioner.recovery import recover
+from provisioner.secrets import contains_secret
 from provisioner.spec.loader import Loc
 from provisioner.spec.model import Component, component_kind
 from provisioner.state import LockInfo, ResourceRecord, StateBackend, open_state
@@ -225,6 +226,8 @@ class Stack:
         else:
             self.validate()
             desired, outputs = self.lower()
+            if any(contains_secret(r.inputs) for r in desired.values()):
+                self.state.codec.require_key()  # refuse now, not half-way through an apply
             refreshed = self.observe(records) if refresh else None
             plan = make_plan(desired, records, self.provider_for, stack=self.name, lineage=meta.lineage,
                              serial=meta.serial, refreshed=refreshed, outputs=outputs)

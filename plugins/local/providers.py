@@ -293,7 +293,7 @@ class RouterProvider(ProcessProvider):
         found = self._found(Path(id))
         if found is None:
             return None
-        live = _get_json(found.outputs["url"] + "/-/config")
+        live = _get_json(found.outputs["url"] + "/-/config", inputs.get("api_key"))
         if live is None:
             return None
         current = {**inputs, **{k: live.get(k) for k in self.LIVE_FIELDS}}
@@ -313,7 +313,7 @@ class RouterProvider(ProcessProvider):
         wanted = self._config(desired)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # confirm the live config before declaring success
-            live = _get_json(found.outputs["url"] + "/-/config") or {}
+            live = _get_json(found.outputs["url"] + "/-/config", desired.get("api_key")) or {}
             if {k: live.get(k) for k in wanted} == wanted:
                 return found.outputs
             time.sleep(0.02)
@@ -334,11 +334,12 @@ def _previous_port(run_dir: Path, host: str) -> int | None:
     return info.port
 
 
-def _get_json(url: str) -> Any:
+def _get_json(url: str, api_key: str | None = None) -> Any:
     import urllib.request
 
+    request = urllib.request.Request(url, headers={"X-Api-Key": api_key} if api_key else {})
     try:
-        with urllib.request.urlopen(url, timeout=3) as resp:
+        with urllib.request.urlopen(request, timeout=3) as resp:
             return json.loads(resp.read())
     except (OSError, ValueError):
         return None

@@ -37,6 +37,10 @@ class StateCodec:
         value = json.loads(text)
         return self._open(value) if SEALED in text else value
 
+    def require_key(self) -> None:
+        """Raise the missing-key error now (before a plan that would need to seal a secret)."""
+        self._cipher()
+
     def _seal(self, value: Any) -> Any:
         if is_secret(value):
             nonce = os.urandom(12)

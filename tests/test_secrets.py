@@ -1,0 +1,85 @@
+"""Secrets end to end: an endpoint's API key given as ${secret:NAME} is sealed in the state and in saved plans,
+masked in every output, and only its hash reaches the router's files; the router enforces it."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import run_mlplat
+
+KEY = "k3y-Zq8w9ErT5yUi0pL2"
+PASSPHRASE = {"MLPLAT_STATE_PASSPHRASE": "a passphrase for the tests", "IRIS_API_KEY": KEY}
+
+
+@pytest.fixture
+def keyed_stack(quickstart_dir: Path) -> Path:
+    stack = quickstart_dir / "quickstart.yaml"
+    text = stack.read_text().replace("  - name: iris\n    paths:",
+                                     "  - name: iris\n    auth: key\n    api_key: ${secret:IRIS_API_KEY}\n    paths:")
+    stack.write_text(text)
+    return stack
+
+
+def every_byte(directory: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in directory.rglob("*") if p.is_file() and p.suffix != ".log")
+
+
+def post(url: str, key: str | None) -> int:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    request = urllib.request.Request(url + "/invocations", data=b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}',
+                                     headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_api_key_is_sealed_masked_and_enforced(keyed_stack: Path) -> None:
+    directory = keyed_stack.parent
+    try:
+        preview = run_mlplat("preview", "-f", str(keyed_stack), "-o", "plan.json", cwd=directory, env=PASSPHRASE)
+        assert KEY not in preview.stdout + preview.stderr and "(sensitive)" in preview.stdout
+        assert KEY.encode() not in (directory / "plan.json").read_bytes()
+        apply = run_mlplat("apply", "plan.json", cwd=directory, env=PASSPHRASE)
+        assert KEY not in apply.stdout + apply.stderr
+
+        url = run_mlplat("output", "iris.url", "-f", str(keyed_stack), cwd=directory, env=PASSPHRASE).stdout.strip()
+        assert post(url, None) == 401 and post(url, "wrong-key-wrong-key") == 401
+        assert post(url, KEY) == 200
+
+        shown = [run_mlplat(*args, "-f", str(keyed_stack), cwd=directory, env=PASSPHRASE).stdout for args in (
+            ("state", "show", "iris.router.main"), ("preview", "--json"), ("output", "--json"), ("refresh",))]
+        assert all(KEY not in text for text in shown)
+        assert '"api_key": "(sensitive)"' in shown[0]
+        assert KEY.encode() not in every_byte(directory)  # state (db + WAL), router config, runtime files
+
+        wrong = run_mlplat("preview", "-f", str(keyed_stack), cwd=directory, check=False,
+                           env={**PASSPHRASE, "MLPLAT_STATE_PASSPHRASE": "not it"})
+        assert wrong.returncode == 1 and "cannot be opened with this key" in wrong.stderr
+        assert KEY not in wrong.stdout + wrong.stderr
+    finally:
+        run_mlplat("destroy", "--yes", "-f", str(keyed_stack), cwd=directory, env=PASSPHRASE, check=False)
+
+
+def test_a_secret_without_a_state_key_is_refused_before_anything_is_created(keyed_stack: Path) -> None:
+    directory = keyed_stack.parent
+    proc = run_mlplat("apply", "--yes", "-f", str(keyed_stack), cwd=directory, check=False,
+                      env={"IRIS_API_KEY": KEY, "MLPLAT_STATE_PASSPHRASE": ""})
+    assert proc.returncode == 1 and "MLPLAT_STATE_PASSPHRASE" in proc.stderr
+    assert KEY not in proc.stdout + proc.stderr
+    state = json.loads(run_mlplat("state", "list", "--json", "-f", str(keyed_stack), cwd=directory,
+                                  env={"IRIS_API_KEY": KEY}).stdout)
+    assert state["resources"] == []
+
+
+def test_an_inline_key_in_the_stack_file_is_refused_without_echoing_it(keyed_stack: Path) -> None:
+    keyed_stack.write_text(keyed_stack.read_text().replace("${secret:IRIS_API_KEY}", KEY))
+    proc = run_mlplat("validate", "-f", str(keyed_stack), cwd=keyed_stack.parent, check=False)
+    assert proc.returncode == 1 and "serving[0].api_key: secrets may not be written" in proc.stderr
+    assert KEY not in proc.stdout + proc.stderr
