@@ -26,7 +26,7 @@ def open_state(stack: str, stack_dir: Path, *, url: str | None = None, backend: 
     if url:
         scheme = url.partition("://")[0]
         if scheme not in SCHEMES:
-            raise StateError(f"unknown state backend {scheme!r} in {url!r}",
+            raise StateError(f"unknown state backend {scheme!r} in the state URL",
                              hint="use sqlite://, postgresql:// or s3://")
         backend = SCHEMES[scheme]
     state = _open(backend, stack, stack_dir, url, path)
