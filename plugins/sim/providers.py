@@ -149,3 +149,21 @@ class SimProvider(ResourceProvider):
     def delete(self, id: str, inputs: dict[str, Any]) -> None:
         self._work(f"delete:{id}")
         self.store.delete(id)
+
+
+class DataProvider(ResourceProvider):
+    """`sim.data`: a resource that lives only in the state, like Terraform's `terraform_data` (benchmarks compare
+    the two engines on the same graph). Zero latency, no store."""
+
+    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+        id = uuid.uuid4().hex
+        return Created(id, {"id": id})
+
+    def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
+        return Observed(inputs, {"id": id})
+
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+        return {"id": id}
+
+    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+        return None

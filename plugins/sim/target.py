@@ -86,6 +86,8 @@ class SimTarget(Target):
         raise NotImplementedError(type(component).__name__)
 
     def provider(self, kind: str) -> ResourceProvider:
-        from mlplat_plugins.sim.providers import SimProvider, store_for
+        from mlplat_plugins.sim.providers import DataProvider, SimProvider, store_for
 
+        if kind == "sim.data":
+            return DataProvider()
         return SimProvider(kind, store_for(self.store_path()), self.settings)

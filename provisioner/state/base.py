@@ -209,6 +209,13 @@ class StateBackend(ABC):
             raise LockHeld(f"this process lost the stack's lock: {self.lost_lock}",
                            hint="another apply took it over (our heartbeats stopped); run apply again")
 
+    def journal_entry(self, seq: int, apply_id: str, address: str, op: str, kind: str, target: str, body: str,
+                      cloud_id: str | None, phase: str, at: float, message: str | None) -> JournalEntry:
+        """A journal row as SQL backends store it (body: the codec's [inputs, depends_on, deposed])."""
+        inputs, depends_on, deposed = self.codec.loads(body)
+        record = ResourceRecord(address, kind, target, cloud_id or "", inputs, {}, depends_on, deposed)
+        return JournalEntry(seq, apply_id, op, record, phase, at, message)
+
     # -- transfers (state migrate) ---------------------------------------------------------------------
 
     @abstractmethod

@@ -226,12 +226,7 @@ class PostgresState(StateBackend):
     def _entries(self, where: str) -> list[JournalEntry]:
         rows = self._fetch(f"SELECT {JOURNAL_COLUMNS} FROM mlplat_journal WHERE stack=%s {where} ORDER BY seq",
                            (self.stack,))
-        entries = []
-        for seq, apply_id, address, op, kind, target, body, cloud_id, phase, at, message in rows:
-            inputs, depends_on, deposed = self.codec.loads(body)
-            record = ResourceRecord(address, kind, target, cloud_id or "", inputs, {}, depends_on, deposed)
-            entries.append(JournalEntry(seq, apply_id, op, record, phase, at, message))
-        return entries
+        return [self.journal_entry(*row) for row in rows]
 
     def journal_size(self) -> int:
         return int(self._fetch("SELECT COUNT(*) FROM mlplat_journal WHERE stack=%s", (self.stack,))[0][0])

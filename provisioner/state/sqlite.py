@@ -131,12 +131,7 @@ class SqliteState(StateBackend):
         with self._lock:
             rows = self._db.execute("SELECT seq, apply_id, address, op, kind, target, inputs, cloud_id, phase, at, "
                                     f"message FROM journal {where} ORDER BY seq").fetchall()
-        entries = []
-        for seq, apply_id, address, op, kind, target, body, cloud_id, phase, at, message in rows:
-            inputs, depends_on, deposed = self.codec.loads(body)
-            record = ResourceRecord(address, kind, target, cloud_id or "", inputs, {}, depends_on, deposed)
-            entries.append(JournalEntry(seq, apply_id, op, record, phase, at, message))
-        return entries
+        return [self.journal_entry(*row) for row in rows]
 
     def resolve_pending(self, seq: int, *, put: ResourceRecord | None = None, remove: str | None = None) -> None:
         with self._tx() as db:
