@@ -163,8 +163,8 @@ class Stack:
     def state(self) -> StateBackend:
         if self._state is None:
             cfg = self.platform.state
-            self._state = open_state(self.name, self.directory, url=self._state_url, backend=cfg.backend,
-                                     path=cfg.path)
+            self._state = open_state(self.name, self.directory, url=self._state_url or cfg.url,
+                                     backend=cfg.backend, path=cfg.path)
         return self._state
 
     @contextmanager

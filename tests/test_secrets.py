@@ -7,8 +7,11 @@ import json
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+
+from provisioner.plugins import hookimpl
 
 from conftest import run_mlplat
 
@@ -83,3 +86,33 @@ def test_an_inline_key_in_the_stack_file_is_refused_without_echoing_it(keyed_sta
     proc = run_mlplat("validate", "-f", str(keyed_stack), cwd=keyed_stack.parent, check=False)
     assert proc.returncode == 1 and "serving[0].api_key: secrets may not be written" in proc.stderr
     assert KEY not in proc.stdout + proc.stderr
+
+
+class KmsLikePlugin:
+    """What a KMS integration would do: hand out a data key per stack (here: a fixed one)."""
+
+    calls: ClassVar[list[tuple[str, str]]] = []
+
+    @staticmethod
+    @hookimpl
+    def mlplat_state_key(stack: str, lineage: str) -> bytes:
+        KmsLikePlugin.calls.append((stack, lineage))
+        return bytes(range(32))
+
+
+def test_a_key_hook_seals_secrets_without_a_passphrase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from provisioner import plugins
+    from provisioner.secrets import Secret
+    from provisioner.state import open_state
+    from provisioner.state.base import ResourceRecord
+
+    monkeypatch.delenv("MLPLAT_STATE_PASSPHRASE", raising=False)
+    manager = plugins.manager()
+    manager.register(KmsLikePlugin, name="kms-like")
+    monkeypatch.setattr(plugins, "manager", lambda: manager)
+    state = open_state("kms", tmp_path)
+    state.put(ResourceRecord("a.b.c", "k", "t", "id", {"token": Secret("hook-sealed-value-1")}))
+    state.close()
+    assert b"hook-sealed-value-1" not in b"".join(p.read_bytes() for p in tmp_path.rglob("*.db*"))
+    assert open_state("kms", tmp_path).resources()["a.b.c"].inputs["token"] == "hook-sealed-value-1"
+    assert KmsLikePlugin.calls and KmsLikePlugin.calls[0][0] == "kms"

@@ -35,3 +35,13 @@ def test_migrate_from_sqlite_to_postgres(tmp_path: Path, postgres_server: Any) -
 def test_migrate_from_sqlite_to_s3(tmp_path: Path, aws_account: AwsAccount) -> None:
     url = f"s3://{aws_account.bucket}/states?region=us-east-1&endpoint_url={aws_account.server.url}"
     migrate_and_continue(tmp_path, url, aws_account.server.env())
+
+
+def test_the_stack_file_chooses_the_backend(tmp_path: Path, postgres_server: Any) -> None:
+    url = postgres_server.url("fromfile")
+    stack = write_stack(tmp_path, latency=0, volumes=2)
+    stack.write_text(stack.read_text() + f"state: {{backend: postgres, url: '{url}'}}\n")
+    run_mlplat("apply", "--yes", "-f", str(stack), cwd=tmp_path, env=postgres_server.env())
+    assert not (tmp_path / ".mlplat" / "locky.db").exists()
+    listed = run_mlplat("state", "list", "-f", str(stack), "--state", url, cwd=tmp_path, env=postgres_server.env())
+    assert len(listed.stdout.splitlines()) == 2
