@@ -57,12 +57,20 @@ def main() -> None:
         version = subprocess.run([terraform, "version"], capture_output=True, text=True).stdout.splitlines()[0]
         cases = [(shape, int(n)) for shape in ("flat", "fan") for n in args.sizes.split(",")]
         cases += [("chain", int(n)) for n in args.chain.split(",") if n]
+        cases.sort(key=lambda case: case[1])  # small graphs first: a run cut short still reports them
         results = []
+        partial = HERE / "results" / "vs_terraform.partial.json"
+        partial.parent.mkdir(exist_ok=True)
         for shape, n in cases:
-            ml = vs_terraform.median_of([vs_terraform.mlplat_run(n, shape) for _ in range(args.runs)])
-            tf = vs_terraform.median_of([vs_terraform.terraform_run(n, shape, terraform) for _ in range(args.runs)])
-            results.append({"shape": shape, "n": n, "runs": args.runs, "terraform": tf, "mlplat": ml})
-            print(f"  ({shape} {n} done)", file=sys.stderr, flush=True)
+            ml_runs, tf_runs = [], []
+            for _ in range(args.runs):  # A/B pairs, alternating
+                ml_runs.append(vs_terraform.mlplat_run(n, shape))
+                tf_runs.append(vs_terraform.terraform_run(n, shape, terraform))
+            results.append({"shape": shape, "n": n, "runs": args.runs, "terraform": vs_terraform.median_of(tf_runs),
+                            "mlplat": vs_terraform.median_of(ml_runs), "all_terraform": tf_runs,
+                            "all_mlplat": ml_runs})
+            vs_terraform.print_case(results[-1], flush=True)
+            partial.write_text(json.dumps(results, indent=1))
         print(f"{version}, medians of {args.runs} runs, parallelism 10 for both\n")
         vs_terraform.print_table(results)
         report["vs_terraform"] = {"terraform": version, "results": results}

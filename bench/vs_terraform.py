@@ -112,7 +112,7 @@ def main() -> None:
 def print_case(r: dict, flush: bool = False) -> None:
     tf, ml = r["terraform"], r["mlplat"]
     parts = [f"{op} {tf[op]:.2f}/{ml[op]:.2f}s" for op in OPS]
-    print(f"{r['shape']:>5} {r['n']:>5}: " + ", ".join(parts), flush=flush)
+    print(f"{r['shape']:>5} {r['n']:>5} (Terraform/mlplat): " + ", ".join(parts), file=sys.stderr, flush=flush)
 
 
 def print_table(results: list[dict]) -> None:
