@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sizes", default="1000,2000,4000")
     parser.add_argument("--chain", default="1000")
+    parser.add_argument("--terraform-runs", type=int, help="Terraform runs per case (default: --runs); Terraform "
+                                                             "needs minutes per run at 4000")
     parser.add_argument("--quick", action="store_true", help="sizes 200,400 and 1 run: a smoke test of the bench")
     args = parser.parse_args()
     if args.quick:
@@ -63,15 +65,20 @@ def main() -> None:
         partial.parent.mkdir(exist_ok=True)
         for shape, n in cases:
             ml_runs, tf_runs = [], []
-            for _ in range(args.runs):  # A/B pairs, alternating
-                ml_runs.append(vs_terraform.mlplat_run(n, shape))
-                tf_runs.append(vs_terraform.terraform_run(n, shape, terraform))
-            results.append({"shape": shape, "n": n, "runs": args.runs, "terraform": vs_terraform.median_of(tf_runs),
+            tf_wanted = args.terraform_runs or args.runs
+            for i in range(max(args.runs, tf_wanted)):  # A/B pairs, alternating
+                if i < args.runs:
+                    ml_runs.append(vs_terraform.mlplat_run(n, shape))
+                if i < tf_wanted:
+                    tf_runs.append(vs_terraform.terraform_run(n, shape, terraform))
+            results.append({"shape": shape, "n": n, "runs": args.runs, "terraform_runs": tf_wanted,
+                            "terraform": vs_terraform.median_of(tf_runs),
                             "mlplat": vs_terraform.median_of(ml_runs), "all_terraform": tf_runs,
                             "all_mlplat": ml_runs})
             vs_terraform.print_case(results[-1], flush=True)
             partial.write_text(json.dumps(results, indent=1))
-        print(f"{version}, medians of {args.runs} runs, parallelism 10 for both\n")
+        tf_runs_text = f"Terraform {args.terraform_runs or args.runs} run(s)"
+        print(f"{version}; mlplat: medians of {args.runs} runs, {tf_runs_text}; parallelism 10 for both\n")
         vs_terraform.print_table(results)
         report["vs_terraform"] = {"terraform": version, "results": results}
 
