@@ -107,7 +107,7 @@ def test_a_key_hook_seals_secrets_without_a_passphrase(tmp_path: Path, monkeypat
     from provisioner.state.base import ResourceRecord
 
     monkeypatch.delenv("MLPLAT_STATE_PASSPHRASE", raising=False)
-    manager = plugins.manager()
+    manager = plugins.manager.__wrapped__()  # a fresh manager: the cached one must not keep this plugin
     manager.register(KmsLikePlugin, name="kms-like")
     monkeypatch.setattr(plugins, "manager", lambda: manager)
     state = open_state("kms", tmp_path)
