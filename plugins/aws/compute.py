@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from mlplat_plugins.aws.base import AwsProvider
-from mlplat_plugins.aws.sdk import AwsApiError, unless_missing
+from mlplat_plugins.aws.sdk import or_existing, unless_missing
 from provisioner.progress import report
 from provisioner.provider import Created, Observed
 
@@ -35,12 +35,8 @@ class HyperPodCluster(AwsProvider):
         args: dict[str, Any] = {"ClusterName": name, "InstanceGroups": groups, "Tags": self.tags(address)}
         if inputs["subnets"] and inputs["security_groups"]:  # HyperPod needs both, or neither
             args["VpcConfig"] = {"Subnets": inputs["subnets"], "SecurityGroupIds": inputs["security_groups"]}
-        try:
-            self.aws.sagemaker.create_cluster(**args)
-        except AwsApiError as err:
-            if not err.already_exists:
-                raise
-            report(f"cluster {name} exists already (a retried create): adopting it")
+        or_existing(lambda: self.aws.sagemaker.create_cluster(**args),
+                    lambda: report(f"cluster {name} exists already (a retried create): adopting it"))
         cluster = self._wait_in_service(name, "Creating")
         current = self._observed(cluster, inputs)
         if current["groups"] != inputs["groups"]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlplat_plugins.aws.base import ADDRESS_TAG, AwsProvider
-from mlplat_plugins.aws.sdk import AwsApiError, unless_missing
+from mlplat_plugins.aws.sdk import AwsApiError, or_existing, unless_missing
 from provisioner.errors import MlplatError
 from provisioner.provider import Created, Observed
 
@@ -122,13 +122,9 @@ class ModelPackageGroup(AwsProvider):
     force_new = frozenset({"name"})
 
     def create(self, address: str, inputs: dict[str, Any]) -> Created:
-        try:
-            self.aws.sagemaker.create_model_package_group(
-                ModelPackageGroupName=inputs["name"], ModelPackageGroupDescription=f"mlplat registry {address}",
-                Tags=self.tags(address))
-        except AwsApiError as err:
-            if not err.already_exists:
-                raise
+        or_existing(lambda: self.aws.sagemaker.create_model_package_group(
+            ModelPackageGroupName=inputs["name"], ModelPackageGroupDescription=f"mlplat registry {address}",
+            Tags=self.tags(address)), lambda: None)
         group = self._describe(inputs["name"])
         if group is None:
             raise MlplatError(f"model package group {inputs['name']} vanished right after it was created")

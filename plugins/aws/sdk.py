@@ -64,6 +64,17 @@ def unless_missing(call: Callable[[], T]) -> T | None:
         raise
 
 
+def or_existing(create: Callable[[], T], existing: Callable[[], T]) -> T:
+    """`create()`, or `existing()` when AWS answers that the object already exists (a create retried after a
+    crash or a lost response, under the same name)."""
+    try:
+        return create()
+    except AwsApiError as err:
+        if not err.already_exists:
+            raise
+        return existing()
+
+
 def translate(err: Exception, operation: str) -> Exception:
     """botocore's exceptions → AwsApiError / RetryableError / a credentials hint."""
     from botocore.exceptions import (

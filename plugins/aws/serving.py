@@ -12,7 +12,7 @@ from typing import Any
 
 from mlplat_plugins.aws.base import AwsProvider, content_name
 from mlplat_plugins.aws.registry import _image
-from mlplat_plugins.aws.sdk import AwsApiError, unless_missing
+from mlplat_plugins.aws.sdk import or_existing, unless_missing
 from provisioner.errors import MlplatError
 from provisioner.progress import report
 from provisioner.provider import Created, Diff, Observed
@@ -37,12 +37,8 @@ class SageMakerModel(AwsProvider):
                                 "ExecutionRoleArn": inputs["role_arn"], "Tags": self.tags(address)}
         if inputs["subnets"] and inputs["security_groups"]:
             args["VpcConfig"] = {"Subnets": inputs["subnets"], "SecurityGroupIds": inputs["security_groups"]}
-        try:
-            arn = self.aws.sagemaker.create_model(**args)["ModelArn"]
-        except AwsApiError as err:
-            if not err.already_exists:
-                raise
-            arn = self.aws.sagemaker.describe_model(ModelName=name)["ModelArn"]
+        arn = or_existing(lambda: self.aws.sagemaker.create_model(**args)["ModelArn"],
+                          lambda: self.aws.sagemaker.describe_model(ModelName=name)["ModelArn"])
         return Created(name, {"name": name, "arn": arn})
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
@@ -79,12 +75,9 @@ class EndpointConfig(AwsProvider):
                                 "ProductionVariants": [_variant(v) for v in inputs["variants"]]}
         if inputs["shadow_variants"]:
             args["ShadowProductionVariants"] = [_variant(v) for v in inputs["shadow_variants"]]
-        try:
-            arn = self.aws.sagemaker.create_endpoint_config(**args)["EndpointConfigArn"]
-        except AwsApiError as err:
-            if not err.already_exists:
-                raise
-            arn = self.aws.sagemaker.describe_endpoint_config(EndpointConfigName=name)["EndpointConfigArn"]
+        arn = or_existing(
+            lambda: self.aws.sagemaker.create_endpoint_config(**args)["EndpointConfigArn"],
+            lambda: self.aws.sagemaker.describe_endpoint_config(EndpointConfigName=name)["EndpointConfigArn"])
         return Created(name, {"name": name, "arn": arn})
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
@@ -109,13 +102,9 @@ class Endpoint(AwsProvider):
 
     def create(self, address: str, inputs: dict[str, Any]) -> Created:
         name = inputs["name"]
-        try:
-            self.aws.sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=inputs["config"],
-                                               Tags=self.tags(address))
-        except AwsApiError as err:
-            if not err.already_exists:
-                raise
-            report(f"endpoint {name} exists already (a retried create): adopting it")
+        or_existing(lambda: self.aws.sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=inputs["config"],
+                                                               Tags=self.tags(address)),
+                    lambda: report(f"endpoint {name} exists already (a retried create): adopting it"))
         endpoint = self._wait_in_service(name, "Creating")
         current = self._observed(endpoint, inputs)
         if any(current[k] != inputs[k] for k in ("config", "weights", "instances")):
