@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from provisioner.errors import LockHeld
+from provisioner.pids import pid_alive
 from provisioner.state.codec import PLAIN, StateCodec
 
 
@@ -79,7 +80,7 @@ class LockInfo:
         late = (now if now is not None else time.time()) - self.heartbeat
         if late > self.lease:
             return f"its lease expired {late - self.lease:.0f}s ago (no heartbeat for {late:.0f}s)"
-        if self.host == host_name() and not _pid_alive(self.pid):
+        if self.host == host_name() and not pid_alive(self.pid):
             return f"its process {self.pid} on this host is gone"
         return None
 
@@ -230,17 +231,3 @@ class StateBackend(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-
-def _pid_alive(pid: int) -> bool:
-    """Zombies count as dead (a killed child not yet reaped by its parent)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True

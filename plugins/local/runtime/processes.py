@@ -11,7 +11,7 @@ CLI that started them; the parent finds them again from the runtime file (see :f
 
 Parent side: :func:`spawn`, :func:`read_runtime`, :func:`is_alive`, :func:`health`, :func:`stop`,
 :func:`reload`, :func:`find_running`. Child side: :class:`RuntimeServer`, :class:`BaseHandler`,
-:func:`serve`. Stdlib only, POSIX only (signals, sessions).
+:func:`serve`. Stdlib only (and :mod:`provisioner.pids`), POSIX only (signals, sessions).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from provisioner.pids import pid_alive
 
 if TYPE_CHECKING:
     import subprocess
@@ -122,19 +124,7 @@ def is_alive(pid: int) -> bool:
     _check_pid(pid)
     if _reap(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS) or it just vanished; os.kill said it existed
-    # Format: "pid (comm) state ..."; comm may contain spaces or parentheses, so split after the last ')'.
-    fields = stat.rpartition(")")[2].split()
-    return not fields or fields[0] not in ("Z", "X")
+    return pid_alive(pid)
 
 
 def health(host: str, port: int, timeout: float = 2.0) -> dict[str, Any] | None:
