@@ -15,23 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from graph_ops import graph
+
 from mlplat_plugins.sim.target import SimSettings, SimTarget
 from provisioner.apply import Applier, ApplyOptions
-from provisioner.graph import Ref, Resource
 from provisioner.plan import make_destroy_plan, make_plan
 from provisioner.state.sqlite import SqliteState
 from provisioner.target import TargetContext
-
-
-def graph(n: int, shape: str) -> dict[str, Resource]:
-    resources = {}
-    for i in range(n):
-        inputs: dict[str, object] = {"name": f"r{i}", "size_gb": i}
-        dep = {"fan": i - 10, "chain": i - 1}.get(shape, -1)
-        if dep >= 0:
-            inputs["after"] = Ref(f"c.thing.r{dep}", "id")
-        resources[f"c.thing.r{i}"] = Resource(f"c.thing.r{i}", "sim.thing", "sim", inputs)
-    return resources
 
 
 def one_run(n: int, shape: str, workdir: Path) -> dict[str, float]:
@@ -39,7 +29,7 @@ def one_run(n: int, shape: str, workdir: Path) -> dict[str, float]:
     provider = target.provider("sim.thing")
     provider.store.objects.clear()
     state = SqliteState(workdir / "state.db", "bench")
-    desired = graph(n, shape)
+    desired = graph(n, shape, kind="sim.thing")
     timings: dict[str, float] = {}
 
     def plan(refresh: bool) -> object:

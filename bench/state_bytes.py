@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' PostgreSQL and moto servers
 
-from engine_overhead import graph
+from graph_ops import graph
 
 from mlplat_plugins.sim.target import SimSettings, SimTarget
 from provisioner.apply import Applier, ApplyOptions
@@ -35,7 +35,7 @@ def apply_n(url: str, n: int, workdir: Path) -> float:
     provider.store.objects.clear()
     state = open_state("bench", workdir, url=url)
     meta = state.meta()
-    plan = make_plan(graph(n, "flat"), state.resources(), lambda t, k: provider, stack="bench",
+    plan = make_plan(graph(n, "flat", kind="sim.thing"), state.resources(), lambda t, k: provider, stack="bench",
                      lineage=meta.lineage, serial=meta.serial)
     started = time.perf_counter()
     Applier(state, lambda t, k: provider, lambda e: None, ApplyOptions()).run(plan)
