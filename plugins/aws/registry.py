@@ -167,7 +167,7 @@ class ModelPackage(AwsProvider):
             "CustomerMetadataProperties": {ADDRESS_TAG: address, "mlplat:model": inputs["model"],
                                            "mlplat:framework": inputs["framework"]},
             "InferenceSpecification": {
-                "Containers": [{"Image": _image(inputs["image"]), "ModelDataUrl": inputs["model_data_url"]}],
+                "Containers": [{"Image": image_uri(inputs["image"]), "ModelDataUrl": inputs["model_data_url"]}],
                 "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]},
         }
         arn = self.aws.sagemaker.create_model_package(**args)["ModelPackageArn"]
@@ -203,6 +203,6 @@ class ModelPackage(AwsProvider):
         unless_missing(lambda: self.aws.sagemaker.delete_model_package(ModelPackageName=id))
 
 
-def _image(image: Any) -> str:
+def image_uri(image: Any) -> str:
     """The inference image: a URI, or {repository: <ECR URI>, tag} for the registry's own repository."""
     return image if isinstance(image, str) else f"{image['repository']}:{image['tag']}"

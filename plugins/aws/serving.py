@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlplat_plugins.aws.base import AwsProvider, content_name
-from mlplat_plugins.aws.registry import _image
+from mlplat_plugins.aws.registry import image_uri
 from mlplat_plugins.aws.sdk import or_existing, unless_missing
 from provisioner.errors import MlplatError
 from provisioner.progress import report
@@ -32,7 +32,7 @@ class SageMakerModel(AwsProvider):
             if not str(url).startswith("s3://"):
                 raise MlplatError(f"SageMaker loads models from S3, but {inputs['model']} is at {url}",
                                   hint="put the registry on an aws target, or publish the artifact to S3")
-            container = {"Image": _image(inputs["image"]), "ModelDataUrl": url}
+            container = {"Image": image_uri(inputs["image"]), "ModelDataUrl": url}
         args: dict[str, Any] = {"ModelName": name, "PrimaryContainer": container,
                                 "ExecutionRoleArn": inputs["role_arn"], "Tags": self.tags(address)}
         if inputs["subnets"] and inputs["security_groups"]:
