@@ -82,8 +82,8 @@ AZURE_GPUS = {
     "Standard_NC48ads_A100_v4": ("a100-80gb", 2),
     "Standard_NC96ads_A100_v4": ("a100-80gb", 4),
     "Standard_ND96amsr_A100_v4": ("a100-80gb", 8),
-    "Standard_NC40ads_H100_v5": ("h100", 1),
-    "Standard_NC80adis_H100_v5": ("h100", 2),
+    "Standard_NC40ads_H100_v5": ("h100-nvl", 1),  # H100 NVL, 94 GB (Microsoft's NCads H100 v5 size docs)
+    "Standard_NC80adis_H100_v5": ("h100-nvl", 2),
     "Standard_ND96isr_H100_v5": ("h100", 8),  # not 12, whatever some catalogs say
     "Standard_ND96isr_H200_v5": ("h200", 8),
 }
@@ -121,6 +121,10 @@ def expected_gpus(o: catalog.Offering) -> tuple[str | set[str], int]:
         ("NVIDIA_H100_80GB", "h100"),
         ("nvidia h100 80gb", "h100"),
         ("nvidia-tesla-h100", "h100"),
+        ("H100 NVL", "h100-nvl"),
+        ("H100-NVL", "h100-nvl"),
+        ("nvidia-h100-nvl", "h100-nvl"),
+        ("NVIDIA-H100-NVL", "h100-nvl"),
         ("A100", "a100-40gb"),
         ("nvidia-tesla-a100", "a100-40gb"),
         ("a100-40g", "a100-40gb"),
@@ -169,7 +173,7 @@ def test_a10_is_not_mistaken_for_a10g():
 
 
 def test_names_are_the_catalog_accelerators_in_order():
-    assert catalog.names() == ["cpu", "t4", "l4", "a10g", "v100", "a100-40gb", "a100-80gb", "h100", "h200"]
+    assert catalog.names() == ["cpu", "t4", "l4", "a10g", "v100", "a100-40gb", "a100-80gb", "h100", "h100-nvl", "h200"]
 
 
 def test_every_spelling_belongs_to_one_accelerator():
@@ -261,6 +265,15 @@ def test_unsupported_gpu_count_names_the_counts_available():
     with pytest.raises(NotOffered) as err:
         catalog.instance_for("aws", "h100", 2)
     assert "available counts: 1, 8" in err.value.message
+
+
+def test_h100_nvl_is_offered_only_on_azure():
+    assert catalog.accelerator("H100 NVL").gpu_memory_gb == 94
+    for target in ("aws", "gcp"):
+        with pytest.raises(NotOffered) as err:
+            catalog.instance_for(target, "h100-nvl", 1)
+        assert err.value.hint.endswith("another target: azure")
+    assert catalog.instance_for("azure", "h100-nvl", 1).instance_type == "Standard_NC40ads_H100_v5"
 
 
 def test_a10g_is_offered_only_on_aws():
