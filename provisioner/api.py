@@ -12,7 +12,7 @@ from typing import Any
 
 from provisioner import plugins, spec
 from provisioner.apply import Applier, ApplyOptions, ApplyResult
-from provisioner.errors import MlplatError, PlanError, ProviderError, SpecError
+from provisioner.errors import MlplatError, PlanError, ProviderError, SpecError, StateError
 from provisioner.events import Event
 from provisioner.graph import Ref, Resource, from_json, resolve, to_json
 from provisioner.plan import Plan, input_drift, make_destroy_plan, make_plan
@@ -32,7 +32,8 @@ class Stack:
     """One stack file, its targets (instantiated on first use), its lowered resources and its state."""
 
     def __init__(self, path: str | Path, *, state_url: str | None = None, listeners: list[Listener] | None = None,
-                 options: ApplyOptions | None = None, lock_timeout: float = 0.0) -> None:
+                 options: ApplyOptions | None = None, lock_timeout: float = 0.0,
+                 force_new_state: bool = False) -> None:
         self.loaded = spec.load(path)
         self.platform = self.loaded.platform
         self.name = self.platform.metadata.name
@@ -47,6 +48,7 @@ class Stack:
         self._lock_depth = 0
         self._lock_id = ""
         self.lock_timeout = lock_timeout
+        self.force_new_state = force_new_state
         self._lease: LeaseKeeper | None = None
 
     # -- events -----------------------------------------------------------------------------------------------
@@ -163,9 +165,27 @@ class Stack:
     def state(self) -> StateBackend:
         if self._state is None:
             cfg = self.platform.state
-            self._state = open_state(self.name, self.directory, url=self._state_url or cfg.url,
-                                     backend=cfg.backend, path=cfg.path)
+            state = open_state(self.name, self.directory, url=self._state_url or cfg.url,
+                               backend=cfg.backend, path=cfg.path)
+            if not self.force_new_state and state.meta().serial == 0 and not state.resources():
+                try:
+                    self._refuse_new_state_beside_leftovers(state)
+                except BaseException:
+                    state.close()
+                    raise
+            self._state = state
         return self._state
+
+    def _refuse_new_state_beside_leftovers(self, state: StateBackend) -> None:
+        """A state never written to (new, or a 0-byte file) while the targets' working areas hold objects
+        means the state that named them was lost: planning from nothing would start everything again."""
+        found = [line for target in self.targets.values() for line in target.leftovers()]
+        if found:
+            shown = "\n  ".join(found[:5]) + (f"\n  … and {len(found) - 5} more" if len(found) > 5 else "")
+            raise StateError(f"the state {state.url} is empty, but this stack's working area holds what an "
+                             f"earlier state recorded:\n  {shown}",
+                             hint="restore the state file from its backup (<state>.backup) or a copy; to start "
+                                  "over beside these objects anyway, pass --force-new-state")
 
     @contextmanager
     def locked(self, operation: str) -> Iterator[None]:
@@ -249,10 +269,53 @@ class Stack:
                                 hint="run mlplat preview (it recovers them) and apply the new plan")
             self.state.bump_serial()
             self._record_drift(plan)
+            if not plan.destroy:  # before any step: outputs are references resolved against records, so a
+                self.state.set_outputs(to_json(plan.outputs))  # kill at any point leaves them right
+            result = Applier(self.state, self.provider_for, self.emit, self._options_for(plan)).run(plan)
+            if plan.destroy:
+                self.state.set_outputs({})
+            self.sweep()
+            return result
+
+    def sync_outputs(self, plan: Plan) -> None:
+        """Record the plan's outputs if the state's differ (a state an older version left without them)."""
+        if not plan.destroy and self.state.get_outputs() != to_json(plan.outputs):
+            with self.locked("apply"):
+                self.state.set_outputs(to_json(plan.outputs))
+
+    def sweep(self) -> list[str]:
+        """Let each target remove what it left that no record names (needs the lock; nothing pending)."""
+        if self.state.pending():
+            return []
+        records = self.state.resources()
+        by_target: dict[str, set[str]] = {name: set() for name in self.targets}
+        for record in records.values():
+            by_target.setdefault(record.target, set()).update([record.id, *record.deposed])
+        swept = []
+        for name, target in self.targets.items():
+            for line in target.sweep(frozenset(by_target[name])):
+                swept.append(line)
+                self.emit(Event("warning", message=f"removed a leftover no record names: {line}"))
+        return swept
+
+    def remove_state_if_empty(self) -> str | None:
+        """After a destroy: delete the state when it records nothing (and nothing is pending), with the
+        stack's working directories if they are empty. Returns where a kept state is, None if removed."""
+        with self.locked("destroy"):
+            url = self.state.url
+            if self.state.resources() or self.state.pending():
+                return url
+        removed = self.state.remove_if_empty()
+        self.close()
+        if not removed:
+            return url
+        work = self.directory / ".mlplat" / self.name
+        for directory in (work, work.parent):
             try:
-                return Applier(self.state, self.provider_for, self.emit, self._options_for(plan)).run(plan)
-            finally:  # even a partial apply has outputs worth showing (unapplied ones read as null)
-                self.state.set_outputs({} if plan.destroy else to_json(plan.outputs))
+                directory.rmdir()  # only when empty
+            except OSError:
+                break
+        return None
 
     def _options_for(self, plan: Plan) -> ApplyOptions:
         """Each target's declared concurrency limit caps the apply's parallelism on that target."""

@@ -35,6 +35,8 @@ StateUrl = Annotated[str | None, typer.Option("--state", help="State location: s
                                                               "postgresql://host/db or s3://bucket/prefix")]
 LockTimeout = Annotated[float, typer.Option("--lock-timeout", min=0, help="Seconds to wait for another process's "
                                                                          "lock on the stack (default: fail at once)")]
+ForceNewState = Annotated[bool, typer.Option("--force-new-state", help="Start from an empty state even though the "
+                                                                       "stack's working area holds objects")]
 
 
 def _console(stderr: bool = False) -> Console:
@@ -48,13 +50,14 @@ def _stack_path(path: Path | None) -> Path:
 
 
 def _open(path: Path | None, state: str | None = None, *, json_mode: bool = False, parallelism: int = 10,
-          lock_timeout: float = 0.0) -> Stack:
+          lock_timeout: float = 0.0, force_new_state: bool = False) -> Stack:
     from provisioner.api import Stack
     from provisioner.apply import ApplyOptions
 
     listeners = [] if json_mode else [_progress_printer()]
     return Stack(_stack_path(path), state_url=state, listeners=listeners,
-                 options=ApplyOptions(parallelism=parallelism), lock_timeout=lock_timeout)
+                 options=ApplyOptions(parallelism=parallelism), lock_timeout=lock_timeout,
+                 force_new_state=force_new_state)
 
 
 def _emit_json(data: Any) -> None:
@@ -104,9 +107,10 @@ def preview(
     refresh: Annotated[bool, typer.Option("--refresh/--no-refresh", help="Read resources to detect drift")] = True,
     destroy: Annotated[bool, typer.Option("--destroy", help="Preview destroying everything")] = False,
     state: StateUrl = None,
+    force_new_state: ForceNewState = False,
 ) -> None:
     """Show what apply would change (create / update / replace / delete)."""
-    stack = _open(file, state, json_mode=json_out)
+    stack = _open(file, state, json_mode=json_out, force_new_state=force_new_state)
     plan = stack.plan(refresh=refresh, destroy=destroy)
     cost = None if destroy else stack.estimate_cost()
     if out is not None:
@@ -135,6 +139,7 @@ def apply(
     parallelism: Annotated[int, typer.Option(help="Steps run at once (per target)", min=1)] = 10,
     state: StateUrl = None,
     lock_timeout: LockTimeout = 0.0,
+    force_new_state: ForceNewState = False,
 ) -> None:
     """Make the platform match the stack file (or apply a saved plan)."""
     from provisioner.plan import Plan
@@ -148,7 +153,8 @@ def apply(
 
             raise MlplatError(f"cannot read plan {plan_file}: {err.strerror}") from None
         file = file or Path(Plan.loads(text).stack_file)
-    stack = _open(file, state, json_mode=json_out, parallelism=parallelism, lock_timeout=lock_timeout)
+    stack = _open(file, state, json_mode=json_out, parallelism=parallelism, lock_timeout=lock_timeout,
+                  force_new_state=force_new_state)
     if plan_file is not None:
         saved = Plan.loads(text, stack.state.codec)  # opens the plan's sealed secrets
     _run_plan(stack, saved, yes=yes or saved is not None, json_out=json_out, refresh=refresh, verb="apply")
@@ -162,10 +168,20 @@ def destroy(
     parallelism: Annotated[int, typer.Option(min=1)] = 10,
     state: StateUrl = None,
     lock_timeout: LockTimeout = 0.0,
+    force_new_state: ForceNewState = False,
 ) -> None:
-    """Delete every resource the stack's state records."""
-    stack = _open(file, state, json_mode=json_out, parallelism=parallelism, lock_timeout=lock_timeout)
+    """Delete every resource the stack's state records, then the state itself and mlplat's working
+    directories when nothing is left in them."""
+    stack = _open(file, state, json_mode=json_out, parallelism=parallelism, lock_timeout=lock_timeout,
+                  force_new_state=force_new_state)
     _run_plan(stack, None, yes=yes, json_out=json_out, refresh=False, verb="destroy")
+    kept = stack.remove_state_if_empty()
+    if json_out:
+        return
+    if kept is None:
+        _console().print("The state recorded nothing more and was removed, with mlplat's working directories.")
+    else:
+        _console().print(f"The state is kept at {kept}.")
 
 
 def _run_plan(stack: Stack, saved: Plan | None, *, yes: bool, json_out: bool, refresh: bool, verb: str) -> None:
@@ -180,6 +196,9 @@ def _run_plan(stack: Stack, saved: Plan | None, *, yes: bool, json_out: bool, re
         if not plan.has_changes:
             if plan.has_drift:
                 stack.apply(plan)  # records what the refresh saw
+            elif saved is None:
+                stack.sync_outputs(plan)
+                stack.sweep()  # what a killed run left that no record names (e.g. a server it started)
             if json_out:
                 _emit_json({"applied": 0, "summary": plan.summary(), "outputs": stack.outputs()})
             return
@@ -205,9 +224,9 @@ def _run_plan(stack: Stack, saved: Plan | None, *, yes: bool, json_out: bool, re
 
 @app.command()
 def refresh(file: StackFile = None, json_out: JsonFlag = False, state: StateUrl = None,
-            lock_timeout: LockTimeout = 0.0) -> None:
+            lock_timeout: LockTimeout = 0.0, force_new_state: ForceNewState = False) -> None:
     """Read every resource and record what is really there (drift)."""
-    stack = _open(file, state, json_mode=json_out, lock_timeout=lock_timeout)
+    stack = _open(file, state, json_mode=json_out, lock_timeout=lock_timeout, force_new_state=force_new_state)
     drift = stack.refresh()
     if json_out:
         _emit_json({"drift": drift})

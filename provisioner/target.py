@@ -102,3 +102,15 @@ class Target:
 
     def provider(self, kind: str) -> ResourceProvider:
         raise NotImplementedError
+
+    def leftovers(self) -> list[str]:
+        """What this target finds in its own working area (one line each). A new, empty state beside
+        leftovers is refused: the state that named them was lost. Default: nothing (a cloud is not scanned)."""
+        return []
+
+    def sweep(self, recorded: frozenset[str]) -> list[str]:
+        """Remove what this target left in its own working area that no record names (`recorded`: every id
+        and deposed id in the state) — what a kill left between a step's start and its journal entry.
+        Called under the stack lock after each complete apply and destroy; returns one line per thing
+        removed. Default: nothing to sweep."""
+        return []

@@ -30,19 +30,33 @@ class LocalProvider(ResourceProvider):
 
 
 def _claim(path: Path, address: str) -> None:
-    """Create `path` and mark it as `address`'s, refusing a directory that belongs to something else."""
+    """Create `path` and mark it as `address`'s, refusing a directory that belongs to something else.
+
+    The marker is written atomically (a kill leaves the old content or the new, never a torn file); an empty
+    or unreadable marker is what a crash on an older version left half-written, so it is adopted."""
+    from mlplat_plugins.local.runtime.processes import write_text_atomic
+
     path.mkdir(parents=True, exist_ok=True)
-    marker = path / MARKER
-    if marker.exists() and marker.read_text().strip() != address:
-        raise MlplatError(f"{path} already belongs to {marker.read_text().strip()}")
-    marker.write_text(address + "\n")
+    owner = owner_of(path)
+    if owner is not None and owner != address:
+        raise MlplatError(f"{path} already belongs to {owner}",
+                          hint="another resource (or another stack sharing targets.local.root) uses this "
+                               "directory; give this stack its own root, or remove the directory if it is unused")
+    if owner is None:
+        write_text_atomic(path / MARKER, address + "\n")
+
+
+def owner_of(path: Path) -> str | None:
+    """The address a directory's marker names; None without a marker or with an empty or unreadable one."""
+    try:
+        owner = (path / MARKER).read_text(encoding="utf-8").strip()
+    except (OSError, ValueError):
+        return None
+    return owner or None
 
 
 def _owned_by(path: Path, address: str) -> bool:
-    try:
-        return (path / MARKER).read_text().strip() == address
-    except OSError:
-        return False
+    return owner_of(path) == address
 
 
 class DirectoryProvider(LocalProvider):
@@ -200,10 +214,12 @@ class ProcessProvider(LocalProvider):
         from mlplat_plugins.local.runtime.processes import spawn
 
         _claim(run_dir, address)
+        token_file = self.target.internal_token_file()
         try:
             info = spawn(
                 module,
-                [*args, "--runtime-file", str(run_dir / "runtime.json"), "--quiet"],
+                [*args, "--runtime-file", str(run_dir / "runtime.json"), "--internal-token-file", str(token_file),
+                 "--quiet"],
                 runtime_file=run_dir / "runtime.json",
                 log_file=run_dir / "server.log",
             )
@@ -212,14 +228,36 @@ class ProcessProvider(LocalProvider):
         return Created(str(run_dir), {"url": info.url, "pid": info.pid, "port": info.port})
 
     def delete(self, id: str, inputs: dict[str, Any]) -> None:
-        from mlplat_plugins.local.runtime.processes import find_running, stop
-
         run_dir = Path(id)
-        info = find_running(run_dir / "runtime.json")  # confirms the pid is still our server, never a recycled one
-        if info is not None:
-            stop(info.pid)
+        stop_server(run_dir)
         if run_dir.is_dir() and (run_dir / MARKER).exists():
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def stop_server(run_dir: Path) -> int | None:
+    """Stop the server a run directory's runtime file names, if it is alive and provably ours; its pid or None.
+
+    Ours: its healthz confirms the pid, or (a hung server) its command line names this runtime file. A process
+    that will not stop is an error: nothing may be reported deleted while it still runs."""
+    from mlplat_plugins.local.runtime.processes import find_running, is_alive, read_runtime, stop
+
+    runtime_file = run_dir / "runtime.json"
+    info = find_running(runtime_file)
+    if info is None:
+        info = read_runtime(runtime_file)
+        if info is None or not is_alive(info.pid) or not _command_names(info.pid, str(runtime_file)):
+            return None  # nothing running, or a recycled pid: someone else's process
+    stop(info.pid)
+    if is_alive(info.pid):
+        raise RetryableError(f"the server in {run_dir} (pid {info.pid}) did not stop")
+    return info.pid
+
+
+def _command_names(pid: int, text: str) -> bool:
+    try:
+        return text in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
 
 
 class ModelServerProvider(ProcessProvider):

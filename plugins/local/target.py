@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -99,7 +101,7 @@ class LocalTarget(Target):
                                       depends_on=(reg_address,)))
             outputs[f"image.{image.name}"] = Ref(address, "path")
         for model in registry.models:
-            source = artifact_path(model, self.context.stack_dir)
+            source = artifact_path(model, self.context.stack_dir, registry.artifact_roots)
             address = ctx.address(registry.name, "model_version", model.ref)
             inputs = {
                 "registry": Ref(reg_address, "path"),
@@ -132,7 +134,7 @@ class LocalTarget(Target):
                 "path": path_name,
                 "model": path.model,
                 "artifact": ctx.output(registry.name, f"model.{path.model}"),
-                "host": self.settings.host,
+                "host": "127.0.0.1",  # only the router is reachable from elsewhere; it holds the internal token
                 "work_dir": str(self.root / "serving" / serving.name),
             }
             resources.append(Resource(address, "local.model_server", self.context.target_name, inputs))
@@ -150,6 +152,77 @@ class LocalTarget(Target):
         router = ctx.address(serving.name, "router", "main")
         resources.append(Resource(router, "local.router", self.context.target_name, router_inputs))
         return Lowered(resources, {"url": Ref(router, "url")})
+
+    # -- this target's own working area --------------------------------------------------------------------
+    def internal_token_file(self) -> Path:
+        """The stack's internal token (mode 0600), made on first use: routers send it, model servers require
+        it, so nothing but the endpoint's router can call a model server."""
+        import os
+        import secrets
+
+        from mlplat_plugins.local.runtime.processes import read_token, write_text_atomic
+
+        path = self.root / "internal.token"
+        try:
+            read_token(path)
+        except ValueError:
+            tmp = path.with_name(f".internal.token.{os.getpid()}.{secrets.token_hex(4)}")
+            write_text_atomic(tmp, secrets.token_hex(32) + "\n", mode=0o600)
+            try:
+                os.link(tmp, path)  # create-if-absent: threads racing here agree on one token
+            except FileExistsError:
+                read_token(path)  # a racing thread's complete token (link is atomic), or a clear error
+            finally:
+                tmp.unlink(missing_ok=True)
+        return path
+
+    def _run_dirs(self) -> list[Path]:
+        return sorted(d for d in (self.root / "serving").glob("*/*") if d.is_dir())
+
+    def leftovers(self) -> list[str]:
+        """Directories this target made that hold something (an owner marker and more) and server processes
+        still running. A directory holding only its marker is an unfinished create, not a sign of lost state."""
+        from mlplat_plugins.local.providers import MARKER, owner_of
+        from mlplat_plugins.local.runtime.processes import find_running
+
+        if not self.root.is_dir():
+            return []
+        found = [f"{m.parent} ({owner_of(m.parent)})" for m in sorted(self.root.rglob(MARKER))
+                 if owner_of(m.parent) and any(c.name != MARKER for c in m.parent.iterdir())]
+        found += [f"a server (pid {info.pid}) in {d}" for d in self._run_dirs()
+                  if (info := find_running(d / "runtime.json", timeout=0.5)) is not None]
+        return found
+
+    def sweep(self, recorded: frozenset[str]) -> list[str]:
+        """Stop servers and remove directories under this target's root that no record names (what a crash
+        left between a step's start and its journal entry), then empty directories; with nothing recorded,
+        the internal token and the root too. Returns what was removed."""
+        from mlplat_plugins.local.providers import MARKER, owner_of, stop_server
+
+        if not self.root.is_dir():
+            return []
+        swept = []
+        for run_dir in self._run_dirs():
+            if str(run_dir) in recorded:
+                continue
+            pid = stop_server(run_dir)
+            owner = owner_of(run_dir) or "no resource"
+            swept.append(f"{run_dir} ({owner}{f', stopped pid {pid}' if pid else ''})")
+            shutil.rmtree(run_dir, ignore_errors=True)
+        for directory in sorted((d for d in self.root.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)):
+            if str(directory) in recorded:
+                continue
+            contents = {c.name for c in directory.iterdir()}
+            if contents == {MARKER}:  # made by a create that never finished: nothing in it but our mark
+                swept.append(f"{directory} ({owner_of(directory) or 'unfinished'})")
+                (directory / MARKER).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # only if empty
+        if not recorded:
+            (self.root / "internal.token").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.root.rmdir()
+        return swept
 
     def provider(self, kind: str) -> ResourceProvider:
         from mlplat_plugins.local import providers

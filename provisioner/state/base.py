@@ -25,6 +25,20 @@ def host_name() -> str:
     return os.environ.get("MLPLAT_HOSTNAME") or socket.gethostname()
 
 
+def login_name() -> str:
+    """Who runs this process, as lock holders name it: the login name of its uid ($USER and $LOGNAME are often
+    unset in CI jobs, cron and containers), else $USER / $LOGNAME (a uid without a passwd entry), else uid<N>."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    if uid is not None:
+        try:
+            import pwd
+
+            return pwd.getpwuid(uid).pw_name
+        except (ImportError, KeyError):  # no passwd entry: a container run as an arbitrary --user
+            pass
+    return os.environ.get("USER") or os.environ.get("LOGNAME") or (f"uid{uid}" if uid is not None else "unknown")
+
+
 def default_lease() -> float:
     """Seconds a lock stays valid without a heartbeat (the holder renews every third of it)."""
     return float(os.environ.get("MLPLAT_LOCK_LEASE", "60"))
@@ -63,7 +77,7 @@ class JournalEntry:
 class LockInfo:
     id: str
     operation: str
-    holder: str = field(default_factory=lambda: f"{os.environ.get('USER', 'unknown')}@{host_name()}")
+    holder: str = field(default_factory=lambda: f"{login_name()}@{host_name()}")
     host: str = field(default_factory=host_name)
     pid: int = field(default_factory=os.getpid)
     started: float = field(default_factory=time.time)
@@ -151,6 +165,12 @@ class StateBackend(ABC):
 
     # -- the lock: three atomic primitives per backend, the policy here ---------------------------------
 
+    @staticmethod
+    def clock() -> float:
+        """The clock leases are measured on: wall-clock time, so a holder on another host can be judged by its
+        heartbeat (tests substitute a fake clock rather than sleep through leases)."""
+        return time.time()
+
     @abstractmethod
     def read_lock(self) -> LockInfo | None: ...
 
@@ -178,7 +198,7 @@ class StateBackend(ABC):
                 if self.write_lock(info, replacing=None):
                     return None
                 continue  # somebody was quicker: look again
-            if current.gone_because() is not None:
+            if current.gone_because(self.clock()) is not None:
                 if self.write_lock(info, replacing=current.id):
                     return current
                 continue
@@ -194,7 +214,7 @@ class StateBackend(ABC):
 
     def renew_lock(self, info: LockInfo) -> bool:
         """Heartbeat: extend our lease; False if the lock is no longer ours."""
-        info.heartbeat = time.time()
+        info.heartbeat = self.clock()
         return self.write_lock(info, replacing=info.id)
 
     def release_lock(self, lock_id: str) -> None:
@@ -227,6 +247,11 @@ class StateBackend(ABC):
     def import_state(self, meta: StateMeta, resources: list[ResourceRecord], journal: list[JournalEntry],
                      outputs: dict[str, Any]) -> None:
         """Replace this (empty) state with another's, lineage and serial included (`mlplat state migrate`)."""
+
+    def remove_if_empty(self) -> bool:
+        """Delete the state if it records nothing (after a destroy); True if removed. Default: kept (a shared
+        database or bucket is not this stack's to remove)."""
+        return False
 
     @abstractmethod
     def close(self) -> None: ...

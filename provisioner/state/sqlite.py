@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -34,13 +37,61 @@ LOCK_COLUMNS = "id, operation, holder, host, pid, started, heartbeat, lease"
 JOURNAL_KEEP = 10_000
 
 
+#: SQLite's result codes for a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB)
+_CORRUPT_CODES = frozenset({11, 26})
+
+
+def _corruption(path: Path, err: sqlite3.DatabaseError) -> StateError | None:
+    """A StateError naming the damaged file and the backup to restore; None if `err` is not about damage."""
+    if getattr(err, "sqlite_errorcode", None) not in _CORRUPT_CODES and type(err) is not sqlite3.DatabaseError:
+        return None
+    backup = backup_path(path)
+    hint = (f"restore the copy made before the last state change: cp {backup} {path}" if backup.is_file() else
+            f"restore {path} from a copy (there is no {backup.name} beside it)")
+    return StateError(f"the state file {path} is damaged ({err}); nothing was changed", hint=hint)
+
+
+def backup_path(path: Path) -> Path:
+    return path.with_name(path.name + ".backup")
+
+
+def _guarded(cls: type[SqliteState]) -> type[SqliteState]:
+    """Every public method turns SQLite's "malformed"/"not a database" into a StateError naming the file."""
+    for name, method in list(vars(cls).items()):
+        if name.startswith("_") or not callable(method):
+            continue
+
+        def wrapper(self: SqliteState, *args: Any, __method: Any = method, **kwargs: Any) -> Any:
+            try:
+                return __method(self, *args, **kwargs)
+            except sqlite3.DatabaseError as err:
+                translated = _corruption(self.path, err)
+                if translated is None:
+                    raise
+                raise translated from None
+
+        functools.update_wrapper(wrapper, method)
+        setattr(cls, name, wrapper)
+    return cls
+
+
+@_guarded
 class SqliteState(StateBackend):
     def __init__(self, path: str | Path, stack: str) -> None:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         try:
+            fresh = not self.path.is_file() or self.path.stat().st_size == 0
+        except OSError:
+            fresh = True
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._identity = _identity(self.path)
+            if not fresh:
+                problem = self._db.execute("PRAGMA quick_check(1)").fetchone()[0]
+                if problem != "ok":
+                    raise sqlite3.DatabaseError(problem)
             self._db.execute("PRAGMA page_size=1024")  # new files: each commit appends whole pages to the WAL
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -49,7 +100,11 @@ class SqliteState(StateBackend):
             for column, default in (("heartbeat", 0), ("lease", 60)):  # states written before leases
                 if column not in columns:
                     self._db.execute(f"ALTER TABLE lock ADD COLUMN {column} REAL NOT NULL DEFAULT {default}")
+        except sqlite3.DatabaseError as err:
+            self._close_quietly()
+            raise _corruption(self.path, err) or StateError(f"cannot open state {self.path}: {err}") from None
         except sqlite3.Error as err:
+            self._close_quietly()
             raise StateError(f"cannot open state {self.path}: {err}") from None
         self._lock = threading.Lock()
         with self._tx() as db:
@@ -78,7 +133,14 @@ class SqliteState(StateBackend):
         return {r[0]: ResourceRecord(r[0], r[1], r[2], r[3], loads(r[4]), loads(r[5]), json.loads(r[6]),
                                      json.loads(r[7])) for r in rows}
 
+    def _close_quietly(self) -> None:
+        db = getattr(self, "_db", None)
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+
     def bump_serial(self) -> int:
+        self._backup()
         with self._tx() as db:
             db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='serial'")
             # the journal is for recovery and recent audit: keep the last JOURNAL_KEEP closed entries
@@ -151,6 +213,53 @@ class SqliteState(StateBackend):
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('outputs', ?)", (text,))
 
+    def _backup(self) -> None:
+        """Copy the state to `<file>.backup` before it changes (what a damaged file is restored from)."""
+        target = backup_path(self.path)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            copy = sqlite3.connect(tmp)
+            try:
+                with self._lock:
+                    self._db.backup(copy)
+            finally:
+                copy.close()
+            os.replace(tmp, target)
+        except (OSError, sqlite3.OperationalError):
+            pass  # a backup is a convenience: a full disk must not stop the apply (the WAL still protects it)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def remove_if_empty(self) -> bool:
+        """Delete the state file (and its backup) if it records nothing, nothing is pending, nobody holds the
+        lock and no other process has it open; closes this backend. True if removed."""
+        with self._lock:
+            # leaving WAL mode needs the only connection: another process with the file open keeps it
+            if self._db.execute("PRAGMA journal_mode=DELETE").fetchone()[0].lower() != "delete":
+                return False
+            self._db.execute("BEGIN EXCLUSIVE")
+            try:
+                busy = (self._db.execute("SELECT COUNT(*) FROM resources").fetchone()[0]
+                        or self._db.execute("SELECT COUNT(*) FROM journal WHERE phase='pending'").fetchone()[0]
+                        or self._db.execute("SELECT COUNT(*) FROM lock").fetchone()[0])
+                if not busy:
+                    for path in (self.path, backup_path(self.path)):
+                        path.unlink(missing_ok=True)
+            finally:
+                self._db.execute("ROLLBACK")
+            if busy:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return False
+            self._db.close()
+            return True
+
+    def _check_identity(self) -> None:
+        """The file we opened must still be the one at our path: a destroy that removed the state while we
+        waited for its lock must not leave us writing into a deleted file."""
+        if _identity(self.path) != self._identity:
+            raise StateError(f"the state file {self.path} was removed or replaced while this command waited",
+                             hint="run the command again")
+
     def read_lock(self) -> LockInfo | None:
         with self._lock:
             row = self._db.execute(f"SELECT {LOCK_COLUMNS} FROM lock").fetchone()
@@ -158,6 +267,7 @@ class SqliteState(StateBackend):
 
     def write_lock(self, info: LockInfo, *, replacing: str | None) -> bool:
         values = (info.id, info.operation, info.holder, info.host, info.pid, info.started, info.heartbeat, info.lease)
+        self._check_identity()
         with self._tx() as db:
             if replacing is None:
                 return db.execute(f"INSERT OR IGNORE INTO lock (one, {LOCK_COLUMNS}) VALUES (1,?,?,?,?,?,?,?,?)",
@@ -201,6 +311,14 @@ class SqliteState(StateBackend):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 class _Transaction:

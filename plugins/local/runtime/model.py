@@ -133,8 +133,12 @@ def _reject_constant(name: str) -> float:
 
 
 def loads(text: str | bytes) -> Any:
-    """Strict JSON parse: NaN/Infinity are rejected (they are not JSON)."""
-    return json.loads(text, parse_constant=_reject_constant)
+    """Strict JSON parse: NaN/Infinity are rejected (they are not JSON), and so is nesting deeper than the
+    parser's recursion limit (a ValueError, not a RecursionError)."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def load(path: str | Path) -> Model:

@@ -1,7 +1,7 @@
 """Model server: serves one ``mlplat-linear/v1`` artifact over HTTP.
 
     python -m mlplat_plugins.local.runtime.model_server --artifact PATH --runtime-file FILE
-        [--model-id iris:1] [--host 127.0.0.1] [--port 0] [--quiet]
+        [--model-id iris:1] [--host 127.0.0.1] [--port 0] [--internal-token-file FILE] [--quiet]
 
 Endpoints:
     POST /invocations, POST /v1/predict   {"instances": [[5.1, 3.5, 1.4, 0.2], ...]}
@@ -10,11 +10,16 @@ Endpoints:
     GET /-/healthz   -> {"status": "ok", "model_id": ..., "pid": ...}
     GET /-/stats     -> request counters (used by tests and to verify shadow mirroring)
 Every response carries ``X-Mlplat-Model``. Runtime-file and signal handling: see ``processes``.
+
+With ``--internal-token-file`` every request but ``/-/healthz`` must carry the token in ``X-Mlplat-Internal``
+(403 otherwise): the router in front holds it, so an endpoint's ``auth: key`` cannot be bypassed by calling
+the model server directly.
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import os
 import sys
 import threading
@@ -24,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import model as model_format
-from .processes import BaseHandler, HTTPError, RuntimeServer, block_signals, serve
+from .processes import INTERNAL_HEADER, BaseHandler, HTTPError, RuntimeServer, block_signals, read_token, serve
 
 PREDICT_PATHS = ("/invocations", "/v1/predict")
 
@@ -49,10 +54,12 @@ class Stats:
 
 class ModelServer(RuntimeServer):
     def __init__(
-        self, address: tuple[str, int], model: model_format.Model, model_id: str, quiet: bool
+        self, address: tuple[str, int], model: model_format.Model, model_id: str, quiet: bool,
+        internal_token: str | None = None,
     ) -> None:
         self.model = model
         self.model_id = model_id
+        self.internal_token = internal_token
         self.stats = Stats()
         self.started = time.time()
         super().__init__(address, ModelHandler, component=f"model_server[{model_id}]", access_log=not quiet)
@@ -70,6 +77,11 @@ class ModelHandler(BaseHandler):
 
     def handle_request(self) -> None:
         path = self.route_path
+        token = self.server.internal_token
+        if token and path != "/-/healthz":
+            presented = self.headers.get(INTERNAL_HEADER) or ""
+            if not hmac.compare_digest(presented.encode(), token.encode()):
+                raise HTTPError(403, "this model server answers only its endpoint's router")
         if path == "/-/healthz":
             self._require("GET")
             self.send_json(200, {"status": "ok", "model_id": self.server.model_id, "pid": os.getpid()})
@@ -114,12 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime-file", required=True, type=Path)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--internal-token-file", type=Path, help="answer only requests carrying this token")
     parser.add_argument("--quiet", action="store_true", help="no per-request log lines")
     args = parser.parse_args(argv)
     try:
         model = model_format.load(args.artifact)
         model_id = args.model_id or model.model_id
-        server = ModelServer((args.host, args.port), model, model_id, args.quiet)
+        token = read_token(args.internal_token_file) if args.internal_token_file else None
+        server = ModelServer((args.host, args.port), model, model_id, args.quiet, token)
     except (OSError, ValueError) as exc:
         print(f"model_server: {exc}", file=sys.stderr)
         return 2

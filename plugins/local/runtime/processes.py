@@ -40,6 +40,17 @@ if TYPE_CHECKING:
     import subprocess
 
 HEALTH_PATH = "/-/healthz"
+#: header carrying the stack's internal token from the router to its model servers
+INTERNAL_HEADER = "X-Mlplat-Internal"
+
+#: the only environment variables a runtime server inherits: nothing secret (API keys, the state passphrase,
+#: cloud credentials) may reach a child's /proc/<pid>/environ
+ENV_ALLOWED = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SHELL",
+    "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES", "COVERAGE_PROCESS_START",
+})
+ENV_ALLOWED_PREFIXES = ("LC_",)
 
 # ---------------------------------------------------------------------------------------------------------
 # Runtime files
@@ -60,16 +71,53 @@ class ProcessInfo:
         return f"http://{host}:{self.port}"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so readers see the old or the new file, never a partial one."""
+def write_text_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
+    """Write a file so readers (and a reader after a crash or power loss) see the old or the new content,
+    never a partial or empty one: temp file, fsync, rename, fsync of the directory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened for fsync
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so readers see the old or the new file, never a partial one."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_token(path: Path) -> str:
+    """An internal token file's content; ValueError if it is missing, unreadable or too short to be one."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read the internal token file {path}: {exc}") from None
+    if len(token) < 32:
+        raise ValueError(f"the internal token file {path} holds no token")
+    return token
+
+
+def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a runtime server: the allow-listed variables of ours, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k in ENV_ALLOWED or k.startswith(ENV_ALLOWED_PREFIXES)}
+    return {**env, **(extra or {}), "PYTHONUNBUFFERED": "1"}
 
 
 def read_runtime(runtime_file: Path) -> ProcessInfo | None:
@@ -166,9 +214,9 @@ def spawn(
 ) -> ProcessInfo:
     """Start ``python -m module *args`` detached (own session, output appended to ``log_file``).
 
-    Returns once the runtime file names the new pid and its healthz answers. ``env`` entries are added to
-    the current environment. On early exit or timeout the process is killed and RuntimeError raised with
-    the tail of its log.
+    Returns once the runtime file names the new pid and its healthz answers. The child's environment is the
+    allow-listed part of ours (:func:`child_environment`) plus ``env``. On early exit or timeout the process
+    is killed and RuntimeError raised with the tail of its log.
     """
     import shlex
     import subprocess
@@ -178,7 +226,7 @@ def spawn(
     log_file.parent.mkdir(parents=True, exist_ok=True)
     runtime_file.unlink(missing_ok=True)  # a stale file from a dead process must not satisfy the wait
     cmd = [sys.executable, "-m", module, *args]
-    child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    child_env = child_environment(env)
     with open(log_file, "ab") as log:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         log.write(f"--- {stamp} starting: {shlex.join(cmd)}\n".encode())

@@ -1,7 +1,7 @@
 """Router: one endpoint in front of a production and an experimental model server.
 
     python -m mlplat_plugins.local.runtime.router --config FILE --runtime-file FILE
-        [--host 127.0.0.1] [--port 0] [--quiet]
+        [--host 127.0.0.1] [--port 0] [--internal-token-file FILE] [--quiet]
 
 Config file (JSON)::
 
@@ -22,6 +22,9 @@ upstream gives 502 ``{"error": ..., "path": ...}``. Internal endpoints: ``GET /-
 ``GET /-/config`` (the active config), ``GET /-/stats``. SIGHUP re-reads the config file and swaps it in
 atomically: requests already running finish on the old config and no socket is closed. A config that
 fails to load is logged and the old one kept. Write the config file atomically (write + rename).
+
+With ``--internal-token-file`` the router sends that token (``X-Mlplat-Internal``) to upstreams on loopback,
+its own model servers, which refuse requests without it; a token a client sends is never forwarded.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .processes import BaseHandler, HTTPError, RuntimeServer, block_signals, serve
+from .processes import INTERNAL_HEADER, BaseHandler, HTTPError, RuntimeServer, block_signals, read_token, serve
 
 MODES = ("split", "shadow")
 MIRROR_WORKERS = 4
@@ -74,6 +77,8 @@ _HOP_BY_HOP = frozenset(
     }
 )
 _NOT_RETURNED = _HOP_BY_HOP | {"content-type", "date", "server"}
+#: the caller's credentials stay at the router; an internal token only the router itself may send
+_NOT_FORWARDED = frozenset({"authorization", "x-api-key", INTERNAL_HEADER.lower()})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -150,6 +155,7 @@ class Route:
     weight: float
     prefix: str  # path part of url, prepended to the request path
     pool: Pool
+    loopback: bool  # an upstream on this machine: it gets the internal token
 
 
 @dataclass(frozen=True)
@@ -263,9 +269,22 @@ class MirrorJob:
     headers: dict[str, str]
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class RouterServer(RuntimeServer):
-    def __init__(self, address: tuple[str, int], config_path: Path, quiet: bool) -> None:
+    def __init__(self, address: tuple[str, int], config_path: Path, quiet: bool,
+                 internal_token: str | None = None) -> None:
         self.config_path = config_path
+        self.internal_token = internal_token
         self._pools: dict[tuple[str, int, float], Pool] = {}
         self._reload_lock = threading.Lock()
         self._stats_lock = threading.Lock()
@@ -288,7 +307,7 @@ class RouterServer(RuntimeServer):
             pool = self._pools.get(key)
             if pool is None:
                 pool = self._pools[key] = Pool(host, port, config["timeout_s"])
-            routes.append(Route(r["path"], r["url"], r["weight"], parts.path.rstrip("/"), pool))
+            routes.append(Route(r["path"], r["url"], r["weight"], parts.path.rstrip("/"), pool, _is_loopback(host)))
         primaries = tuple(r for r in routes if r.weight > 0)
         edges, total = [], 0.0
         for r in primaries:
@@ -336,12 +355,19 @@ class RouterServer(RuntimeServer):
         for route in state.mirrors:
             if random.random() * 100 >= state.mirror_percent:
                 continue
-            job = MirrorJob(route, method, route.prefix + target, body, {**headers, "X-Mlplat-Shadow": "1"})
+            job = MirrorJob(route, method, route.prefix + target, body,
+                            {**self.upstream_headers(route, headers), "X-Mlplat-Shadow": "1"})
             try:
                 self._mirror_queue.put_nowait(job)
                 self.count(f"mirror_queued.{route.path}")
             except queue.Full:
                 self.count(f"mirror_dropped.{route.path}")
+
+    def upstream_headers(self, route: Route, headers: dict[str, str]) -> dict[str, str]:
+        """`headers` plus the internal token for an upstream on loopback (never for a remote one)."""
+        if self.internal_token and route.loopback:
+            return {**headers, INTERNAL_HEADER: self.internal_token}
+        return headers
 
     def _mirror_worker(self) -> None:
         while True:
@@ -371,7 +397,8 @@ class RouterHandler(BaseHandler):
         route = state.choose()
         target = route.prefix + self.path
         try:
-            status, upstream_headers, data = route.pool.request(self.command, target, body, headers)
+            status, upstream_headers, data = route.pool.request(
+                self.command, target, body, self.server.upstream_headers(route, headers))
         except (OSError, http.client.HTTPException) as exc:
             self.server.count(f"errors.{route.path}")
             reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
@@ -412,7 +439,7 @@ class RouterHandler(BaseHandler):
         headers: dict[str, str] = {}
         for name, value in self.headers.items():
             lower = name.lower()
-            if lower in _HOP_BY_HOP or lower in connection_tokens or lower in ("authorization", "x-api-key"):
+            if lower in _HOP_BY_HOP or lower in connection_tokens or lower in _NOT_FORWARDED:
                 continue
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         forwarded = self.headers.get("X-Forwarded-For")
@@ -451,10 +478,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime-file", required=True, type=Path)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--internal-token-file", type=Path, help="token to send to upstreams on loopback")
     parser.add_argument("--quiet", action="store_true", help="no per-request log lines")
     args = parser.parse_args(argv)
     try:
-        server = RouterServer((args.host, args.port), args.config, args.quiet)
+        token = read_token(args.internal_token_file) if args.internal_token_file else None
+        server = RouterServer((args.host, args.port), args.config, args.quiet, token)
     except (OSError, ValueError) as exc:
         print(f"router: {exc}", file=sys.stderr)
         return 2
