@@ -162,15 +162,14 @@ def test_common_accelerator_spellings_normalise_to_the_catalog_name(tmp_path, sp
     assert pool.gpus_per_node == 1
 
 
-def test_cpu_pool_has_zero_gpus_per_node_whatever_is_written(tmp_path):
+@pytest.mark.parametrize("written", ["", "\n            gpus_per_node: 0"], ids=["left out", "zero"])
+def test_cpu_pool_has_zero_gpus_per_node(tmp_path, written):
     pool = load_text(tmp_path, MINIMAL + """\
     clusters:
       - name: train
         gpu_pools:
           - name: small
-            accelerator: cpu
-            gpus_per_node: 4
-    """).platform.clusters[0].gpu_pools[0]
+            accelerator: cpu""" + written + "\n").platform.clusters[0].gpu_pools[0]
 
     assert pool.gpus_per_node == 0
 

@@ -180,7 +180,7 @@ class AwsTarget(Target):
         image = self._serving_image(registry, outputs)
         outputs["package_group"] = Ref(group, "name")
         for model in registry.models:
-            source = artifact_path(model, self.context.stack_dir)
+            source = artifact_path(model, self.context.stack_dir, registry.artifact_roots)
             artifact = ctx.address(registry.name, "model_artifact", model.ref)
             key = f"{self.settings.prefix.strip('/')}/models/{model.name}/{model.version}/{source.name}"
             resources.append(self._resource(artifact, "model_artifact", {

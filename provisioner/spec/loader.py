@@ -5,6 +5,7 @@ Every problem becomes a `SpecError` whose lines read `file:line:col: path: messa
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 import re
@@ -15,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from provisioner.artifacts import ARTIFACT_ROOTS_HINT, confinement_problem
 from provisioner.errors import SpecError
 from provisioner.secrets import SECRET_NAME, Secret
 from provisioner.spec.model import SECRET_KEY, Platform
@@ -22,6 +24,11 @@ from provisioner.spec.model import SECRET_KEY, Platform
 Loc = tuple[str | int, ...]
 _REF = re.compile(r"\$\{([a-z]+):([^}]*)\}")
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
+#: values that aliases (`*name`) may repeat in all; a "billion laughs" file would repeat billions
+ALIAS_BUDGET = 10_000
+#: lists and mappings nested deeper than this are refused (a stack file is a few levels deep)
+MAX_DEPTH = 64
 
 
 @dataclass
@@ -57,16 +64,19 @@ class LoadedStack:
 def load(path: str | Path) -> LoadedStack:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise SpecError([f"{path}: no such stack file"], hint="pass the stack file with -f PATH") from None
     except OSError as err:
         raise SpecError([f"{path}: cannot read: {err.strerror}"]) from None
-    return loads(text, path)
+    return loads(data, path)
 
 
-def loads(text: str, path: str | Path = "<stack>") -> LoadedStack:
+def loads(text: str | bytes, path: str | Path = "<stack>") -> LoadedStack:
+    """`text` is the stack file's content; bytes must be UTF-8 (a leading byte-order mark is skipped)."""
     path = Path(path)
+    if isinstance(text, bytes):
+        text = _decode(text, path)
     data, key_locs, value_locs = _parse(text, path)
     if not isinstance(data, dict):
         raise SpecError([f"{path}:1:1: a stack file is a YAML mapping (apiVersion, metadata, ...)"])
@@ -84,7 +94,26 @@ def loads(text: str, path: str | Path = "<stack>") -> LoadedStack:
         if type(err).__name__ != "ValidationError":
             raise
         raise SpecError(_describe_validation_errors(err, key_locs, value_locs, path, Platform)) from None
+    problems = _confine_artifacts(platform, path, value_locs)
+    if problems:
+        raise SpecError(problems, hint=ARTIFACT_ROOTS_HINT)
     return LoadedStack(platform, path, key_locs, value_locs)
+
+
+def _confine_artifacts(platform: Platform, path: Path, value_locs: dict) -> list[str]:
+    """A model artifact given as a path must lie (symlinks followed) under the stack's directory or a listed
+    registry.artifact_roots entry: a stack file may not copy /etc/passwd into a registry."""
+    registry = platform.registry
+    if registry is None:
+        return []
+    problems = []
+    for i, model in enumerate(registry.models):
+        problem = confinement_problem(model.artifact, path.parent, registry.artifact_roots)
+        if problem:
+            loc: Loc = ("registry", "models", i, "artifact")
+            line, col = value_locs.get(loc) or _nearest(loc, {}, value_locs)
+            problems.append(f"{path}:{line}:{col}: {format_loc(loc)}: {problem}")
+    return problems
 
 
 def format_loc(loc: Loc) -> str:
@@ -94,9 +123,138 @@ def format_loc(loc: Loc) -> str:
     return out or "(top)"
 
 
+def _decode(data: bytes, path: Path) -> str:
+    """UTF-8 text of a stack file (a leading byte-order mark is skipped); a located error at the first bad byte."""
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        offset = start + err.start
+        line_start = data.rfind(b"\n", 0, offset) + 1
+        line = data.count(b"\n", 0, offset) + 1
+        col = len(data[max(line_start, start):offset].decode("utf-8", "replace")) + 1
+        hint = "save the file as UTF-8"
+        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            hint += " (it looks like UTF-16)"
+        raise SpecError([f"{path}:{line}:{col}: the file is not UTF-8 text: byte 0x{data[offset]:02x} "
+                         f"(offset {offset}) cannot be decoded"], hint=hint) from None
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    """1-based (line, column) of the character at `index`."""
+    index = max(0, min(index, len(text)))
+    return text.count("\n", 0, index) + 1, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def _refuse_unreadable_characters(text: str, path: Path) -> None:
+    """YAML refuses control characters (NUL, ...) and a str may hold lone surrogates; say where, before parsing."""
+    bad = _NON_PRINTABLE.search(text)
+    if bad:
+        line, col = _position(text, bad.start())
+        raise SpecError([f"{path}:{line}:{col}: character U+{ord(bad.group()):04X} is not allowed in a stack file "
+                         "(control characters and unpaired surrogates cannot be read)"],
+                        hint="remove it; if the file is binary or was saved as UTF-16, save it as UTF-8 text")
+
+
+class _Open:
+    """A list or mapping being read by `_check_structure`."""
+
+    __slots__ = ("anchor", "items", "key", "mapping", "size")
+
+    def __init__(self, anchor: str | None, mapping: bool) -> None:
+        self.anchor, self.mapping, self.size, self.items, self.key = anchor, mapping, 0, 0, None
+
+    def add(self, event: yaml.Event, size: int) -> None:
+        if self.mapping and self.items % 2 == 0:  # a key
+            self.key = event.value if isinstance(event, yaml.ScalarEvent) else "?"
+        self.size += size
+        self.items += 1
+
+
+def _open_loc(frames: list[_Open]) -> Loc:
+    """Where the next value goes: the path through the open lists and mappings."""
+    loc: list[str | int] = []
+    for frame in frames:
+        if not frame.mapping:
+            loc.append(frame.items)
+        elif frame.items % 2:
+            loc.append(frame.key)
+        else:
+            break  # at a key
+    return tuple(loc)
+
+
+def _check_structure(text: str, path: Path) -> bool:
+    """One pass over the parse events before anything is built: refuse nesting deeper than MAX_DEPTH, and aliases
+    that would repeat more than ALIAS_BUDGET values in all (a "billion laughs" file expands exponentially) or that
+    name the list or mapping they are inside (a cycle). Only sizes are counted: nothing is expanded.
+
+    True when the file uses aliases.
+    """
+    loader = _Loader(text)
+    sizes: dict[str, int | None] = {}  # anchor -> values it stands for (None while it is still open)
+    lines: dict[str, int] = {}  # anchor -> line it was defined on
+    frames: list[_Open] = []
+    repeated = 0
+    try:
+        while True:
+            event = loader.get_event()
+            mark = event.start_mark
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}"
+            if isinstance(event, yaml.CollectionStartEvent):
+                if len(frames) >= MAX_DEPTH:
+                    raise SpecError([f"{where}: {format_loc(_open_loc(frames))}: nested more than {MAX_DEPTH} "
+                                     "levels deep"], hint="a stack file is a few levels deep; check the brackets")
+                if event.anchor is not None:
+                    sizes[event.anchor], lines[event.anchor] = None, mark.line + 1
+                frames.append(_Open(event.anchor, isinstance(event, yaml.MappingStartEvent)))
+                continue
+            if isinstance(event, yaml.CollectionEndEvent):
+                frame = frames.pop()
+                size = frame.size + 1
+                if frame.anchor is not None:
+                    sizes[frame.anchor] = size
+            elif isinstance(event, yaml.ScalarEvent):
+                size = 1
+                if event.anchor is not None:
+                    sizes[event.anchor], lines[event.anchor] = 1, mark.line + 1
+            elif isinstance(event, yaml.AliasEvent):
+                anchor = event.anchor
+                if anchor in sizes and sizes[anchor] is None:
+                    raise SpecError([f"{where}: {format_loc(_open_loc(frames))}: alias *{anchor} is inside the value "
+                                     f"anchored &{anchor} on line {lines[anchor]}: a value cannot contain itself"],
+                                    hint="write the repeated part out instead of the alias")
+                size = sizes.get(anchor) or 1  # an undefined alias is reported when the document is composed
+                repeated += size
+                if repeated > ALIAS_BUDGET:
+                    raise SpecError([f"{where}: {format_loc(_open_loc(frames))}: alias *{anchor} (anchor &{anchor} "
+                                     f"on line {lines.get(anchor, mark.line + 1)}) makes aliases repeat more than "
+                                     f"{ALIAS_BUDGET} values in all; refusing to expand them"],
+                                    hint="aliases are for small reuse: write the values out, or reuse smaller parts")
+            elif isinstance(event, yaml.DocumentEndEvent | yaml.StreamEndEvent):
+                return repeated > 0  # the first document; composing it reports any other
+            else:
+                continue
+            if frames:
+                frames[-1].add(event, size)
+    finally:
+        loader.dispose()
+
+
+def _unshared(data: Any) -> Any:
+    """A copy in which no list or mapping appears twice (aliases share them), so each place is resolved once."""
+    if isinstance(data, dict):
+        return {key: _unshared(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_unshared(item) for item in data]
+    return data
+
+
 def _parse(text: str, path: Path) -> tuple[Any, dict[Loc, tuple[int, int]], dict[Loc, tuple[int, int]]]:
+    _refuse_unreadable_characters(text, path)
     loader = _Loader(text)
     try:
+        aliased = _check_structure(text, path)
         node = loader.get_single_node()
         if node is None:
             raise SpecError([f"{path}:1:1: the stack file is empty"], hint="start from stacks/quickstart.yaml")
@@ -107,6 +265,8 @@ def _parse(text: str, path: Path) -> tuple[Any, dict[Loc, tuple[int, int]], dict
         if problems:
             raise SpecError(problems)
         data = loader.construct_document(node)
+        if aliased:
+            data = _unshared(data)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else f"{path}:1:1"
@@ -117,6 +277,10 @@ def _parse(text: str, path: Path) -> tuple[Any, dict[Loc, tuple[int, int]], dict
             message += f" ({err.context} that starts at line {opened.line + 1}, column {opened.column + 1})"
         raise SpecError([f"{where}: YAML syntax error: {message}"],
                         hint="check indentation and quoting around this position") from None
+    except yaml.YAMLError as err:  # yaml.reader.ReaderError is not a MarkedYAMLError: it carries an offset
+        line, col = _position(text, getattr(err, "position", 0))
+        raise SpecError([f"{path}:{line}:{col}: cannot read the stack file: {getattr(err, 'reason', err)}"],
+                        hint="save the file as UTF-8 text without control characters") from None
     finally:
         loader.dispose()
     return data, key_locs, value_locs
@@ -243,8 +407,31 @@ def _describe_validation_errors(err: Any, key_locs: dict, value_locs: dict, path
             message = "expected a mapping (indented `key: value` lines)"
         elif kind == "list_type":
             message = "expected a list (lines starting with `- `)"
+        elif kind in ("int_type", "int_parsing", "int_from_float"):
+            message = f"expected a whole number, got {_shown(e.get('input'), 'int')}"
+        elif kind in ("bool_type", "bool_parsing"):
+            message = f"expected true or false, got {_shown(e.get('input'), 'bool')}"
         problems.append(f"{path}:{line}:{col}: {format_loc(loc)}: {message}")
     return problems
+
+
+def _shown(value: Any, kind: str) -> str:
+    """A YAML value as the user wrote it, for "expected X, got Y" (a secret is never shown); a quoted value that
+    would be a `kind` (int, bool) without its quotes says so."""
+    if isinstance(value, Secret):
+        return "a secret"
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, str):
+        if len(value) > 40 or "\n" in value:
+            return "a text"
+        tag = yaml.resolver.Resolver().resolve(yaml.ScalarNode, value, (True, False))
+        return f"the text {value!r}" + (" (remove the quotes)" if tag == f"tag:yaml.org,2002:{kind}" else "")
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return str(value)
 
 
 def _nearest(loc: Loc, key_locs: dict, value_locs: dict) -> tuple[int, int]:

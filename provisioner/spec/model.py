@@ -5,7 +5,16 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,39}$"
@@ -26,7 +35,7 @@ def normalize_accelerator(value: str) -> str:
 AcceleratorName = Annotated[
     str,
     AfterValidator(normalize_accelerator),
-    Field(description="Catalog name: cpu, t4, l4, a10g, v100, a100-40gb, a100-80gb, h100, h200"),
+    Field(description="Catalog name: cpu, t4, l4, a10g, v100, a100-40gb, a100-80gb, h100, h100-nvl, h200"),
 ]
 
 
@@ -43,8 +52,8 @@ class Metadata(Strict):
 
 
 class NodeRange(Strict):
-    min: int = Field(1, ge=0, le=10_000)
-    max: int = Field(1, ge=1, le=10_000)
+    min: StrictInt = Field(1, ge=0, le=10_000)
+    max: StrictInt = Field(1, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _ordered(self) -> NodeRange:
@@ -56,14 +65,16 @@ class NodeRange(Strict):
 class GpuPool(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     accelerator: AcceleratorName
-    gpus_per_node: int = Field(1, ge=0, le=16, description="GPUs per node (0 for cpu pools)")
+    gpus_per_node: StrictInt = Field(1, ge=0, le=16, description="GPUs per node (leave out, or 0, for cpu pools)")
     nodes: NodeRange = Field(default_factory=NodeRange)
-    spot: bool = False
-
+    spot: StrictBool = False
 
     @model_validator(mode="after")
     def _cpu_has_no_gpus(self) -> GpuPool:
         if self.accelerator == "cpu":
+            if "gpus_per_node" in self.model_fields_set and self.gpus_per_node > 0:
+                raise located(f"gpus_per_node is {self.gpus_per_node} but accelerator: cpu has no GPUs; remove "
+                              "gpus_per_node, or pick a GPU accelerator", "gpus_per_node")
             self.gpus_per_node = 0
         elif self.gpus_per_node == 0:
             raise located(f"gpus_per_node must be at least 1 for accelerator {self.accelerator!r} "
@@ -86,7 +97,7 @@ class Storage(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     target: str | None = None
     kind: Literal["nas", "lustre"] = "nas"
-    size_gb: int = Field(100, ge=1, le=1_000_000)
+    size_gb: StrictInt = Field(100, ge=1, le=1_000_000)
     mount_path: str = Field("/mnt/shared", pattern=r"^/")
 
 
@@ -115,6 +126,13 @@ class Registry(Strict):
     target: str | None = None
     images: list[Image] = Field(default_factory=list)
     models: list[ModelVersion] = Field(default_factory=list)
+    artifact_roots: list[str] = Field(
+        default_factory=list,
+        description="Directories outside the stack file's directory that model artifacts may be read from "
+                    "(absolute, or relative to the stack file). A model artifact given as a path must lie, after "
+                    "following symlinks, under the stack file's directory or one of these; URIs (s3://, gs://, "
+                    "https://) are not checked",
+    )
 
     @model_validator(mode="after")
     def _unique_models(self) -> Registry:
@@ -126,13 +144,26 @@ class Registry(Strict):
 class ServingPath(Strict):
     model: str = Field(pattern=r"^[a-z][a-z0-9-]*:[A-Za-z0-9][A-Za-z0-9._-]*$",
                        description="A registry model as name:version, e.g. iris:2")
-    weight: int | None = Field(None, ge=0, le=100, description="Share of traffic in percent (split mode)")
+    weight: StrictInt | None = Field(None, ge=0, le=100, description="Share of traffic in percent (split mode)")
     mode: Literal["split", "shadow"] = Field("split", description="experimental only: split traffic or mirror it")
-    mirror_percent: int = Field(100, ge=1, le=100, description="shadow mode: percent of requests mirrored")
+    mirror_percent: StrictInt = Field(100, ge=1, le=100,
+                                      description="shadow mode only: percent of requests mirrored")
     accelerator: AcceleratorName = "cpu"
-    gpus: int | None = Field(None, ge=0, le=16)
-    replicas: int = Field(1, ge=1, le=1000)
+    gpus: StrictInt | None = Field(None, ge=0, le=16, description="GPUs per replica (GPU accelerators only)")
+    replicas: StrictInt = Field(1, ge=1, le=1000)
 
+    @model_validator(mode="after")
+    def _no_key_without_effect(self) -> ServingPath:
+        """A key the chosen mode or accelerator ignores is a mistake worth saying, not a silent no-op."""
+        written = self.model_fields_set
+        if "mirror_percent" in written and self.mode != "shadow":
+            raise located(f"mirror_percent only applies to a path with mode: shadow (this path has mode: {self.mode} "
+                          "and takes its weight of live traffic); remove mirror_percent or set mode: shadow",
+                          "mirror_percent")
+        if "gpus" in written and self.gpus and self.accelerator == "cpu":
+            raise located(f"gpus is {self.gpus} but accelerator: cpu has no GPUs; remove gpus, or pick a GPU "
+                          "accelerator", "gpus")
+        return self
 
     @property
     def gpu_count(self) -> int:
