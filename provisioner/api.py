@@ -313,6 +313,8 @@ class Stack:
         for directory in (work, work.parent):
             try:
                 directory.rmdir()  # only when empty
+            except FileNotFoundError:
+                continue
             except OSError:
                 break
         return None

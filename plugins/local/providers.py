@@ -118,7 +118,9 @@ class ModelVersionProvider(LocalProvider):
             "source": str(source),
             "artifact": artifact.name,
         }
-        (directory / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+        from mlplat_plugins.local.runtime.processes import write_json_atomic
+
+        write_json_atomic(directory / "meta.json", meta)
         return Created(str(directory), {"uri": str(artifact), "digest": f"sha256:{inputs['sha256']}"})
 
     def find(self, address: str, inputs: dict[str, Any]) -> Created | None:

@@ -166,7 +166,7 @@ class LocalTarget(Target):
         try:
             read_token(path)
         except ValueError:
-            tmp = path.with_name(f".internal.token.{os.getpid()}.{secrets.token_hex(4)}")
+            tmp = path.with_name(f"internal.token.{os.getpid()}.{secrets.token_hex(4)}.tmp")
             write_text_atomic(tmp, secrets.token_hex(32) + "\n", mode=0o600)
             try:
                 os.link(tmp, path)  # create-if-absent: threads racing here agree on one token
@@ -202,6 +202,8 @@ class LocalTarget(Target):
         if not self.root.is_dir():
             return []
         swept = []
+        for partial in self.root.rglob("*.tmp"):  # every file mlplat writes here goes through a .tmp first;
+            partial.unlink(missing_ok=True)     # under the stack's lock nothing is writing one, so these are kills'
         for run_dir in self._run_dirs():
             if str(run_dir) in recorded:
                 continue
