@@ -173,13 +173,21 @@ def ref(address: str, output: str = "id") -> Ref:
 
 
 class ConcurrencyMeter:
-    """Counts creates in flight; `hold` keeps each create open for a few ms so overlaps can happen."""
+    """Counts creates in flight; `hold` keeps each create open for a few ms so overlaps can happen.
 
-    def __init__(self, *, hold_s: float = 0.005, until_overlap: int | None = None) -> None:
+    With `until_overlap=n` each create waits until n creates have been in flight at once, so a test can assert
+    that its concurrency limit is *reached* (max_active == n) without relying on timing. The wait is bounded: if
+    n never overlap (the engine serialised the steps), the first waiter gives up after `timeout_s`, no later
+    create waits, and max_active stays below n for the test to report.
+    """
+
+    def __init__(self, *, hold_s: float = 0.005, until_overlap: int | None = None, timeout_s: float = 10) -> None:
         self.active = 0
         self.max_active = 0
         self.hold_s = hold_s
         self.until_overlap = until_overlap
+        self.timeout_s = timeout_s
+        self.gave_up = False
         self._cond = threading.Condition()
 
     def __call__(self) -> None:
@@ -187,9 +195,12 @@ class ConcurrencyMeter:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
             self._cond.notify_all()
-            if self.until_overlap is not None:
-                # wait (bounded) until enough creates run at once: shows concurrency without relying on timing
-                self._cond.wait_for(lambda: self.max_active >= self.until_overlap, timeout=5)
+            if self.until_overlap is not None and not self.gave_up:
+                reached = self._cond.wait_for(lambda: self.max_active >= self.until_overlap or self.gave_up,
+                                              timeout=self.timeout_s)
+                if not reached:
+                    self.gave_up = True
+                    self._cond.notify_all()
         time.sleep(self.hold_s)
         with self._cond:
             self.active -= 1

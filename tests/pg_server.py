@@ -143,7 +143,9 @@ def started_server() -> PostgresServer:
     bin_dir = find_bin_dir()
     if bin_dir is None:
         _unavailable("no PostgreSQL server binaries (initdb, pg_ctl): install postgresql (.ci/run does)")
-    pytest.importorskip("psycopg", reason="psycopg is part of the test extra (mlplat[postgres])")
+    from conftest import require_module
+
+    require_module("psycopg", "psycopg is part of the test extra (mlplat[postgres])")
     run_as = _unprivileged_user()
     # as root, a dir the unprivileged user can reach (TMPDIR may be under a private home)
     root = Path(tempfile.mkdtemp(prefix="mlplat-pg-", dir="/tmp" if run_as else None))

@@ -18,10 +18,10 @@ import yaml
 from provisioner.api import Stack
 from provisioner.events import Event
 
-from conftest import STACKS, AwsAccount, run_mlplat
+from conftest import STACKS, AwsAccount, require_module, run_mlplat
 from contract_targets import aws_objects
 
-pytest.importorskip("boto3")
+require_module("boto3", "the aws extra is part of the test extra")
 
 
 @pytest.fixture

@@ -1,13 +1,18 @@
 """Two processes, one stack: exactly one applies; the other fails fast naming the holder, or waits with
---lock-timeout; a holder killed with -9 on another host is taken over once its lease expires."""
+--lock-timeout; a holder killed with -9 on another host is taken over once its lease expires.
+
+No test here races an apply's duration against the startup of another CLI process (slow on a loaded CI
+machine): a holder is parked mid-apply by a test plugin until the test releases it, and an expired lease is
+made by ageing the dead holder's heartbeat, not by sleeping through it."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
+import pwd
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,12 +45,78 @@ def start_apply(stack: Path, *extra: str, env: dict[str, str] | None = None) -> 
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
 
 
-def wait_for_lock(stack: Path, name: str, state_url: str | None = None, timeout: float = 20) -> None:
-    state = open_state(name, stack.parent, url=state_url)
-    deadline = time.monotonic() + timeout
-    while state.read_lock() is None:
-        assert time.monotonic() < deadline, "the first apply never took the lock"
+GATE_PLUGIN = """\
+\"\"\"Test plugin: parks the apply after its first step (the lock held, heartbeats going) until released.\"\"\"
+import os
+import time
+from pathlib import Path
+
+from provisioner.plugins import hookimpl
+
+GATE = Path(os.environ["MLPLAT_TEST_GATE"])
+parked = []
+
+
+@hookimpl
+def mlplat_on_event(event):
+    if event.kind != "step-done" or parked:
+        return
+    parked.append(event.address)
+    (GATE / "parked").write_text(event.address)
+    deadline = time.monotonic() + 120
+    while not (GATE / "release").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
+"""
+
+
+class Gate:
+    """Parks an apply started with `env` after its first step until `release()` (bounded: 120 s)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory / "gate"
+        self.dir.mkdir()
+        (self.dir / "mlplat_test_gate.py").write_text(GATE_PLUGIN)
+        self.env = {"MLPLAT_PLUGINS": "mlplat_test_gate", "MLPLAT_TEST_GATE": str(self.dir),
+                    "PYTHONPATH": os.pathsep.join(filter(None, [str(self.dir), os.environ.get("PYTHONPATH")]))}
+
+    def wait_parked(self, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not (self.dir / "parked").exists():
+            if proc.poll() is not None:
+                raise AssertionError(f"the apply ended ({proc.returncode}) before its first step was done:\n"
+                                     f"{proc.stderr.read() if proc.stderr else ''}")
+            assert time.monotonic() < deadline, "the apply never finished its first step"
+            time.sleep(0.02)
+
+    def release(self) -> None:
+        (self.dir / "release").touch()
+
+
+def read_stderr_until(proc: subprocess.Popen[str], text: str, timeout: float = 60) -> list[str]:
+    """Block until `proc` writes a line containing `text` to stderr; returns the lines, which keep arriving."""
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if text in line:
+                seen.set()
+        seen.set()  # end of output
+
+    threading.Thread(target=pump, daemon=True).start()
+    assert seen.wait(timeout) and any(text in line for line in lines), "".join(lines)
+    return lines
+
+
+def age_lock(stack: Path, name: str) -> None:
+    """As if the (dead) holder's lease ran out: its last heartbeat moved a lease and a minute into the past."""
+    state = open_state(name, stack.parent)
+    lock = state.read_lock()
+    assert lock is not None, "the lock is gone"
+    lock.heartbeat -= lock.lease + 60
+    assert state.write_lock(lock, replacing=lock.id)
     state.close()
 
 
@@ -54,37 +125,38 @@ def objects(directory: Path) -> list[dict]:
 
 
 def test_a_second_apply_fails_fast_naming_the_holder_then_waits_with_lock_timeout(tmp_path: Path) -> None:
-    stack = write_stack(tmp_path, volumes=8)
-    first = start_apply(stack, "--parallelism", "1")  # 8 x 300 ms
+    stack = write_stack(tmp_path, latency=20, volumes=8)
+    gate = Gate(tmp_path)
+    first = start_apply(stack, "--parallelism", "1", env=gate.env)
     try:
-        wait_for_lock(stack, "locky")
-        started = time.monotonic()
+        gate.wait_parked(first)  # one volume made, the lock held until the gate opens
+        # the holder stays parked until released: the second apply returning at all shows it did not wait
         second = run_mlplat("apply", "--yes", "-f", str(stack), cwd=tmp_path, check=False)
-        assert second.returncode == 1 and time.monotonic() - started < 5
-        assert f"locked by {os.environ.get('USER', 'unknown')}@" in second.stderr
+        assert second.returncode == 1
+        assert f"locked by {pwd.getpwuid(os.getuid()).pw_name}@" in second.stderr  # $USER may be unset
         assert f"pid {first.pid}, apply" in second.stderr and "Traceback" not in second.stderr
-        waited = run_mlplat("apply", "--yes", "-f", str(stack), "--lock-timeout", "60", cwd=tmp_path)
-        assert "waiting up to 60s for the lock" in waited.stderr
+        waiting = start_apply(stack, "--lock-timeout", "60")
+        lines = read_stderr_until(waiting, "waiting up to 60s for the lock")
+        gate.release()  # only now: the third apply is waiting
+        assert waiting.wait(timeout=60) == 0, "".join(lines)
     finally:
+        gate.release()
         assert first.wait(timeout=60) == 0, first.stderr.read() if first.stderr else ""
     assert len(objects(tmp_path)) == 8  # the waiting apply found nothing left to do
 
 
 def test_a_holder_killed_on_another_host_is_taken_over_when_its_lease_expires(tmp_path: Path) -> None:
-    stack = write_stack(tmp_path, latency=400)
-    lease = {"MLPLAT_LOCK_LEASE": "2"}
-    first = start_apply(stack, "--parallelism", "1", env={**lease, "MLPLAT_HOSTNAME": "ci-runner-7"})
-    wait_for_lock(stack, "locky")
-    time.sleep(0.5)  # mid-apply
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    refused = run_mlplat("apply", "--yes", "-f", str(stack), cwd=tmp_path, check=False, env=lease)
+    stack = write_stack(tmp_path, latency=20)
+    # mid-apply, SIGKILL: the second volume made, its done record not written, the lock left behind (60 s lease)
+    first = start_apply(stack, "--parallelism", "1",
+                        env={"MLPLAT_HOSTNAME": "ci-runner-7", "MLPLAT_CRASH_AT": "before-done:2"})
+    assert first.wait(timeout=60) == -9, first.stderr.read() if first.stderr else ""
+    refused = run_mlplat("apply", "--yes", "-f", str(stack), cwd=tmp_path, check=False)
     assert refused.returncode == 1 and "ci-runner-7" in refused.stderr  # another host: its pid proves nothing
-    started = time.monotonic()
-    resumed = run_mlplat("apply", "--yes", "-f", str(stack), "--lock-timeout", "30", cwd=tmp_path, env=lease)
+    age_lock(stack, "locky")  # the lease runs out (no heartbeat comes from a killed holder)
+    resumed = run_mlplat("apply", "--yes", "-f", str(stack), "--lock-timeout", "30", cwd=tmp_path)
     assert "took over the lock of" in resumed.stderr and "@ci-runner-7" in resumed.stderr
     assert "lease expired" in resumed.stderr
-    assert time.monotonic() - started < 15
     found = objects(tmp_path)
     assert len(found) == 6 and len({o["address"] for o in found}) == 6  # no duplicate, no orphan
     assert run_mlplat("preview", "--detailed-exitcode", "-f", str(stack), cwd=tmp_path, check=False).returncode == 0
@@ -92,15 +164,25 @@ def test_a_holder_killed_on_another_host_is_taken_over_when_its_lease_expires(tm
 
 def test_a_live_holder_keeps_renewing_its_lease(tmp_path: Path) -> None:
     """An apply longer than its lease is never taken over: its heartbeat renews the lease."""
-    stack = write_stack(tmp_path, latency=500, volumes=8)
-    lease = {"MLPLAT_LOCK_LEASE": "1", "MLPLAT_HOSTNAME": "elsewhere"}
-    first = start_apply(stack, "--parallelism", "1", env=lease)  # 8 x 500 ms: four leases long
+    stack = write_stack(tmp_path, latency=20, volumes=8)
+    lease = {"MLPLAT_LOCK_LEASE": "3", "MLPLAT_HOSTNAME": "elsewhere"}  # renewed every second
+    gate = Gate(tmp_path)
+    first = start_apply(stack, "--parallelism", "1", env={**lease, **gate.env})
     try:
-        wait_for_lock(stack, "locky")
-        for _ in range(3):
-            time.sleep(0.7)
-            other = run_mlplat("apply", "--yes", "-f", str(stack), cwd=tmp_path, check=False, env=lease)
-            assert other.returncode == 1 and "locked by" in other.stderr, other.stderr
+        gate.wait_parked(first)  # parked mid-apply for as long as the test needs: longer than its lease
+        state = open_state("locky", stack.parent)
+        deadline = time.monotonic() + 30
+        while True:  # until a heartbeat has carried the lock past the end of the lease it was taken with
+            lock = state.read_lock()
+            assert lock is not None and lock.pid == first.pid
+            if lock.heartbeat > lock.started + lock.lease:
+                break
+            assert time.monotonic() < deadline, f"no heartbeat renewed the lease: {lock}"
+            time.sleep(0.05)
+        state.close()
+        other = run_mlplat("apply", "--yes", "-f", str(stack), cwd=tmp_path, check=False, env=lease)
+        assert other.returncode == 1 and "locked by" in other.stderr, other.stderr
     finally:
+        gate.release()
         assert first.wait(timeout=60) == 0
     assert len(objects(tmp_path)) == 8

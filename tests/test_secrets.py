@@ -3,6 +3,7 @@ masked in every output, and only its hash reaches the router's files; the router
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.error
 import urllib.request
@@ -11,7 +12,10 @@ from typing import ClassVar
 
 import pytest
 
+from provisioner.errors import StateError
 from provisioner.plugins import hookimpl
+from provisioner.secrets import Secret
+from provisioner.state.codec import SEALED, StateCodec
 
 from conftest import run_mlplat
 
@@ -116,3 +120,44 @@ def test_a_key_hook_seals_secrets_without_a_passphrase(tmp_path: Path, monkeypat
     assert b"hook-sealed-value-1" not in b"".join(p.read_bytes() for p in tmp_path.rglob("*.db*"))
     assert open_state("kms", tmp_path).resources()["a.b.c"].inputs["token"] == "hook-sealed-value-1"
     assert KmsLikePlugin.calls and KmsLikePlugin.calls[0][0] == "kms"
+
+
+# -- the sealing itself: AES-GCM with a fresh nonce per value, and tampering refused -----------------------------
+SEALED_VALUE = "s3aled-Value-9f8e7d"
+
+
+def sealed_codec() -> StateCodec:
+    return StateCodec(lambda: bytes(range(32)))
+
+
+def sealed_raw(codec: StateCodec, value: str) -> bytes:
+    """nonce (12 bytes) + ciphertext + tag (16 bytes), as the state stores it (base64 in {"$sealed": "v1:..."})."""
+    version, _, token = json.loads(codec.dumps(Secret(value)))[SEALED].partition(":")
+    assert version == "v1"
+    return base64.b64decode(token)
+
+
+def as_sealed(raw: bytes) -> str:
+    return json.dumps({SEALED: "v1:" + base64.b64encode(raw).decode()})
+
+
+def test_sealing_the_same_secret_twice_uses_a_fresh_nonce_each_time() -> None:
+    codec = sealed_codec()
+    first, second = sealed_raw(codec, SEALED_VALUE), sealed_raw(codec, SEALED_VALUE)
+    assert len(first) == len(second) == 12 + len(SEALED_VALUE) + 16
+    assert first[:12] != second[:12], "a nonce was reused: AES-GCM with a repeated nonce leaks plaintext and key"
+    assert first[12:] != second[12:]
+    assert codec.loads(as_sealed(first)) == codec.loads(as_sealed(second)) == SEALED_VALUE
+
+
+@pytest.mark.parametrize("where", ["nonce", "body", "tag"])
+def test_a_sealed_secret_with_one_byte_flipped_is_refused(where: str) -> None:
+    codec = sealed_codec()
+    original = sealed_raw(codec, SEALED_VALUE)
+    assert codec.loads(as_sealed(original)) == SEALED_VALUE
+    raw = bytearray(original)
+    index = {"nonce": 5, "body": 12 + 3, "tag": len(raw) - 1}[where]
+    raw[index] ^= 0x01
+    with pytest.raises(StateError, match="a secret in the state cannot be opened") as caught:
+        codec.loads(as_sealed(bytes(raw)))
+    assert SEALED_VALUE not in f"{caught.value} {caught.value.hint}"

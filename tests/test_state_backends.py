@@ -7,14 +7,13 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from provisioner.errors import LockHeld, StateError
 from provisioner.secrets import Secret
-from provisioner.state.base import LockInfo, ResourceRecord
+from provisioner.state.base import LockInfo, ResourceRecord, StateBackend
 
 from state_backends import FACTORIES, BackendFactory
 
@@ -78,20 +77,30 @@ def test_a_live_holder_is_named_and_a_second_lock_refused(backend: BackendFactor
     assert backend.open().read_lock() is None
 
 
-def test_an_expired_lease_is_taken_over_and_a_renewing_holder_keeps_it(backend: BackendFactory) -> None:
+def test_an_expired_lease_is_taken_over_and_a_renewing_holder_keeps_it(backend: BackendFactory,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a fake lease clock: a loaded machine's stalls (a slow HTTP call to S3, a busy database) cannot expire
+    or keep a lease here, only the clock moved by the test can."""
+    now = [1_700_000_000.0]
+    monkeypatch.setattr(StateBackend, "clock", staticmethod(lambda: now[0]))
     state = backend.open()
-    holder = LockInfo("old", "apply", host="elsewhere", lease=0.5)
+    holder = LockInfo("old", "apply", host="elsewhere", started=now[0], heartbeat=now[0], lease=30)
     state.acquire_lock(holder)
     with pytest.raises(LockHeld):
         backend.open().acquire_lock(LockInfo("new", "apply"))
-    for _ in range(4):  # a live holder renews: never taken over
-        time.sleep(0.2)
+    for _ in range(4):  # a live holder renews: never taken over, though 80 s outlast its 30 s lease
+        now[0] += 20
         assert state.renew_lock(holder)
+        assert getattr(backend.open().read_lock(), "heartbeat", None) == now[0]
         with pytest.raises(LockHeld):
             backend.open().acquire_lock(LockInfo("new", "apply"))
-    time.sleep(0.7)  # heartbeats stop
+    now[0] += 29  # heartbeats stop: still within the lease
+    with pytest.raises(LockHeld):
+        backend.open().acquire_lock(LockInfo("new", "apply"))
+    now[0] += 2  # now past it
     previous = backend.open().acquire_lock(LockInfo("new", "apply"))
-    assert previous is not None and previous.id == "old" and "lease expired" in (previous.gone_because() or "")
+    assert previous is not None and previous.id == "old"
+    assert "lease expired 1s ago" in (previous.gone_because(now[0]) or "")
     assert not state.renew_lock(holder)  # the old holder learns it lost the lock
 
 
@@ -104,14 +113,18 @@ def test_a_dead_process_on_this_host_loses_its_lock_at_once(backend: BackendFact
 
 
 def test_lock_timeout_waits_for_the_holder_to_finish(backend: BackendFactory) -> None:
-    state = backend.open()
+    state, second = backend.open(), backend.open()
     state.acquire_lock(LockInfo("first", "apply"))
-    threading.Timer(0.6, state.release_lock, args=("first",)).start()
     waited: list[str] = []
-    started = time.monotonic()
-    assert backend.open().acquire_lock(LockInfo("second", "apply"), timeout=10,
-                                       waiting=lambda h: waited.append(h.id)) is None
-    assert waited == ["first"] and 0.5 < time.monotonic() - started < 5
+
+    def waiting(holder: LockInfo) -> None:  # told once it found the lock held: only then does the holder finish
+        waited.append(holder.id)
+        threading.Timer(0.3, state.release_lock, args=("first",)).start()
+
+    # None: it got the lock free (released), not taken over; a deadline, not a sleep, bounds the wait
+    assert second.acquire_lock(LockInfo("second", "apply"), timeout=60, waiting=waiting) is None
+    assert waited == ["first"]
+    assert getattr(backend.open().read_lock(), "id", None) == "second"
 
 
 def test_a_process_that_lost_its_lock_writes_no_more_journal(backend: BackendFactory) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.api import Stack
+from provisioner.apply import ApplyOptions
 from provisioner.events import Event
 
 STACK = """\
@@ -21,16 +22,24 @@ storage:
 """
 
 
-def max_in_flight(tmp_path: Path, limit: str) -> int:
+def max_in_flight(tmp_path: Path, limit: str, overlap: int) -> int:
+    """The most steps in flight at once. Each step (its step-start listener runs in the step's worker, inside its
+    concurrency slot) waits until `overlap` steps have been in flight at once, so a test can assert that a limit is
+    reached without relying on timing; if they never overlap the first waiter gives up (bounded) and no later
+    step waits, leaving the peak below `overlap`."""
     storage = "\n".join(f"  - {{name: s{i}}}" for i in range(12))
     (tmp_path / "stack.yaml").write_text(STACK.format(limit=limit, storage=storage))
-    lock, current, peak = threading.Lock(), [0], [0]
+    cond, current, peak, gave_up = threading.Condition(), [0], [0], [False]
 
     def on_event(event: Event) -> None:
-        with lock:
+        with cond:
             if event.kind == "step-start":
                 current[0] += 1
                 peak[0] = max(peak[0], current[0])
+                cond.notify_all()
+                if not gave_up[0] and not cond.wait_for(lambda: peak[0] >= overlap or gave_up[0], timeout=10):
+                    gave_up[0] = True
+                    cond.notify_all()
             elif event.kind in ("step-done", "step-failed"):
                 current[0] -= 1
 
@@ -41,8 +50,9 @@ def max_in_flight(tmp_path: Path, limit: str) -> int:
 
 @pytest.mark.parametrize("limit", [1, 3])
 def test_declared_max_concurrency_caps_steps_in_flight(tmp_path: Path, limit: int) -> None:
-    assert max_in_flight(tmp_path, f", max_concurrency: {limit}") <= limit
+    assert max_in_flight(tmp_path, f", max_concurrency: {limit}", overlap=limit) == limit  # reached, not exceeded
 
 
 def test_without_a_limit_steps_run_in_parallel(tmp_path: Path) -> None:
-    assert max_in_flight(tmp_path, "") > 1
+    parallelism = ApplyOptions().parallelism  # the apply's own bound (12 steps are ready at once)
+    assert max_in_flight(tmp_path, "", overlap=parallelism) == parallelism
