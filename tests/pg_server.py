@@ -134,7 +134,9 @@ def _unprivileged_user() -> str | None:
 
 def _unavailable(why: str) -> None:
     """Skip on a developer machine; in CI the postgres tests (the kill matrix among them) must run."""
-    if os.environ.get("CI"):
+    from conftest import in_ci
+
+    if in_ci():
         pytest.fail(f"CI must run the PostgreSQL tests: {why}")
     pytest.skip(why)
 

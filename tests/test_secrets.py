@@ -161,3 +161,8 @@ def test_a_sealed_secret_with_one_byte_flipped_is_refused(where: str) -> None:
     with pytest.raises(StateError, match="a secret in the state cannot be opened") as caught:
         codec.loads(as_sealed(bytes(raw)))
     assert SEALED_VALUE not in f"{caught.value} {caught.value.hint}"
+
+
+def test_a_sealed_secret_whose_text_is_not_base64_is_a_clear_error() -> None:
+    with pytest.raises(StateError, match="a secret in the state is damaged"):
+        sealed_codec().loads(json.dumps({SEALED: "v1:not*base64!"}))

@@ -58,7 +58,10 @@ class StateCodec:
                 version, _, token = str(value[SEALED]).partition(":")
                 if version != "v1":
                     raise StateError(f"a secret in the state is sealed with an unknown scheme {version!r}")
-                raw = base64.b64decode(token)
+                try:
+                    raw = base64.b64decode(token, validate=True)
+                except ValueError:  # binascii.Error: the sealed text itself was damaged
+                    raise StateError("a secret in the state is damaged (its sealed text is not base64)") from None
                 try:
                     return Secret(self._cipher().decrypt(raw[:12], raw[12:], None).decode())
                 except Exception as err:  # cryptography's InvalidTag: wrong key or tampered state
