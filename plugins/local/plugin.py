@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import TYPE_CHECKING
 
 from provisioner.graph import Resource
@@ -34,7 +33,9 @@ def mlplat_validate(platform: Platform) -> list[Finding]:
         if settings.get("type", name) != "local" or serving.auth == "key":
             continue
         host = str(settings.get("host", "127.0.0.1"))
-        if not _is_loopback(host):
+        from mlplat_plugins.local.runtime.processes import is_loopback  # http.server: only when needed
+
+        if not is_loopback(host):
             findings.append(Finding(
                 f"endpoint {serving.name!r} would listen on {host} without authentication; without auth the "
                 f"local target serves loopback only (set auth: key, or remove targets.{name}.host)",
@@ -42,10 +43,3 @@ def mlplat_validate(platform: Platform) -> list[Finding]:
     return findings
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -114,6 +114,18 @@ def read_token(path: Path) -> str:
     return token
 
 
+def is_loopback(host: str) -> bool:
+    """An address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a runtime server: the allow-listed variables of ours, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if k in ENV_ALLOWED or k.startswith(ENV_ALLOWED_PREFIXES)}

@@ -47,7 +47,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .processes import INTERNAL_HEADER, BaseHandler, HTTPError, RuntimeServer, block_signals, read_token, serve
+from .processes import (
+    INTERNAL_HEADER,
+    BaseHandler,
+    HTTPError,
+    RuntimeServer,
+    block_signals,
+    is_loopback,
+    read_token,
+    serve,
+)
 
 MODES = ("split", "shadow")
 MIRROR_WORKERS = 4
@@ -269,17 +278,6 @@ class MirrorJob:
     headers: dict[str, str]
 
 
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class RouterServer(RuntimeServer):
     def __init__(self, address: tuple[str, int], config_path: Path, quiet: bool,
                  internal_token: str | None = None) -> None:
@@ -307,7 +305,7 @@ class RouterServer(RuntimeServer):
             pool = self._pools.get(key)
             if pool is None:
                 pool = self._pools[key] = Pool(host, port, config["timeout_s"])
-            routes.append(Route(r["path"], r["url"], r["weight"], parts.path.rstrip("/"), pool, _is_loopback(host)))
+            routes.append(Route(r["path"], r["url"], r["weight"], parts.path.rstrip("/"), pool, is_loopback(host)))
         primaries = tuple(r for r in routes if r.weight > 0)
         edges, total = [], 0.0
         for r in primaries:
