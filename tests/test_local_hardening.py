@@ -93,6 +93,17 @@ def test_destroy_stops_a_server_no_record_names(stack: Path) -> None:
     assert "leftover" in proc.stderr and str(orphan.pid) in proc.stderr
 
 
+def test_the_sweep_never_touches_what_a_volume_holds(stack: Path) -> None:
+    apply(stack)
+    volume = stack.parent / ".mlplat" / "quickstart" / "local" / "volumes" / "shared"
+    kept = [volume / "checkpoint.tmp", volume / ".upload.123.456.tmp", volume / "runs" / "empty"]
+    kept[2].mkdir(parents=True)
+    for path in kept[:2]:
+        path.write_text("the user's")
+    assert "No changes" in apply(stack).stdout  # every apply sweeps
+    assert all(path.exists() for path in kept)
+
+
 # -- 3. the internal token -------------------------------------------------------------------------------------
 def test_model_servers_listen_on_loopback_and_answer_only_the_router(stack: Path) -> None:
     text = stack.read_text().replace("target: local\n", "target: local\ntargets:\n  local: {host: 0.0.0.0}\n")

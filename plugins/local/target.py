@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from pathlib import Path
 
@@ -160,13 +161,13 @@ class LocalTarget(Target):
         import os
         import secrets
 
-        from mlplat_plugins.local.runtime.processes import read_token, write_text_atomic
+        from mlplat_plugins.local.runtime.processes import partial_write_name, read_token, write_text_atomic
 
         path = self.root / "internal.token"
         try:
             read_token(path)
         except ValueError:
-            tmp = path.with_name(f"internal.token.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+            tmp = partial_write_name(path)
             write_text_atomic(tmp, secrets.token_hex(32) + "\n", mode=0o600)
             try:
                 os.link(tmp, path)  # create-if-absent: threads racing here agree on one token
@@ -195,15 +196,17 @@ class LocalTarget(Target):
 
     def sweep(self, recorded: frozenset[str]) -> list[str]:
         """Stop servers and remove directories under this target's root that no record names (what a crash
-        left between a step's start and its journal entry), then empty directories; with nothing recorded,
-        the internal token and the root too. Returns what was removed."""
+        left between a step's start and its journal entry), half-written files, then empty directories; with
+        nothing recorded, the internal token and the root too. Returns what was removed.
+
+        A recorded directory that holds no other recorded one (a volume, an image repository, a model version,
+        a server's run directory) is a resource's content, the user's data among it: the sweep never enters it."""
         from mlplat_plugins.local.providers import MARKER, owner_of, stop_server
+        from mlplat_plugins.local.runtime.processes import is_partial_write
 
         if not self.root.is_dir():
             return []
         swept = []
-        for partial in self.root.rglob("*.tmp"):  # every file mlplat writes here goes through a .tmp first;
-            partial.unlink(missing_ok=True)     # under the stack's lock nothing is writing one, so these are kills'
         for run_dir in self._run_dirs():
             if str(run_dir) in recorded:
                 continue
@@ -211,11 +214,19 @@ class LocalTarget(Target):
             owner = owner_of(run_dir) or "no resource"
             swept.append(f"{run_dir} ({owner}{f', stopped pid {pid}' if pid else ''})")
             shutil.rmtree(run_dir, ignore_errors=True)
-        for directory in sorted((d for d in self.root.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)):
-            if str(directory) in recorded:
+        containers = {str(parent) for rid in recorded for parent in Path(rid).parents}
+        contents = {rid for rid in recorded if rid not in containers}
+        visited = []
+        for top, dirs, files in os.walk(self.root):
+            dirs[:] = [d for d in dirs if os.path.join(top, d) not in contents]  # never enter a resource
+            visited.append((Path(top), files))
+        for directory, files in reversed(visited):  # deepest first, so a parent emptied here goes too
+            for name in files:
+                if is_partial_write(name):  # under the stack's lock nothing is writing one: a kill left it
+                    (directory / name).unlink(missing_ok=True)
+            if str(directory) in recorded or directory == self.root:
                 continue
-            contents = {c.name for c in directory.iterdir()}
-            if contents == {MARKER}:  # made by a create that never finished: nothing in it but our mark
+            if {c.name for c in directory.iterdir()} == {MARKER}:  # a create that never got past its mark
                 swept.append(f"{directory} ({owner_of(directory) or 'unfinished'})")
                 (directory / MARKER).unlink(missing_ok=True)
             with contextlib.suppress(OSError):

@@ -20,6 +20,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import socketserver
@@ -71,12 +72,22 @@ class ProcessInfo:
         return f"http://{host}:{self.port}"
 
 
+def partial_write_name(path: Path) -> Path:
+    """Where :func:`write_text_atomic` writes `path`'s content before the rename (unique per thread)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def is_partial_write(name: str) -> bool:
+    """A file name :func:`partial_write_name` makes: what a kill mid-write leaves behind."""
+    return re.fullmatch(r"\..+\.\d+\.\d+\.tmp", name) is not None
+
+
 def write_text_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
     """Write a file so readers (and a reader after a crash or power loss) see the old or the new content,
     never a partial or empty one: temp file, fsync, rename, fsync of the directory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = partial_write_name(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
