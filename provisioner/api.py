@@ -12,18 +12,20 @@ from typing import Any
 
 from provisioner import plugins, spec
 from provisioner.apply import Applier, ApplyOptions, ApplyResult
-from provisioner.errors import MlplatError, PlanError, ProviderError, SpecError, StateError
+from provisioner.errors import MlplatError, PlanError, SpecError, StateError
 from provisioner.events import Event
 from provisioner.graph import Ref, Resource, from_json, resolve, to_json
+from provisioner.operations import CallGates
 from provisioner.plan import Plan, input_drift, make_destroy_plan, make_plan
-from provisioner.provider import Observed, ResourceProvider
-from provisioner.recovery import recover
+from provisioner.provider import Observed, ResourceProvider, mark_secret_outputs, observed_inputs
+from provisioner.recovery import Recovery
 from provisioner.secrets import contains_secret
 from provisioner.spec.loader import Loc
 from provisioner.spec.model import Component, component_kind
 from provisioner.state import LockInfo, ResourceRecord, StateBackend, open_state
 from provisioner.state.lease import LeaseKeeper
 from provisioner.target import LowerContext, Target, TargetContext
+from provisioner.timeouts import Timeouts
 
 Listener = Callable[[Event], None]
 
@@ -42,6 +44,7 @@ class Stack:
         self._state_url = state_url
         self._listeners = list(listeners or [])
         self._targets: dict[str, Target] | None = None
+        self._timeouts: dict[str, Timeouts] = {}
         self._providers: dict[tuple[str, str], ResourceProvider] = {}
         self._state: StateBackend | None = None
         self._lowered: tuple[dict[str, Resource], dict[str, Any]] | None = None
@@ -76,6 +79,12 @@ class Stack:
         for name, loc in used.items():
             settings = dict(self.platform.targets.get(name) or {})
             type_name = settings.pop("type", name)
+            try:  # `timeouts:` is the engine's, on every target
+                self._timeouts[name] = Timeouts.model_validate(settings.pop("timeouts", None) or {})
+            except Exception as err:
+                if type(err).__name__ != "ValidationError":
+                    raise
+                problems.extend(self.loaded.describe(err, ("targets", name, "timeouts"), Timeouts))
             target_type = types.get(type_name)
             if target_type is None:
                 known = ", ".join(sorted(types)) or "none"
@@ -195,13 +204,18 @@ class Stack:
             info = LockInfo(self._lock_id, operation)
 
             def waiting(holder: LockInfo) -> None:
-                self.emit(Event("warning", message=f"waiting up to {self.lock_timeout:.0f}s for the lock held by "
-                                                   f"{holder.describe()}"))
+                if self.lock_timeout >= holder.lease or not holder.lease_expired(self.state.clock()):
+                    message = f"waiting up to {self.lock_timeout:.0f}s for the lock held by {holder.describe()}"
+                else:  # acquire_lock watches one lease for a heartbeat before taking a lock over
+                    message = (f"the lock held by {holder.describe()} looks expired: watching for a heartbeat "
+                               f"for up to {holder.lease:.0f}s before taking it over")
+                self.emit(Event("warning", message=message))
 
             previous = self.state.acquire_lock(info, timeout=self.lock_timeout, waiting=waiting)
             if previous is not None:
-                self.emit(Event("warning", message=f"took over the lock of {previous.describe()}: "
-                                                   f"{previous.gone_because() or 'that process is gone'}"))
+                reason = self.state.took_over_because or previous.gone_because() or "that process is gone"
+                self.emit(Event("warning", message=f"took over the lock of {previous.describe()}: {reason}"))
+            self.state.fence, self.state.lost_lock = self._lock_id, None  # every state write checks the lock
             self._lease = LeaseKeeper(self.state, info, self.emit)
         self._lock_depth += 1
         try:
@@ -212,24 +226,42 @@ class Stack:
                 if self._lease is not None:
                     self._lease.stop()
                     self._lease = None
+                self.state.fence = None
                 self.state.release_lock(self._lock_id)
+
+    def timeout_for(self, target: str, kind: str, op: str) -> float | None:
+        """Seconds a `kind` operation may wait on `target`, from the target's `timeouts:` (None: not set)."""
+        if self._targets is None:
+            _ = self.targets  # parses each target's settings, timeouts included
+        timeouts = self._timeouts.get(target)
+        return timeouts.seconds(kind, op) if timeouts is not None else None
+
+    def gates(self, options: ApplyOptions | None = None) -> CallGates:
+        """The call limits of a command that is not an apply (refresh, recovery): the targets' declared ones."""
+        options = options or self._options_for(None)
+        return CallGates(parallelism=options.parallelism, per_target=options.per_target,
+                         per_second=options.per_second, retry=options.retry,
+                         on_retry=lambda address, op, message: self.emit(Event("step-retry", address, op, message)))
 
     def recover(self) -> int:
         """Resolve journal entries a crashed apply left pending (needs the lock)."""
         if not self.state.pending():
             return 0
         with self.locked("recover"):
-            return recover(self.state, self.provider_for, self.emit)
+            return Recovery(self.state, self.provider_for, self.gates(), self.emit, self.timeout_for).run()
 
     def observe(self, records: dict[str, ResourceRecord]) -> dict[str, Observed | None]:
-        """`read` every recorded resource, in parallel (cloud reads are slow)."""
+        """`read` every recorded resource, in parallel (cloud reads are slow), through each target's limits and
+        retries (a throttled read is retried, not fatal); write-only inputs are taken from the records."""
+        gates = self.gates()
+
         def read(record: ResourceRecord) -> tuple[str, Observed | None]:
-            try:
-                return record.address, self.provider_for(record.target, record.kind).read(record.id, record.inputs)
-            except MlplatError:
-                raise
-            except Exception as err:
-                raise ProviderError(record.address, f"read failed: {err}") from err
+            provider = self.provider_for(record.target, record.kind)
+            seen = gates(record.target).call(record.address, "read", lambda: provider.read(record.id, record.inputs))
+            if seen is not None:
+                seen = Observed(observed_inputs(provider, record.inputs, seen.inputs),
+                                mark_secret_outputs(provider, seen.outputs))
+            return record.address, seen
 
         if not records:
             return {}
@@ -246,8 +278,9 @@ class Stack:
         else:
             self.validate()
             desired, outputs = self.lower()
-            if any(contains_secret(r.inputs) for r in desired.values()):
-                self.state.codec.require_key()  # refuse now, not half-way through an apply
+            if any(contains_secret(r.inputs) or self.provider_for(r.target, r.kind).secret_outputs
+                   for r in desired.values()):
+                self.state.codec.require_key()  # refuse now, not after the cloud call returned a secret
             refreshed = self.observe(records) if refresh else None
             plan = make_plan(desired, records, self.provider_for, stack=self.name, lineage=meta.lineage,
                              serial=meta.serial, refreshed=refreshed, outputs=outputs)
@@ -319,14 +352,20 @@ class Stack:
                 break
         return None
 
-    def _options_for(self, plan: Plan) -> ApplyOptions:
-        """Each target's declared concurrency limit caps the apply's parallelism on that target."""
+    def _options_for(self, plan: Plan | None) -> ApplyOptions:
+        """Each target's declared limits (calls in flight, calls per second) cap the command's on that target."""
         limits = dict(self.options.per_target)
-        for name in {c.target for c in plan.changes}:
-            cap = self.targets[name].capabilities().max_concurrency if name in self.targets else None
-            if cap is not None:
-                limits[name] = min(cap, limits.get(name, cap))
-        return replace(self.options, per_target=limits)
+        rates = dict(self.options.per_second)
+        names = {c.target for c in plan.changes} if plan is not None else set(self.targets)
+        for name in names:
+            if name not in self.targets:
+                continue
+            caps = self.targets[name].capabilities()
+            if caps.max_concurrency is not None:
+                limits[name] = min(caps.max_concurrency, limits.get(name, caps.max_concurrency))
+            if caps.max_calls_per_s is not None:
+                rates[name] = min(caps.max_calls_per_s, rates.get(name, caps.max_calls_per_s))
+        return replace(self.options, per_target=limits, per_second=rates, timeout_for=self.timeout_for)
 
     def _record_drift(self, plan: Plan) -> None:
         """Unchanged resources whose refresh found drift (or a resource gone) get the observed truth recorded."""

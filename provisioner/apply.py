@@ -1,47 +1,44 @@
-"""Apply: walk the plan's DAG with bounded concurrency per target, retry transient failures, journal each step
-before and after its provider call (so a crash anywhere is recoverable), and emit events."""
+"""Apply: walk the plan's DAG, journal each step before and after its provider call (so a crash anywhere is
+recoverable), and emit events. Provider calls go through their target's gate (`operations.TargetCalls`):
+concurrency and rate limits, retries of transient failures. Ctrl-C stops starting steps, stops waiting, and
+leaves the steps in flight journalled for the next apply to resume."""
 
 from __future__ import annotations
 
 import queue
-import random
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from provisioner import progress
-from provisioner.errors import MlplatError, PlanError, ProviderError, RetryableError
+from provisioner.errors import LockHeld, MlplatError, PlanError, ProviderError
 from provisioner.events import Event
 from provisioner.graph import UNKNOWN, Ref, resolve, topological_order
+from provisioner.operations import CallGates, Interrupted, RetryPolicy, StepContext
 from provisioner.plan import Change, Plan
-from provisioner.provider import ResourceProvider
+from provisioner.provider import ResourceProvider, mark_secret_outputs
 from provisioner.state.base import ResourceRecord, StateBackend
+
+__all__ = ["Applier", "ApplyFailed", "ApplyOptions", "ApplyResult", "RetryPolicy", "build_steps"]
 
 ProviderFor = Callable[[str, str], ResourceProvider]
 Emit = Callable[[Event], None]
-
-
-@dataclass
-class RetryPolicy:
-    attempts: int = 6
-    base_delay: float = 0.5
-    max_delay: float = 30.0
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.max_delay)
-        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** attempt))  # full jitter
+#: (target, kind, operation) -> seconds its cloud operation may take; None = the provider's default
+TimeoutFor = Callable[[str, str, str], float | None]
+#: seconds Ctrl-C waits for steps in flight to finish or stop before the apply exits
+INTERRUPT_GRACE = 1.5
 
 
 @dataclass
 class ApplyOptions:
     parallelism: int = 10
-    per_target: dict[str, int] = field(default_factory=dict)  # target name -> max concurrent steps
+    per_target: dict[str, int] = field(default_factory=dict)  # target name -> max provider calls in flight
+    per_second: dict[str, float] = field(default_factory=dict)  # target name -> max provider calls started per s
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout_for: TimeoutFor | None = None
 
 
 class ApplyFailed(MlplatError):
@@ -84,11 +81,14 @@ def build_steps(plan: Plan) -> dict[str, Step]:
             forward[c.address] = _add(steps, f"create:{c.address}", "create", c)
             removal[c.address] = _add(steps, f"delete-deposed:{c.address}", "delete-deposed", c)
             steps[removal[c.address]].waits_for.add(forward[c.address])
-        elif c.action == "replace":
+        elif c.action == "replace" and c.recreate_in_place:  # one create call replaces the object by name
+            forward[c.address] = _add(steps, f"create:{c.address}", "create", c)
+        elif c.action == "replace":  # destroy-first: the delete step takes the deposed objects too
             removal[c.address] = _add(steps, f"delete:{c.address}", "delete", c)
             forward[c.address] = _add(steps, f"create:{c.address}", "create", c)
             steps[forward[c.address]].waits_for.add(removal[c.address])
-        if c.deposed and c.action in ("noop", "update"):  # left over by an interrupted blue/green replace
+        if c.deposed and (c.action in ("noop", "update", "create") or c.recreate_in_place):
+            # left over by an interrupted blue/green replace: deleted once the current object is in place
             removal[c.address] = _add(steps, f"delete-deposed:{c.address}", "delete-deposed", c)
             if c.address in forward:  # both steps rewrite this resource's record: one after the other
                 steps[removal[c.address]].waits_for.add(forward[c.address])
@@ -129,12 +129,15 @@ def _add(steps: dict[str, Step], key: str, op: str, change: Change) -> str:
 
 class Applier:
     def __init__(self, state: StateBackend, provider_for: ProviderFor, emit: Emit,
-                 options: ApplyOptions | None = None) -> None:
+                 options: ApplyOptions | None = None, *, stop: threading.Event | None = None) -> None:
         self.state, self.provider_for, self.emit = state, provider_for, emit
         self.options = options or ApplyOptions()
         self.apply_id = uuid.uuid4().hex[:12]
+        self.stop = stop or threading.Event()
+        self.gates = CallGates(parallelism=self.options.parallelism, per_target=self.options.per_target,
+                               per_second=self.options.per_second, retry=self.options.retry, stop=self.stop,
+                               on_retry=lambda address, op, message: emit(Event("step-retry", address, op, message)))
         self._records_lock = threading.Lock()
-        self._semaphores: dict[str, threading.Semaphore] = {}
 
     def run(self, plan: Plan) -> ApplyResult:
         started = time.perf_counter()
@@ -150,25 +153,38 @@ class Applier:
         skipped: set[str] = set()
         done = 0
         finished: queue.SimpleQueue[tuple[str, BaseException | None]] = queue.SimpleQueue()
+        work: queue.SimpleQueue[str | None] = queue.SimpleQueue()
 
-        def run(key: str) -> None:
-            try:
-                self._run_step(steps[key])
-            except BaseException as err:
-                finished.put((key, err))
-            else:
-                finished.put((key, None))
+        def worker() -> None:
+            while (key := work.get()) is not None:
+                try:
+                    self._run_step(steps[key])
+                except BaseException as err:
+                    finished.put((key, err))
+                else:
+                    finished.put((key, None))
 
-        # Completions arrive on a queue: waiting on a set of futures would cost O(running) per completion.
-        with ThreadPoolExecutor(max_workers=max(1, self.options.parallelism), thread_name_prefix="mlplat") as pool:
-            running = 0
+        # Daemon workers, fed by a queue: Ctrl-C must not wait for a cloud call that does not return, and
+        # completions arrive on a queue (waiting on a set of futures would cost O(running) per completion).
+        workers = [threading.Thread(target=worker, name=f"mlplat-{i}", daemon=True)
+                   for i in range(max(1, min(self.options.parallelism, len(steps))))]
+        for thread in workers:
+            thread.start()
+        running = 0
+        try:
             while ready or running:
+                if self.stop.is_set():
+                    ready = []
                 for key in ready:
-                    pool.submit(run, key)
+                    work.put(key)
                 running += len(ready)
                 ready = []
+                if not running:
+                    break
                 key, err = finished.get()
                 running -= 1
+                if isinstance(err, Interrupted):
+                    continue
                 if err is not None:
                     errors.append(str(err) if isinstance(err, MlplatError) else f"{key}: {err!r}")
                     self._skip_dependents(key, dependents, skipped, steps)
@@ -178,11 +194,37 @@ class Applier:
                     remaining[nxt] -= 1
                     if remaining[nxt] == 0 and nxt not in skipped:
                         ready.append(nxt)
+        except KeyboardInterrupt:
+            self.stop.set()
+            done += self._drain(finished, running)
+            raise Interrupted(f"interrupted: {done} of {len(steps)} step(s) done and recorded; steps in flight "
+                              "stay journalled", hint="run apply again: it resumes what was in flight "
+                                                      "(cloud operations already started are waited on, not "
+                                                      "started again)") from None
+        finally:
+            for _ in workers:
+                work.put(None)
+        if self.stop.is_set() and done != len(steps):
+            raise Interrupted(f"interrupted: {done} of {len(steps)} step(s) done", hint="run apply again")
         if errors:
             raise ApplyFailed(errors, done, [steps[k].change.address for k in skipped])
         if done != len(steps):
             raise PlanError(f"apply stopped after {done} of {len(steps)} steps")
         return ApplyResult(done, self.records, time.perf_counter() - started)
+
+    @staticmethod
+    def _drain(finished: queue.SimpleQueue[tuple[str, BaseException | None]], running: int) -> int:
+        """After Ctrl-C: give the steps in flight a moment to finish or stop waiting; count those done."""
+        deadline = time.monotonic() + INTERRUPT_GRACE
+        done = 0
+        while running:
+            try:
+                _, err = finished.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            running -= 1
+            done += err is None
+        return done
 
     def _skip_dependents(self, key: str, dependents: dict[str, list[str]], skipped: set[str],
                          steps: dict[str, Step]) -> None:
@@ -197,28 +239,25 @@ class Applier:
     # -- one step ---------------------------------------------------------------------------------------------
     def _run_step(self, step: Step) -> None:
         change = step.change
-        sem = self._semaphore(change.target)
-        with sem:
-            started = time.perf_counter()
-            self.emit(Event("step-start", change.address, step.op))
-            progress.bind(lambda message, data: self.emit(
-                Event("progress", change.address, step.op, message, time.perf_counter() - started, data)))
-            try:
-                getattr(self, "_" + step.op.replace("-", "_"))(change)
-            except Exception as err:
-                self.emit(Event("step-failed", change.address, step.op, str(err),
-                                elapsed=time.perf_counter() - started))
-                raise
-            finally:
-                progress.bind(None)
-            self.emit(Event("step-done", change.address, step.op, elapsed=time.perf_counter() - started))
-
-    def _semaphore(self, target: str) -> threading.Semaphore:
-        sem = self._semaphores.get(target)
-        if sem is None:
-            limit = self.options.per_target.get(target, self.options.parallelism)
-            sem = self._semaphores.setdefault(target, threading.Semaphore(max(1, limit)))
-        return sem
+        if self.stop.is_set():
+            raise Interrupted("interrupted")
+        started = time.perf_counter()
+        self.emit(Event("step-start", change.address, step.op))
+        progress.bind(lambda message, data: self.emit(
+            Event("progress", change.address, step.op, message, time.perf_counter() - started, data)))
+        try:
+            getattr(self, "_" + step.op.replace("-", "_"))(change)
+        except Interrupted as err:
+            self.emit(Event("step-interrupted", change.address, step.op, str(err),
+                            elapsed=time.perf_counter() - started))
+            raise
+        except Exception as err:
+            self.emit(Event("step-failed", change.address, step.op, str(err),
+                            elapsed=time.perf_counter() - started))
+            raise
+        finally:
+            progress.bind(None)
+        self.emit(Event("step-done", change.address, step.op, elapsed=time.perf_counter() - started))
 
     def _resolved_inputs(self, change: Change) -> dict[str, Any]:
         def lookup(ref: Ref) -> Any:
@@ -232,19 +271,55 @@ class Applier:
 
         return resolve(change.after or {}, lookup)
 
+    def _context(self, record: ResourceRecord, op: str, token: str, seq: int, **values: Any) -> StepContext:
+        provider = self.provider_for(record.target, record.kind)
+        timeout = self.options.timeout_for(record.target, record.kind, op) if self.options.timeout_for else None
+        if timeout is None:
+            timeout = provider.timeouts.get(op)
+        return StepContext(record.address, op, token, timeout=timeout, calls=self.gates(record.target),
+                           on_checkpoint=lambda operation: self.state.journal_checkpoint(seq, operation), **values)
+
     def _create(self, change: Change) -> None:
         inputs = self._resolved_inputs(change)
         provider = self.provider_for(change.target, change.kind)
         with self._records_lock:
             old = self.records.get(change.address)
-        deposed = [*old.deposed, old.id] if old is not None and change.action == "replace" else []
+        in_place = change.recreate_in_place and old is not None
+        if old is None:
+            deposed: list[str] = []
+        elif change.action == "replace" and not in_place:
+            deposed = [*old.deposed, old.id]  # create-before-destroy: the old object waits for delete-deposed
+        else:  # re-create of an object deleted out of band, or an in-place recreate: same deposed as before
+            deposed = list(old.deposed)
         record = ResourceRecord(change.address, change.kind, change.target, "", inputs,
                                 depends_on=list(change.depends_on), deposed=deposed)
-        seq = self.state.journal_pending(self.apply_id, "create", record)
-        created = self._call(change.address, "create", seq, lambda: provider.create(change.address, inputs))
-        record.id, record.outputs = created.id, created.outputs
-        self.state.journal_done(seq, put=record)
+        token = uuid.uuid4().hex
+        seq = self.state.journal_pending(self.apply_id, "create", record, token=token)
+        ctx = self._context(record, "create", token, seq, exclude=frozenset(deposed),
+                            replacing=old.id if in_place and old is not None else None)
+        created = self._call(ctx, seq, lambda: provider.create(change.address, inputs, ctx))
+        record.id, record.outputs = created.id, mark_secret_outputs(provider, created.outputs)
+        record.deposed = [d for d in deposed if d != created.id]  # a name-keyed cloud answered with the same object
+        self._close(seq, provider, record, ctx)
         self._remember(record)
+
+    def _close(self, seq: int, provider: ResourceProvider, record: ResourceRecord, ctx: StepContext) -> None:
+        """Journal a create as done. If another process took the lock over meanwhile (this one was paused past
+        its lease), the write is refused: delete the object just made unless the state now names it, so the
+        takeover's plan (which never saw it) does not leave it orphaned."""
+        try:
+            self.state.journal_done(seq, put=record)
+        except LockHeld:
+            recorded = {i for r in self.state.resources().values() for i in (r.id, *r.deposed)}
+            if record.id not in recorded and record.id not in ctx.exclude and ctx.replacing is None:
+                try:
+                    provider.delete(record.id, record.inputs, ctx)
+                    self.emit(Event("warning", record.address, "create",
+                                    f"lost the lock: deleted {record.id}, which no state records"))
+                except Exception as err:
+                    self.emit(Event("warning", record.address, "create",
+                                    f"lost the lock: could not delete {record.id}, which no state records: {err}"))
+            raise
 
     def _update(self, change: Change) -> None:
         inputs = self._resolved_inputs(change)
@@ -253,22 +328,34 @@ class Applier:
             old = self.records[change.address]
         record = ResourceRecord(change.address, change.kind, change.target, old.id, inputs, dict(old.outputs),
                                 list(change.depends_on), list(old.deposed))
-        seq = self.state.journal_pending(self.apply_id, "update", record)
         prior = change.before or old.inputs
-        outputs = self._call(change.address, "update", seq, lambda: provider.update(old.id, prior, inputs))
-        record.outputs.update(outputs or {})
+        if provider.diff(prior, inputs).empty:  # the plan's "known after apply" values came out unchanged
+            if record.depends_on != old.depends_on or record.inputs != old.inputs:
+                self.state.put(record)
+            self._remember(record)
+            return
+        token = uuid.uuid4().hex
+        seq = self.state.journal_pending(self.apply_id, "update", record, token=token)
+        ctx = self._context(record, "update", token, seq)
+        outputs = self._call(ctx, seq, lambda: provider.update(old.id, prior, inputs, ctx))
+        record.outputs.update(mark_secret_outputs(provider, outputs or {}))
         self.state.journal_done(seq, put=record)
         self._remember(record)
 
     def _delete(self, change: Change) -> None:
+        """Delete the recorded object, its deposed predecessors first (none is ever forgotten)."""
         with self._records_lock:
             old = self.records.get(change.address)
         if old is None:
             return
         provider = self.provider_for(old.target, old.kind)
-        seq = self.state.journal_pending(self.apply_id, "delete", old)
+        if old.deposed:
+            self._delete_deposed_of(old, provider)
+        token = uuid.uuid4().hex
+        seq = self.state.journal_pending(self.apply_id, "delete", old, token=token)
         if change.drift != {"$gone": True}:
-            self._call(change.address, "delete", seq, lambda: provider.delete(old.id, old.inputs))
+            ctx = self._context(old, "delete", token, seq)
+            self._call(ctx, seq, lambda: provider.delete(old.id, old.inputs, ctx))
         self.state.journal_done(seq, remove=change.address)
         with self._records_lock:
             self.records.pop(change.address, None)
@@ -276,11 +363,20 @@ class Applier:
     def _delete_deposed(self, change: Change) -> None:
         with self._records_lock:
             current = self.records[change.address]
-        provider = self.provider_for(current.target, current.kind)
+        self._delete_deposed_of(current, self.provider_for(current.target, current.kind), change.before)
+
+    def _delete_deposed_of(self, current: ResourceRecord, provider: ResourceProvider,
+                           inputs: dict[str, Any] | None = None) -> None:
         for old_id in list(current.deposed):
-            entry = ResourceRecord(change.address, current.kind, current.target, old_id, change.before or {})
-            seq = self.state.journal_pending(self.apply_id, "delete-deposed", entry)
-            self._call(change.address, "delete", seq, lambda i=old_id: provider.delete(i, change.before or {}))
+            if old_id == current.id:  # never delete, as "old", the object the record names
+                current.deposed.remove(old_id)
+                self.state.put(current)
+                continue
+            entry = ResourceRecord(current.address, current.kind, current.target, old_id, inputs or current.inputs)
+            token = uuid.uuid4().hex
+            seq = self.state.journal_pending(self.apply_id, "delete-deposed", entry, token=token)
+            ctx = self._context(entry, "delete", token, seq)
+            self._call(ctx, seq, lambda i=old_id, e=entry, c=ctx: provider.delete(i, e.inputs, c))
             current.deposed.remove(old_id)
             self.state.journal_done(seq, put=current)
 
@@ -288,22 +384,14 @@ class Applier:
         with self._records_lock:
             self.records[record.address] = record
 
-    def _call(self, address: str, op: str, seq: int, fn: Callable[[], Any]) -> Any:
-        policy = self.options.retry
-        for attempt in range(policy.attempts):
-            try:
-                return fn()
-            except RetryableError as err:
-                if attempt == policy.attempts - 1:
-                    self.state.journal_failed(seq, str(err))
-                    raise ProviderError(address, f"{op} failed after {policy.attempts} attempts: {err}") from None
-                delay = policy.delay(attempt, err.retry_after)
-                self.emit(Event("step-retry", address, op, f"{err} (retrying in {delay:.1f}s)"))
-                time.sleep(delay)
-            except ProviderError as err:
-                self.state.journal_failed(seq, str(err))
-                raise
-            except Exception as err:  # a provider/SDK failure: name the resource and the cloud's message
-                self.state.journal_failed(seq, str(err))
-                raise ProviderError(address, f"{op} failed: {err}") from err
-        raise AssertionError("unreachable")
+    def _call(self, ctx: StepContext, seq: int, fn: Callable[[], Any]) -> Any:
+        """The provider call through its target's gate; a failure is journalled (an interruption is not: the
+        entry stays pending, and the next apply's recovery resumes it)."""
+        assert ctx.calls is not None
+        try:
+            return ctx.calls.call(ctx.address, ctx.op, fn)
+        except (Interrupted, LockHeld):
+            raise
+        except ProviderError as err:
+            self.state.journal_failed(seq, str(err))
+            raise

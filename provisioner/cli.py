@@ -393,6 +393,9 @@ def _progress_printer() -> Any:
             console.print(f"  {event.address}: [yellow]retrying[/] {escape(redact(event.message))}")
         elif event.kind == "step-skipped":
             console.print(f"  {event.address}: [yellow]skipped[/] (a dependency failed)")
+        elif event.kind == "step-interrupted":
+            console.print(f"  {event.address}: [yellow]{event.action} interrupted[/] (journalled; the next apply "
+                          "resumes it)")
         elif event.kind == "recovered":
             console.print(f"  [cyan]recovered[/] {event.address} ({event.action}): {escape(redact(event.message))}")
         elif event.kind == "warning":

@@ -9,7 +9,8 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """kind: step-start | step-done | step-failed | step-retry | step-skipped | progress | warning | recovered"""
+    """kind: step-start | step-done | step-failed | step-retry | step-skipped | step-interrupted | progress |
+    warning | recovered"""
 
     kind: str
     address: str = ""

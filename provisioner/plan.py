@@ -37,7 +37,8 @@ class Change:
     create_before_destroy: bool = False
     cloud_id: str | None = None
     prior_depends_on: list[str] = field(default_factory=list)  # recorded edges, for ordering deletes
-    deposed: list[str] = field(default_factory=list)  # replaced objects left by an interrupted apply
+    deposed: list[str] = field(default_factory=list)  # replaced objects still to delete (never forgotten)
+    recreate_in_place: bool = False  # replace_mode "in_place_recreate": one create call replaces the object
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -121,6 +122,7 @@ def make_plan(
     changes: dict[str, Change] = {}
     # Outputs of resources that will be (re)created are unknown until apply; others come from the state.
     recorded_outputs = {a: (refreshed[a].outputs if refreshed.get(a) else r.outputs) for a, r in recorded.items()}
+    modes: dict[str, str] = {}  # address -> its provider's replace_mode (for create-before-destroy propagation)
 
     order = topological_order(desired, {a: r.edges for a, r in desired.items()})
     for address in order:
@@ -132,6 +134,8 @@ def make_plan(
             dep = changes.get(ref.address)
             if dep is None or dep.action in ("create", "replace"):
                 return ref
+            if dep.action == "update" and ref.output in provider_for(dep.target, dep.kind).update_outputs:
+                return ref  # the update may change it: known after apply, so one apply converges
             return recorded_outputs.get(ref.address, {}).get(ref.output, ref)
 
         after = resolve(res.inputs, lookup)
@@ -141,18 +145,20 @@ def make_plan(
             continue
         observed = refreshed.get(address, record) if address in refreshed else record
         drift = _drift(record, refreshed, address)
+        deposed = list(record.deposed)  # kept on every path until deleted
         if observed is None:  # deleted outside mlplat
             changes[address] = Change(address, "create", res.kind, res.target, None, after, sorted(after), [], deps,
-                                      drift=drift)
+                                      drift=drift, cloud_id=record.id, deposed=deposed)
             continue
         before = observed.inputs
-        provider = provider_for(res.target, res.kind)
         if record.kind != res.kind or record.target != res.target:
             changes[address] = Change(address, "replace", res.kind, res.target, before, after, ["kind/target"],
-                                      ["kind/target"], deps, drift, False, record.id, list(record.depends_on))
+                                      ["kind/target"], deps, drift, False, record.id, list(record.depends_on),
+                                      deposed)
             continue
+        provider = provider_for(res.target, res.kind)
+        modes[address] = provider.replace_mode
         diff = provider.diff(before, after)
-        deposed = list(record.deposed)
         if diff.empty:
             action = "noop"
         elif diff.forces_replacement:
@@ -161,10 +167,11 @@ def make_plan(
             action = "update"
         changes[address] = Change(address, action, res.kind, res.target, before, after, list(diff.changed),
                                   list(diff.forces_replacement), deps, drift,
-                                  action == "replace" and provider.create_before_destroy, record.id,
-                                  list(record.depends_on), deposed)
+                                  action == "replace" and provider.replace_mode == "create_before_destroy",
+                                  record.id, list(record.depends_on), deposed,
+                                  action == "replace" and provider.replace_mode == "in_place_recreate")
 
-    _propagate_create_before_destroy(changes, order)
+    _propagate_create_before_destroy(changes, order, modes)
 
     # Deletes: recorded but no longer desired; listed dependents-first (reverse dependency order).
     gone = {a: r for a, r in recorded.items() if a not in desired}
@@ -172,26 +179,41 @@ def make_plan(
         r = gone[address]
         drift = _drift(r, refreshed, address)
         changes[address] = Change(address, "delete", r.kind, r.target, r.inputs, None, [], [],
-                                  list(r.depends_on), drift, cloud_id=r.id, prior_depends_on=list(r.depends_on))
+                                  list(r.depends_on), drift, cloud_id=r.id, prior_depends_on=list(r.depends_on),
+                                  deposed=list(r.deposed))
     return Plan(stack, lineage, serial, list(changes.values()), outputs or {})
 
 
-def _propagate_create_before_destroy(changes: dict[str, Change], order: list[str]) -> None:
+def _propagate_create_before_destroy(changes: dict[str, Change], order: list[str], modes: dict[str, str]) -> None:
     """As in Terraform: a resource replaced create-before-destroy keeps its old object until its users moved on,
-    so the old objects it points at must also outlive that moment — their replacements go new-first too."""
+    so the old objects it points at must also outlive that moment — their replacements go new-first too.
+
+    Only where the provider can hold two objects at once: forcing it on a name-keyed provider would "create"
+    the same object and then delete it as the old one. A replacement whose dependency must go destroy-first
+    cannot keep its old object that long, so it goes destroy-first too (dependencies before dependents)."""
+    def replaced(address: str) -> bool:
+        return changes[address].action == "replace"
+
     for address in reversed(order):  # dependents before their dependencies
         change = changes[address]
-        if change.action == "replace" and change.create_before_destroy:
+        if replaced(address) and change.create_before_destroy:
             for dep in change.depends_on:
-                if changes[dep].action == "replace":
+                if replaced(dep) and modes.get(dep) == "create_before_destroy":
                     changes[dep].create_before_destroy = True
+    for address in order:  # dependencies before their dependents
+        change = changes[address]
+        if replaced(address) and change.create_before_destroy and any(
+                replaced(dep) and not changes[dep].create_before_destroy and not changes[dep].recreate_in_place
+                for dep in change.depends_on):
+            change.create_before_destroy = False
 
 
 def make_destroy_plan(recorded: dict[str, ResourceRecord], *, stack: str, lineage: str, serial: int) -> Plan:
     order = topological_order(recorded, {a: r.depends_on for a, r in recorded.items()})
     changes = [Change(a, "delete", recorded[a].kind, recorded[a].target, recorded[a].inputs, None, [], [],
                       list(recorded[a].depends_on), cloud_id=recorded[a].id,
-                      prior_depends_on=list(recorded[a].depends_on)) for a in reversed(order)]
+                      prior_depends_on=list(recorded[a].depends_on), deposed=list(recorded[a].deposed))
+               for a in reversed(order)]
     return Plan(stack, lineage, serial, changes, {}, destroy=True)
 
 

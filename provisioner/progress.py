@@ -49,7 +49,8 @@ def poll(check: Callable[[], tuple[bool, T]], *, what: str, timeout: float, inte
             return value
         if elapsed >= timeout:
             raise WaitTimeout(f"{what}: not done after {elapsed:.0f}s (last seen: {value})",
-                              hint="the operation may still finish; run mlplat refresh later to see")
+                              hint="the operation may still finish; raise this kind's limit with the target's "
+                                   "`timeouts:` setting, or run mlplat refresh later to see")
         report(f"{what}: {value} ({elapsed:.0f}s)", elapsed=elapsed, status=value)
         sleep(min(delay, max(0.0, timeout - elapsed)))
         delay = min(delay * 1.5, max_interval)

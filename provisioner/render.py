@@ -62,7 +62,8 @@ def _change(console: Console, c: Change) -> None:
     note = ""
     if c.action == "replace":
         note = f" (replace: {', '.join(c.forces_replacement)} forces it" + \
-               ("; new one first)" if c.create_before_destroy else ")")
+               ("; new one first)" if c.create_before_destroy else "; recreated under its name)"
+                if c.recreate_in_place else ")")
     console.print(f"  [{color}]{symbol}[/] [bold]{escape(c.address)}[/] [dim]{escape(c.kind)}[/]{escape(note)}")
     if c.drift:
         if c.drift.get("$gone"):
@@ -73,7 +74,8 @@ def _change(console: Console, c: Change) -> None:
                     console.print(f"      [red]! changed outside mlplat[/] {escape(path)}: {escape(fmt(before, 50))}"
                                   f" → {escape(fmt(after, 50))}", soft_wrap=True)
     if c.deposed:
-        console.print(f"      [red]- old object(s) left by an interrupted replace: {escape(', '.join(c.deposed))}[/]")
+        console.print(f"      [red]- old object(s) still to delete (a replace left them): "
+                      f"{escape(', '.join(c.deposed))}[/]")
     if c.action == "create":
         for key, value in sorted((c.after or {}).items()):
             console.print(f"      {escape(key)}: {escape(fmt(value, 200))}", soft_wrap=True)

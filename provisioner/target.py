@@ -37,6 +37,8 @@ class Capabilities:
     auth_modes: frozenset[str] = frozenset({"none", "key"})
     #: provider calls in flight at once on this target (API rate limits); None = the apply's --parallelism
     max_concurrency: int | None = None
+    #: provider calls started per second on this target (an API's request rate); None = no limit
+    max_calls_per_s: float | None = None
     notes: tuple[str, ...] = ()
 
 

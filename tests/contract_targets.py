@@ -171,11 +171,11 @@ class LocalHarness(Harness):
             provider = original(target, kind)
             create = provider.create
 
-            def create_throttled(address: str, inputs: dict[str, Any]) -> Any:
+            def create_throttled(address: str, inputs: dict[str, Any], ctx: Any) -> Any:
                 counts[address] += 1
                 if counts[address] <= times:
                     raise RetryableError("429 Too Many Requests", retry_after=0.01)
-                return create(address, inputs)
+                return create(address, inputs, ctx)
 
             provider.create = create_throttled  # type: ignore[method-assign]
             return provider

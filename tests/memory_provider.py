@@ -17,6 +17,7 @@ from typing import Any
 from provisioner.apply import Applier, ApplyOptions, ApplyResult, RetryPolicy
 from provisioner.events import Event
 from provisioner.graph import Ref, Resource
+from provisioner.operations import StepContext
 from provisioner.plan import Plan, make_destroy_plan, make_plan
 from provisioner.provider import Created, Observed, ResourceProvider
 from provisioner.state.base import ResourceRecord
@@ -61,13 +62,23 @@ class MemoryCloud:
 
 
 class MemoryProvider(ResourceProvider):
-    """A well-behaved provider: ids are fresh per create, outputs are `id` and `arn`."""
+    """A well-behaved provider: ids are fresh per create, outputs are `id` and `arn`.
+
+    `name_keyed=True` makes it behave like Vertex, ARM or Kubernetes: the id is the address, and a create at an
+    address that holds an object updates that object (an upsert by name). `revisions=True` gives each object an
+    output `rev` that every update bumps (declared in `update_outputs`).
+    """
 
     def __init__(self, cloud: MemoryCloud, *, force_new: frozenset[str] = frozenset(),
-                 create_before_destroy: bool = False) -> None:
+                 create_before_destroy: bool = False, replace_mode: str | None = None, name_keyed: bool = False,
+                 revisions: bool = False) -> None:
         self.cloud = cloud
         self.force_new = force_new
-        self.create_before_destroy = create_before_destroy
+        self.replace_mode = replace_mode or ("create_before_destroy" if create_before_destroy  # type: ignore[assignment]
+                                             else "destroy_before_create")
+        self.name_keyed = name_keyed
+        self.revisions = revisions
+        self.update_outputs = frozenset({"rev"}) if revisions else frozenset()
         #: address -> callable run at the start of each create / update (to inject failures or delays)
         self.on_create: dict[str, Callable[[], None]] = {}
         self.on_update: dict[str, Callable[[], None]] = {}
@@ -76,31 +87,45 @@ class MemoryProvider(ResourceProvider):
         obj = self.cloud.objects.get(id)
         return obj["address"] if obj else id.split("#")[0]
 
-    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+    def _outputs(self, id: str) -> dict[str, Any]:
+        outputs = {"id": id, "arn": f"arn:mem:{id}"}
+        if self.revisions:
+            outputs["rev"] = self.cloud.objects[id].get("rev", 0)
+        return outputs
+
+    def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
         self.cloud.record("create", address)
         hook = self.on_create.get(address)
         if hook is not None:
             hook()
-        id = self.cloud.new_id(address)
-        self.cloud.objects[id] = {"address": address, "inputs": dict(inputs)}
-        return Created(id, {"id": id, "arn": f"arn:mem:{id}"})
+        id = address if self.name_keyed else self.cloud.new_id(address)
+        self.cloud.objects[id] = {"address": address, "inputs": dict(inputs), "token": ctx.token}
+        return Created(id, self._outputs(id))
+
+    def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
+        for id, obj in self.cloud.objects.items():
+            if obj["address"] == address and obj.get("token") == ctx.token and id not in ctx.exclude:
+                return Created(id, self._outputs(id))
+        return None
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
         obj = self.cloud.objects.get(id)
         if obj is None:
             return None
-        return Observed(dict(obj["inputs"]), {"id": id, "arn": f"arn:mem:{id}"})
+        return Observed(dict(obj["inputs"]), self._outputs(id))
 
-    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         address = self._address_of(id)
         self.cloud.record("update", address)
         hook = self.on_update.get(address)
         if hook is not None:
             hook()
-        self.cloud.objects[id]["inputs"] = dict(desired)
-        return {"id": id, "arn": f"arn:mem:{id}"}
+        obj = self.cloud.objects[id]
+        obj["inputs"] = dict(desired)
+        obj["rev"] = obj.get("rev", 0) + 1
+        return self._outputs(id)
 
-    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+    def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         self.cloud.record("delete", self._address_of(id))
         self.cloud.objects.pop(id, None)
 

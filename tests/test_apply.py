@@ -10,6 +10,7 @@ from memory_provider import FAST_RETRY, ConcurrencyMeter, Engine, ref, res
 
 from provisioner.apply import ApplyFailed, ApplyOptions, RetryPolicy
 from provisioner.errors import RetryableError
+from provisioner.operations import detached
 
 
 @pytest.fixture
@@ -166,7 +167,7 @@ def test_leftover_old_object_and_an_in_place_update_of_the_same_resource_both_la
     engine.provider("mem.config", force_new=frozenset({"weight"}), create_before_destroy=True)
     engine.converge([res("config", "mem.config", weight=50, tags="a")])
     record = engine.records()["config"]
-    old = engine.provider("mem.config").create("config", {"weight": 80, "tags": "a"}).id  # the blue one
+    old = engine.provider("mem.config").create("config", {"weight": 80, "tags": "a"}, detached("config")).id  # blue
     record.deposed = [old]  # as an apply interrupted between creating green and deleting blue leaves it
     engine.state.put(record)
     engine.provider("mem.config").on_update["config"] = lambda: time.sleep(0.02)

@@ -17,6 +17,7 @@ import yaml
 
 from provisioner.api import Stack
 from provisioner.events import Event
+from provisioner.operations import detached
 
 from conftest import STACKS, AwsAccount, require_module, run_mlplat
 from contract_targets import aws_objects
@@ -277,3 +278,101 @@ def test_registry_and_network_drift_is_put_back_in_place(aws_stack: AwsStack) ->
     groups = efs.describe_mount_target_security_groups(MountTargetId=mount["MountTargetId"])["SecurityGroups"]
     assert groups == [account.security_group]
     assert aws_stack.changes() == {}
+
+
+class CrashAtCheckpoint(BaseException):
+    """Escapes the provider like a kill would: the cloud operation started and was checkpointed, no wait yet."""
+
+
+def _serving_objects(sm: Any) -> None:
+    """A model and an endpoint config in the moto account, for an endpoint to be made from."""
+    sm.create_model(ModelName="m1", ExecutionRoleArn="arn:aws:iam::123456789012:role/mlplat-sagemaker",
+                    PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/iris:1",
+                                      "ModelDataUrl": "s3://sagemaker-mlplat-artifacts/m.tar.gz"})
+    sm.create_endpoint_config(EndpointConfigName="c1", ProductionVariants=[
+        {"VariantName": "blue", "ModelName": "m1", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large",
+         "InitialVariantWeight": 1.0}])
+
+
+def test_endpoint_create_resumed_from_its_checkpoint_waits_without_creating_again(aws_stack: AwsStack) -> None:
+    server, sm = aws_stack.account.server, aws_stack.sm
+    _serving_objects(sm)
+    provider = aws_stack.open().provider_for("aws", "aws.endpoint")
+    address = "iris.endpoint.main"
+    inputs = {"name": "vision-iris", "config": "c1", "weights": {"blue": 1.0}, "instances": {"blue": 1}}
+    checkpoints: list[str] = []
+
+    def crash(operation: str) -> None:
+        checkpoints.append(operation)
+        raise CrashAtCheckpoint(operation)
+
+    with server.delay_status(3):  # the endpoint reports Creating for its next 3 describes
+        with pytest.raises(CrashAtCheckpoint):
+            provider.create(address, inputs, detached(address, token="t1", on_checkpoint=crash))
+        assert checkpoints == ["CreateEndpoint vision-iris"]
+        server.clear_calls()
+        created = provider.create(address, inputs, detached(address, token="t1", operation=checkpoints[0]))
+
+    assert server.count("CreateEndpoint") == 0 and server.count("UpdateEndpoint") == 0
+    assert server.count("DescribeEndpoint") >= 4  # it waited through Creating to InService
+    assert [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]] == ["vision-iris"]
+    found = provider.find(address, inputs, detached(address, "find", token="t1"))
+    assert found is not None and (created.id, created.outputs) == (found.id, found.outputs)
+    assert created.outputs["arn"] == sm.describe_endpoint(EndpointName="vision-iris")["EndpointArn"]
+
+
+def test_efs_create_killed_mid_wait_is_resumed_not_repeated(tmp_path: Path, aws_account: AwsAccount) -> None:
+    stack = tmp_path / "stack.yaml"
+    stack.write_text(yaml.safe_dump({
+        "apiVersion": "mlplat/v1", "metadata": {"name": "nas"}, "target": "aws",
+        "targets": {"aws": aws_account.settings()}, "storage": [{"name": "shared"}]}))
+    env = aws_account.env()
+    killed = run_mlplat("apply", "--yes", "-f", str(stack), cwd=tmp_path, check=False,
+                        env={**env, "MLPLAT_CRASH_AT": "poll:1"})  # CreateFileSystem issued and checkpointed
+    assert killed.returncode == -9, killed.stderr
+    server = aws_account.server
+    assert server.count("CreateFileSystem") == 1
+
+    resumed = run_mlplat("apply", "--yes", "-f", str(stack), cwd=tmp_path, env=env)
+    assert "shared.efs.main" in resumed.stdout + resumed.stderr
+    assert server.count("CreateFileSystem") == 1
+    [fs] = server.client("efs").describe_file_systems()["FileSystems"]
+    state = json.loads(run_mlplat("state", "list", "--json", "-f", str(stack), cwd=tmp_path, env=env).stdout)
+    assert fs["FileSystemId"] in json.dumps(state)
+    assert run_mlplat("preview", "--detailed-exitcode", "-f", str(stack), cwd=tmp_path, env=env).returncode == 0
+
+
+def test_find_returns_what_the_create_with_its_token_made_never_an_excluded_id(aws_account: AwsAccount,
+                                                                             tmp_path: Path) -> None:
+    stack = tmp_path / "stack.yaml"
+    stack.write_text(yaml.safe_dump({
+        "apiVersion": "mlplat/v1", "metadata": {"name": "scratch"}, "target": "aws",
+        "targets": {"aws": aws_account.settings()}, "storage": [{"name": "fast", "kind": "lustre"}]}))
+    provider = Stack(stack).provider_for("aws", "aws.fsx_lustre")
+    address = "fast.fsx_lustre.main"
+    inputs = {"token": "mlplat-fast", "storage_gb": 1200, "subnet": aws_account.subnet, "security_groups": []}
+
+    def found(token: str, *exclude: str) -> str | None:
+        seen = provider.find(address, inputs, detached(address, "find", token=token, exclude=frozenset(exclude)))
+        return seen.id if seen else None
+
+    # the address names two file systems: a replace's predecessor and its replacement
+    old = provider.create(address, inputs, detached(address, token="token-old")).id
+    new = provider.create(address, inputs, detached(address, token="token-new", exclude=frozenset({old}))).id
+    assert old != new
+    assert found("token-new") == new and found("token-old") == old
+    assert found("token-new", new) is None
+    assert found("token-other") is None  # that create made nothing
+    # an entry journalled without a token (an older mlplat): by address, still never an excluded id
+    assert found("", old) == new
+    assert found("", old, new) is None
+
+    # name-keyed objects too: the endpoint is found for its own token, not for another, never when excluded
+    _serving_objects(aws_account.server.client("sagemaker"))
+    endpoints = Stack(stack).provider_for("aws", "aws.endpoint")
+    served = {"name": "ep", "config": "c1", "weights": {"blue": 1.0}, "instances": {"blue": 1}}
+    endpoints.create("s.endpoint.main", served, detached("s.endpoint.main", token="t-ep"))
+    assert endpoints.find("s.endpoint.main", served, detached("s.endpoint.main", "find", token="t-ep")) is not None
+    assert endpoints.find("s.endpoint.main", served, detached("s.endpoint.main", "find", token="t-x")) is None
+    assert endpoints.find("s.endpoint.main", served, detached("s.endpoint.main", "find", token="t-ep",
+                                                              exclude=frozenset({"ep"}))) is None

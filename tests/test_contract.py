@@ -89,8 +89,8 @@ def test_create_interrupted_after_the_cloud_call_is_adopted_not_repeated(harness
         provider = real_provider_for(self, target, kind)
         real_create = type(provider).create
 
-        def create(address: str, inputs: dict[str, Any]) -> Any:
-            created = real_create(provider, address, inputs)
+        def create(address: str, inputs: dict[str, Any], ctx: Any) -> Any:
+            created = real_create(provider, address, inputs, ctx)
             if not crashed and "model" in address:
                 crashed.append(address)
                 raise SimulatedCrash(address)

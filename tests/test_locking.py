@@ -1,9 +1,13 @@
 """Two processes, one stack: exactly one applies; the other fails fast naming the holder, or waits with
 --lock-timeout; a holder killed with -9 on another host is taken over once its lease expires.
 
+A lease expires when a reader has watched the lock's heartbeat stay unchanged for longer than the lease on its
+own monotonic clock, not when the holder's wall clock (written in the heartbeat) and the reader's disagree.
+
 No test here races an apply's duration against the startup of another CLI process (slow on a loaded CI
 machine): a holder is parked mid-apply by a test plugin until the test releases it, and an expired lease is
-made by ageing the dead holder's heartbeat, not by sleeping through it."""
+made by ageing the dead holder's heartbeat, not by sleeping through it; the in-process lease tests run on fake
+clocks."""
 
 from __future__ import annotations
 
@@ -14,11 +18,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from provisioner.errors import LockHeld
 from provisioner.state import open_state
+from provisioner.state.base import LockInfo, StateBackend
 
 from conftest import run_mlplat
+from state_backends import FACTORIES, BackendFactory
 
 STACK = """\
 apiVersion: mlplat/v1
@@ -111,11 +121,13 @@ def read_stderr_until(proc: subprocess.Popen[str], text: str, timeout: float = 6
 
 
 def age_lock(stack: Path, name: str) -> None:
-    """As if the (dead) holder's lease ran out: its last heartbeat moved a lease and a minute into the past."""
+    """As if the (dead) holder's lease ran out: its last heartbeat moved a lease and a minute into the past, its
+    lease shortened to 2 s (the next apply still watches one lease for a heartbeat before taking over)."""
     state = open_state(name, stack.parent)
     lock = state.read_lock()
     assert lock is not None, "the lock is gone"
     lock.heartbeat -= lock.lease + 60
+    lock.lease = 2
     assert state.write_lock(lock, replacing=lock.id)
     state.close()
 
@@ -186,3 +198,98 @@ def test_a_live_holder_keeps_renewing_its_lease(tmp_path: Path) -> None:
         gate.release()
         assert first.wait(timeout=60) == 0
     assert len(objects(tmp_path)) == 8
+
+
+# -- lease expiry on fake clocks: the holder's wall clock and the reader's disagree ---------------------------
+
+LEASE = 5.0
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> BackendFactory:
+    return FACTORIES[request.param](request, tmp_path)
+
+
+class Clocks:
+    """The reader's clocks, moved only by its own waits (`StateBackend.sleep`): its wall clock runs `skew` seconds
+    ahead of the holder's; while `holder` is set, the holder renews every third of its lease, writing heartbeats
+    from its own (true) wall clock."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, skew: float) -> None:
+        self.wall = 1_700_000_000.0  # the holder's
+        self.watched = 0.0  # the reader's monotonic clock
+        self.renew: Callable[[], None] | None = None
+        monkeypatch.setattr(StateBackend, "clock", staticmethod(lambda: self.wall + skew))
+        monkeypatch.setattr(StateBackend, "monotonic", staticmethod(lambda: self.watched))
+        monkeypatch.setattr(StateBackend, "sleep", staticmethod(self.sleep))
+
+    def sleep(self, seconds: float) -> None:
+        self.wall += seconds
+        self.watched += seconds
+        if self.renew is not None:
+            self.renew()
+
+    def hold(self, state: StateBackend, host: str) -> LockInfo:
+        """Take the lock as a holder on `host` (this process's pid) that renews until `renew` is cleared."""
+        holder = LockInfo("holder", "apply", host=host, started=self.wall, heartbeat=self.wall, lease=LEASE)
+        assert state.acquire_lock(holder) is None
+
+        def renew() -> None:
+            if self.wall - holder.heartbeat >= LEASE / 3:
+                holder.heartbeat = self.wall
+                assert state.write_lock(holder, replacing=holder.id)
+
+        self.renew = renew
+        return holder
+
+
+@pytest.mark.parametrize("host", ["elsewhere", "this host"])
+def test_a_reader_whose_clock_runs_ahead_does_not_take_over_a_renewing_holder(
+        backend: BackendFactory, monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    """The reader's clock 10 s ahead makes a 5 s lease look expired by the wall clock: it watches the heartbeat
+    for one lease, sees it move, and leaves the lock alone, however long it may wait."""
+    from provisioner.state.base import host_name
+
+    clocks = Clocks(monkeypatch, skew=10)
+    holder = clocks.hold(backend.open(), host_name() if host == "this host" else host)
+    reader = backend.open()
+    told: list[str] = []
+    with pytest.raises(LockHeld, match="locked by"):
+        reader.acquire_lock(LockInfo("reader", "apply"), waiting=lambda h: told.append(h.id))
+    assert told == ["holder"] and LEASE <= clocks.watched <= LEASE + 1  # it watched one lease, not longer
+    with pytest.raises(LockHeld, match="locked by"):
+        reader.acquire_lock(LockInfo("reader", "apply"), timeout=60)
+    lock = backend.open().read_lock()
+    assert lock is not None and lock.id == "holder" and lock.heartbeat == holder.heartbeat
+
+
+def test_a_holder_that_stops_renewing_is_taken_over_after_one_lease_of_watching(
+        backend: BackendFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    clocks = Clocks(monkeypatch, skew=10)
+    clocks.hold(backend.open(), "elsewhere")
+    clocks.renew = None  # the holder crashed (or froze) right after its last heartbeat
+    reader = backend.open()
+    told: list[str] = []
+    # a timeout shorter than the lease (the default: none): the watch still runs its lease, then takes over
+    previous = reader.acquire_lock(LockInfo("reader", "apply"), waiting=lambda h: told.append(h.id))
+    assert previous is not None and previous.id == "holder"
+    assert told == ["holder"] and LEASE < clocks.watched <= LEASE + 1
+    assert reader.took_over_because == "its lease expired (no heartbeat seen for 5s; lease 5s)"
+    lock = backend.open().read_lock()
+    assert lock is not None and lock.id == "reader"
+
+
+def test_a_crashed_holder_whose_clock_runs_ahead_is_taken_over_by_a_waiting_reader(
+        backend: BackendFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The holder's clock 10 s ahead: its last heartbeat looks fresh by the reader's wall clock for a while. A
+    reader that does not wait is refused at once; one that waits takes the lock over once it has seen no
+    heartbeat for a lease."""
+    clocks = Clocks(monkeypatch, skew=-10)
+    clocks.hold(backend.open(), "elsewhere")
+    clocks.renew = None
+    reader = backend.open()
+    with pytest.raises(LockHeld):
+        reader.acquire_lock(LockInfo("reader", "apply"))
+    assert clocks.watched == 0
+    previous = reader.acquire_lock(LockInfo("reader", "apply"), timeout=30)
+    assert previous is not None and previous.id == "holder" and LEASE < clocks.watched <= LEASE + 1

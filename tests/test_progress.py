@@ -1,4 +1,5 @@
-"""Providers report progress from inside long calls; `poll` bounds a wait and reports while it waits."""
+"""Providers report progress from inside long calls; `poll` (under `StepContext.wait`) bounds a wait and reports
+while it waits."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from provisioner import progress
 from provisioner.apply import Applier
 from provisioner.events import Event
 from provisioner.graph import Resource
+from provisioner.operations import StepContext
 from provisioner.plan import make_plan
 from provisioner.provider import Created, ResourceProvider
 from provisioner.state.sqlite import SqliteState
@@ -55,7 +57,7 @@ def test_report_outside_an_apply_is_a_no_op() -> None:
 
 
 class SlowCloud(ResourceProvider):
-    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+    def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
         progress.report("provisioning", percent=50)
         return Created(address, {})
 

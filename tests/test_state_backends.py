@@ -3,7 +3,9 @@ migration. Backends join through a factory in tests/state_backends.py."""
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -63,6 +65,59 @@ def test_journal_entries_and_their_effects(backend: BackendFactory) -> None:
     assert pending[0].record.inputs == {"x": 1} and pending[0].record.depends_on == ["a.b.dep"]
 
 
+def test_journal_entries_carry_their_token_and_operation_checkpoint(backend: BackendFactory) -> None:
+    state = backend.open()
+    plain = state.journal_pending("apply1", "create", record("a.b.plain"))
+    seq = state.journal_pending("apply1", "create", record("a.b.c"), token="tok-123")
+    assert [(e.token, e.operation) for e in state.pending()] == [("", None), ("tok-123", None)]
+    state.journal_checkpoint(seq, "arn:op/create-42")
+    again = backend.open()  # what recovery in another process reads
+    assert [(e.seq, e.token, e.operation) for e in again.pending()] == [
+        (plain, "", None), (seq, "tok-123", "arn:op/create-42")]
+    state.journal_done(seq, put=record("a.b.c"))
+    state.journal_failed(plain, "boom")
+    assert [(e.phase, e.token, e.operation) for e in backend.open().journal()] == [
+        ("failed", "", None), ("done", "tok-123", "arn:op/create-42")]
+
+
+def as_written_before_tokens(backend: BackendFactory, tmp_path: Path) -> int:
+    """A state whose journal predates tokens and checkpoints, holding one pending entry; returns its seq."""
+    if backend.name == "sqlite":
+        with sqlite3.connect(tmp_path / "stack.db") as db:  # the journal table as the first release made it
+            db.executescript("""
+                CREATE TABLE journal (seq INTEGER PRIMARY KEY AUTOINCREMENT, apply_id TEXT NOT NULL,
+                    address TEXT NOT NULL, op TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL,
+                    inputs TEXT NOT NULL, cloud_id TEXT, phase TEXT NOT NULL, message TEXT, at REAL NOT NULL);
+                INSERT INTO journal (apply_id, address, op, kind, target, inputs, cloud_id, phase, at)
+                    VALUES ('old', 'a.b.old', 'create', 'k', 't', '[{"x": 1}, [], []]', NULL, 'pending', 1.0);""")
+        return 1
+    state = backend.open()
+    seq = state.journal_pending("old", "create", record("a.b.old"))
+    if backend.name == "postgres":
+        import psycopg
+
+        with psycopg.connect(backend.url("stack"), autocommit=True) as conn:
+            conn.execute("ALTER TABLE mlplat_journal DROP COLUMN token, DROP COLUMN operation")
+    else:  # s3: entry objects written without the two keys
+        key = state._journal_key(seq)  # type: ignore[attr-defined]
+        entry = json.loads(state._get(key)[0])  # type: ignore[attr-defined]
+        del entry["token"], entry["operation"]
+        state._put(key, json.dumps(entry))  # type: ignore[attr-defined]
+    state.close()
+    return seq
+
+
+def test_a_journal_written_before_tokens_is_read_and_extended_in_place(backend: BackendFactory,
+                                                                      tmp_path: Path) -> None:
+    old = as_written_before_tokens(backend, tmp_path)
+    state = backend.open()
+    assert [(e.seq, e.record.address, e.token, e.operation) for e in state.pending()] == [
+        (old, "a.b.old", "", None)]
+    state.journal_checkpoint(old, "op-1")
+    seq = state.journal_pending("new", "create", record("a.b.new"), token="tok")
+    assert [(e.seq, e.token, e.operation) for e in backend.open().pending()] == [(old, "", "op-1"), (seq, "tok", None)]
+
+
 def test_a_live_holder_is_named_and_a_second_lock_refused(backend: BackendFactory) -> None:
     state = backend.open()
     assert state.acquire_lock(LockInfo("first", "apply")) is None
@@ -79,10 +134,17 @@ def test_a_live_holder_is_named_and_a_second_lock_refused(backend: BackendFactor
 
 def test_an_expired_lease_is_taken_over_and_a_renewing_holder_keeps_it(backend: BackendFactory,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a fake lease clock: a loaded machine's stalls (a slow HTTP call to S3, a busy database) cannot expire
-    or keep a lease here, only the clock moved by the test can."""
+    """On fake clocks: a loaded machine's stalls (a slow HTTP call to S3, a busy database) cannot expire or keep
+    a lease here, only the clocks moved by the test can. Waiting moves only the watcher's monotonic clock."""
     now = [1_700_000_000.0]
+    watched = [0.0]
     monkeypatch.setattr(StateBackend, "clock", staticmethod(lambda: now[0]))
+    monkeypatch.setattr(StateBackend, "monotonic", staticmethod(lambda: watched[0]))
+
+    def wait(seconds: float) -> None:
+        watched[0] += seconds
+
+    monkeypatch.setattr(StateBackend, "sleep", staticmethod(wait))
     state = backend.open()
     holder = LockInfo("old", "apply", host="elsewhere", started=now[0], heartbeat=now[0], lease=30)
     state.acquire_lock(holder)
@@ -97,9 +159,12 @@ def test_an_expired_lease_is_taken_over_and_a_renewing_holder_keeps_it(backend: 
     now[0] += 29  # heartbeats stop: still within the lease
     with pytest.raises(LockHeld):
         backend.open().acquire_lock(LockInfo("new", "apply"))
-    now[0] += 2  # now past it
-    previous = backend.open().acquire_lock(LockInfo("new", "apply"))
+    now[0] += 2  # now past it: watched for one more lease (no heartbeat comes), then taken over
+    taker = backend.open()
+    previous = taker.acquire_lock(LockInfo("new", "apply"))
     assert previous is not None and previous.id == "old"
+    assert 30 < watched[0] <= 31
+    assert "lease expired" in (taker.took_over_because or "")
     assert "lease expired 1s ago" in (previous.gone_because(now[0]) or "")
     assert not state.renew_lock(holder)  # the old holder learns it lost the lock
 
@@ -180,7 +245,7 @@ def test_migrate_copies_everything_losslessly(backend: BackendFactory, tmp_path:
     source.bump_serial()
     source.put(record("a.b.c", key=Secret("k1")))
     source.journal_done(source.journal_pending("a", "create", record("a.b.c")), put=record("a.b.c", key=Secret("k1")))
-    source.journal_pending("a", "create", record("a.b.pending"))
+    source.journal_checkpoint(source.journal_pending("a", "create", record("a.b.pending"), token="t1"), "op-7")
     source.set_outputs({"o": 1})
     target = backend.open()
     migrate(source, target)
@@ -188,8 +253,9 @@ def test_migrate_copies_everything_losslessly(backend: BackendFactory, tmp_path:
     assert again.meta() == source.meta()
     assert again.resources() == source.resources()
     assert isinstance(again.resources()["a.b.c"].inputs["key"], Secret)
-    assert [(e.seq, e.phase, e.record.address) for e in again.journal()] == [
-        (e.seq, e.phase, e.record.address) for e in source.journal()]
+    assert [(e.seq, e.phase, e.record.address, e.token, e.operation) for e in again.journal()] == [
+        (e.seq, e.phase, e.record.address, e.token, e.operation) for e in source.journal()]
+    assert [(e.token, e.operation) for e in again.pending()] == [("t1", "op-7")]
     assert again.get_outputs() == {"o": 1}
     with pytest.raises(StateError, match="already holds"):
         migrate(source, backend.open())

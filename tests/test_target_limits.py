@@ -1,4 +1,4 @@
-"""A target's declared concurrency limit (its API's rate limit) bounds the apply on that target."""
+"""A target's declared concurrency limit (its API's rate limit) bounds the provider calls in flight on that target."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 
 from provisioner.api import Stack
 from provisioner.apply import ApplyOptions
-from provisioner.events import Event
 
 STACK = """\
 apiVersion: mlplat/v1
@@ -22,37 +21,43 @@ storage:
 """
 
 
-def max_in_flight(tmp_path: Path, limit: str, overlap: int) -> int:
-    """The most steps in flight at once. Each step (its step-start listener runs in the step's worker, inside its
-    concurrency slot) waits until `overlap` steps have been in flight at once, so a test can assert that a limit is
-    reached without relying on timing; if they never overlap the first waiter gives up (bounded) and no later
-    step waits, leaving the peak below `overlap`."""
+def max_in_flight(tmp_path: Path, limit: str, overlap: int, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The most provider calls in flight at once. Each call (counted where the sim provider starts its work)
+    waits until `overlap` calls have been in flight at once, so a test can assert that a limit is reached
+    without relying on timing; if they never overlap the first waiter gives up (bounded) and no later call
+    waits, leaving the peak below `overlap`."""
+    from mlplat_plugins.sim.providers import SimProvider
+
     storage = "\n".join(f"  - {{name: s{i}}}" for i in range(12))
     (tmp_path / "stack.yaml").write_text(STACK.format(limit=limit, storage=storage))
     cond, current, peak, gave_up = threading.Condition(), [0], [0], [False]
+    work = SimProvider._work
 
-    def on_event(event: Event) -> None:
+    def counted(provider: SimProvider, key: str) -> None:
         with cond:
-            if event.kind == "step-start":
-                current[0] += 1
-                peak[0] = max(peak[0], current[0])
+            current[0] += 1
+            peak[0] = max(peak[0], current[0])
+            cond.notify_all()
+            if not gave_up[0] and not cond.wait_for(lambda: peak[0] >= overlap or gave_up[0], timeout=10):
+                gave_up[0] = True
                 cond.notify_all()
-                if not gave_up[0] and not cond.wait_for(lambda: peak[0] >= overlap or gave_up[0], timeout=10):
-                    gave_up[0] = True
-                    cond.notify_all()
-            elif event.kind in ("step-done", "step-failed"):
+        try:
+            work(provider, key)
+        finally:
+            with cond:
                 current[0] -= 1
 
-    stack = Stack(tmp_path / "stack.yaml", listeners=[on_event])
+    monkeypatch.setattr(SimProvider, "_work", counted)
+    stack = Stack(tmp_path / "stack.yaml")
     stack.apply(stack.plan())
     return peak[0]
 
 
 @pytest.mark.parametrize("limit", [1, 3])
-def test_declared_max_concurrency_caps_steps_in_flight(tmp_path: Path, limit: int) -> None:
-    assert max_in_flight(tmp_path, f", max_concurrency: {limit}", overlap=limit) == limit  # reached, not exceeded
+def test_declared_max_concurrency_caps_calls_in_flight(tmp_path: Path, limit: int, monkeypatch) -> None:
+    assert max_in_flight(tmp_path, f", max_concurrency: {limit}", limit, monkeypatch) == limit  # reached, not exceeded
 
 
-def test_without_a_limit_steps_run_in_parallel(tmp_path: Path) -> None:
+def test_without_a_limit_steps_run_in_parallel(tmp_path: Path, monkeypatch) -> None:
     parallelism = ApplyOptions().parallelism  # the apply's own bound (12 steps are ready at once)
-    assert max_in_flight(tmp_path, "", overlap=parallelism) == parallelism
+    assert max_in_flight(tmp_path, "", parallelism, monkeypatch) == parallelism

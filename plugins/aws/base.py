@@ -1,4 +1,11 @@
-"""What every aws resource provider shares: clients, tags, names with content hashes, bounded waits."""
+"""What every aws resource provider shares: clients, tags, names with content hashes, waits through the engine.
+
+Long operations (an endpoint going InService, a HyperPod cluster, a file system) are waited on with the step's
+`ctx.wait`: it gives the target's concurrency slot back between polls, honours the kind's timeout (`timeouts`
+below, or the target's `timeouts:` setting) and stops on Ctrl-C. A provider checkpoints the operation it started
+(`ctx.checkpoint(operation_id(...))`) before waiting, and given `ctx.operation` it waits on that one instead of
+issuing the call again.
+"""
 
 from __future__ import annotations
 
@@ -8,37 +15,55 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from provisioner.errors import MlplatError
-from provisioner.progress import poll
+from provisioner.operations import OPERATIONS
 from provisioner.provider import ResourceProvider
 
 if TYPE_CHECKING:
     from mlplat_plugins.aws.sdk import Clients
     from mlplat_plugins.aws.target import AwsTarget
+    from provisioner.operations import StepContext
 
 T = TypeVar("T")
 ADDRESS_TAG = "mlplat:address"
 STACK_TAG = "mlplat:stack"
+#: the idempotency token of the create that made an object (the engine's `ctx.token`), so `find` can tell it
+#: from an object made for the same address by another create (a replace's predecessor)
+TOKEN_TAG = "mlplat:token"
+#: seconds a kind that never waits on a long operation may take (API calls that answer at once)
+FAST = {"create": 300.0, "update": 300.0, "delete": 300.0}
 
 
 class AwsProvider(ResourceProvider):
+    timeouts = FAST
+
     def __init__(self, target: AwsTarget) -> None:
         self.target = target
         self.settings = target.settings
+        if "wait_timeout_s" in self.settings.model_fields_set:  # the older setting, where a stack still sets it
+            self.timeouts = dict.fromkeys(OPERATIONS, self.settings.wait_timeout_s)
 
     @property
     def aws(self) -> Clients:
         return self.target.clients()
 
-    def tags(self, address: str) -> list[dict[str, str]]:
-        """Every object is tagged with its stack and address, so a list call can prove what exists."""
-        return [{"Key": STACK_TAG, "Value": self.target.context.stack_name}, {"Key": ADDRESS_TAG, "Value": address}]
+    def tags(self, address: str, ctx: StepContext | None = None) -> list[dict[str, str]]:
+        """Every object is tagged with its stack and address, so a list call can prove what exists, and with the
+        token of the create that made it, so recovery can tell it from its predecessor."""
+        tags = [{"Key": STACK_TAG, "Value": self.target.context.stack_name}, {"Key": ADDRESS_TAG, "Value": address}]
+        if ctx is not None and ctx.token:
+            tags.append({"Key": TOKEN_TAG, "Value": ctx.token})
+        return tags
 
-    def wait(self, check: Callable[[], tuple[bool, T]], what: str) -> T:
-        return poll(check, what=what, timeout=self.settings.wait_timeout_s, interval=self.settings.poll_interval_s,
-                    max_interval=max(self.settings.poll_interval_s, 60.0))
+    def sagemaker_tags(self, arn: str) -> list[dict[str, str]]:
+        return self.aws.sagemaker.list_tags(ResourceArn=arn).get("Tags", [])
 
-    def wait_in_service(self, describe: Callable[[], dict[str, Any] | None], what: str, phase: str, *,
-                        status_key: str, reason_key: str, failed: tuple[str, ...] = ("Failed",)) -> dict[str, Any]:
+    def wait(self, ctx: StepContext, check: Callable[[], tuple[bool, T]], what: str) -> T:
+        """Poll `check` through the engine: from `poll_interval_s`, backing off to a minute (or the interval)."""
+        interval = self.settings.poll_interval_s
+        return ctx.wait(check, what=what, interval=interval, max_interval=max(interval, 60.0))
+
+    def wait_in_service(self, ctx: StepContext, describe: Callable[[], dict[str, Any] | None], what: str, phase: str,
+                        *, status_key: str, reason_key: str, failed: tuple[str, ...] = ("Failed",)) -> dict[str, Any]:
         """Poll `describe` until its status is InService; fail fast on a failed status or a vanished object."""
         def check() -> tuple[bool, Any]:
             seen = describe()
@@ -49,10 +74,28 @@ class AwsProvider(ResourceProvider):
                 raise MlplatError(f"{what} is {status}: {seen.get(reason_key) or 'no reason given'}")
             return status == "InService", seen if status == "InService" else status
 
-        return self.wait(check, f"{what} {phase} → InService")
+        return self.wait(ctx, check, f"{what} {phase} → InService")
 
-    def wait_gone(self, describe: Callable[[], dict[str, Any] | None], what: str) -> None:
-        self.wait(lambda: (describe() is None, "Deleting"), f"{what} deleted")
+    def wait_gone(self, ctx: StepContext, describe: Callable[[], dict[str, Any] | None], what: str) -> None:
+        self.wait(ctx, lambda: (describe() is None, "Deleting"), f"{what} deleted")
+
+
+def made_by(tags: list[dict[str, str]] | None, ctx: StepContext) -> bool:
+    """Whether an object's tags name the create carrying `ctx.token` as its maker."""
+    return bool(ctx.token) and tag_value(tags, TOKEN_TAG) == ctx.token
+
+
+def operation_id(action: str, *ids: str) -> str:
+    """The id a step checkpoints for a cloud operation it started: the API action and the object(s) it acts on."""
+    return " ".join((action, *ids))
+
+
+def operation_of(ctx: StepContext, action: str) -> list[str] | None:
+    """The object ids of `ctx.operation` when it is an `action` operation (a step resumed after a crash)."""
+    if not ctx.operation:
+        return None
+    parts = ctx.operation.split(" ")
+    return parts[1:] if parts[0] == action and len(parts) > 1 else None
 
 
 def content_name(base: str, inputs: dict[str, Any], *ignore: str) -> str:

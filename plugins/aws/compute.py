@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlparse
 
-from mlplat_plugins.aws.base import AwsProvider
+from mlplat_plugins.aws.base import AwsProvider, made_by, operation_id, operation_of
 from mlplat_plugins.aws.sdk import or_existing, unless_missing
+from provisioner.operations import StepContext
 from provisioner.progress import report
 from provisioner.provider import Created, Observed
 
@@ -25,22 +26,28 @@ echo "mlplat: node $(hostname) ready"
 
 
 class HyperPodCluster(AwsProvider):
-    force_new = frozenset({"name", "role_arn", "subnets", "security_groups"})
+    """CreateCluster and UpdateCluster are long operations, checkpointed before the wait; a step resumed after a
+    crash waits for the cluster to settle and converges from what it sees, never issuing the call twice."""
 
-    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+    force_new = frozenset({"name", "role_arn", "subnets", "security_groups"})
+    timeouts = {"create": 3600.0, "update": 3600.0, "delete": 1800.0}
+
+    def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
         name = inputs["name"]
-        if inputs["upload_default_lifecycle"]:
-            self._upload_default_lifecycle(inputs)
-        groups = [self._group(g, inputs) for g in inputs["groups"]]
-        args: dict[str, Any] = {"ClusterName": name, "InstanceGroups": groups, "Tags": self.tags(address)}
-        if inputs["subnets"] and inputs["security_groups"]:  # HyperPod needs both, or neither
-            args["VpcConfig"] = {"Subnets": inputs["subnets"], "SecurityGroupIds": inputs["security_groups"]}
-        or_existing(lambda: self.aws.sagemaker.create_cluster(**args),
-                    lambda: report(f"cluster {name} exists already (a retried create): adopting it"))
-        cluster = self._wait_in_service(name, "Creating")
+        if ctx.operation is None:
+            if inputs["upload_default_lifecycle"]:
+                self._upload_default_lifecycle(inputs)
+            groups = [self._group(g, inputs) for g in inputs["groups"]]
+            args: dict[str, Any] = {"ClusterName": name, "InstanceGroups": groups, "Tags": self.tags(address, ctx)}
+            if inputs["subnets"] and inputs["security_groups"]:  # HyperPod needs both, or neither
+                args["VpcConfig"] = {"Subnets": inputs["subnets"], "SecurityGroupIds": inputs["security_groups"]}
+            or_existing(lambda: self.aws.sagemaker.create_cluster(**args),
+                        lambda: report(f"cluster {name} exists already (a retried create): adopting it"))
+            ctx.checkpoint(operation_id("CreateCluster", name))
+        cluster = self._wait_in_service(ctx, name, "Creating")
         current = self._observed(cluster, inputs)
         if current["groups"] != inputs["groups"]:
-            return Created(name, self.update(name, current, inputs))
+            return Created(name, self.update(name, current, inputs, ctx))
         return Created(name, self._outputs(cluster))
 
     def _group(self, group: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
@@ -52,7 +59,12 @@ class HyperPodCluster(AwsProvider):
     def _upload_default_lifecycle(self, inputs: dict[str, Any]) -> None:
         self.aws.s3.put_object(**_script_location(inputs), Body=DEFAULT_ON_CREATE.encode())
 
-    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        if ctx.operation is not None:  # an operation on it is under way (resumed, or just created): let it settle
+            cluster = self._wait_in_service(ctx, id, "Updating")
+            prior = self._observed(cluster, desired)  # converge from what is there: an applied update is not redone
+            if prior["groups"] == desired["groups"]:
+                return self._outputs(cluster)
         wanted = {g["name"] for g in desired["groups"]}
         before = {g["name"]: g for g in prior["groups"]}
         changed = [g for g in desired["groups"] if before.get(g["name"]) != g]
@@ -65,13 +77,14 @@ class HyperPodCluster(AwsProvider):
         if changed or removed:
             report(f"update_cluster: {len(changed)} group(s) added/resized, {len(removed)} removed")
             self.aws.sagemaker.update_cluster(**args)
-        return self._outputs(self._wait_in_service(id, "Updating"))
+            ctx.checkpoint(operation_id("UpdateCluster", id))
+        return self._outputs(self._wait_in_service(ctx, id, "Updating"))
 
     def _describe(self, name: str) -> dict[str, Any] | None:
         return unless_missing(lambda: self.aws.sagemaker.describe_cluster(ClusterName=name))
 
-    def _wait_in_service(self, name: str, phase: str) -> dict[str, Any]:
-        return self.wait_in_service(lambda: self._describe(name), f"HyperPod cluster {name}", phase,
+    def _wait_in_service(self, ctx: StepContext, name: str, phase: str) -> dict[str, Any]:
+        return self.wait_in_service(ctx, lambda: self._describe(name), f"HyperPod cluster {name}", phase,
                                     status_key="ClusterStatus", reason_key="FailureMessage")
 
     @staticmethod
@@ -96,14 +109,19 @@ class HyperPodCluster(AwsProvider):
             return None
         return Observed(self._observed(cluster, inputs), self._outputs(cluster))
 
-    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
-        cluster = self._describe(inputs["name"])
-        return Created(inputs["name"], self._outputs(cluster)) if cluster else None
+    def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
+        name = inputs["name"]
+        cluster = self._describe(name) if name not in ctx.exclude else None
+        if cluster is None or (ctx.token and not made_by(self.sagemaker_tags(cluster["ClusterArn"]), ctx)):
+            return None
+        return Created(name, self._outputs(cluster))
 
-    def delete(self, id: str, inputs: dict[str, Any]) -> None:
-        if unless_missing(lambda: self.aws.sagemaker.delete_cluster(ClusterName=id)) is None:
-            return  # gone already
-        self.wait_gone(lambda: self._describe(id), f"HyperPod cluster {id}")
+    def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
+        if operation_of(ctx, "DeleteCluster") is None:
+            if unless_missing(lambda: self.aws.sagemaker.delete_cluster(ClusterName=id)) is None:
+                return  # gone already
+            ctx.checkpoint(operation_id("DeleteCluster", id))
+        self.wait_gone(ctx, lambda: self._describe(id), f"HyperPod cluster {id}")
         if inputs.get("upload_default_lifecycle"):
             self.aws.s3.delete_object(**_script_location(inputs))
 

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlplat_plugins.aws.base import ADDRESS_TAG, AwsProvider
+from mlplat_plugins.aws.base import ADDRESS_TAG, TOKEN_TAG, AwsProvider, made_by
 from mlplat_plugins.aws.sdk import AwsApiError, or_existing, unless_missing
 from provisioner.errors import MlplatError
+from provisioner.operations import StepContext
 from provisioner.provider import Created, Observed
 
 
 class EcrRepository(AwsProvider):
     force_new = frozenset({"name"})
 
-    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+    def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
         try:
             repo = self.aws.ecr.create_repository(
                 repositoryName=inputs["name"], imageTagMutability=inputs["tag_mutability"],
-                imageScanningConfiguration={"scanOnPush": inputs["scan_on_push"]}, tags=self.tags(address),
+                imageScanningConfiguration={"scanOnPush": inputs["scan_on_push"]}, tags=self.tags(address, ctx),
             )["repository"]
         except AwsApiError as err:
             if err.code != "RepositoryAlreadyExistsException":
@@ -29,8 +30,10 @@ class EcrRepository(AwsProvider):
         return Created(repo["repositoryName"], self._outputs(repo))
 
     def _ours(self, repo: dict[str, Any], address: str) -> bool:
-        tags = self.aws.ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"]).get("tags", [])
-        return any(t["Key"] == ADDRESS_TAG and t["Value"] == address for t in tags)
+        return any(t["Key"] == ADDRESS_TAG and t["Value"] == address for t in self._tags(repo))
+
+    def _tags(self, repo: dict[str, Any]) -> list[dict[str, str]]:
+        return self.aws.ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"]).get("tags", [])
 
     def _describe(self, name: str) -> dict[str, Any] | None:
         return unless_missing(lambda: self.aws.ecr.describe_repositories(repositoryNames=[name])["repositories"][0])
@@ -47,7 +50,7 @@ class EcrRepository(AwsProvider):
                     "scan_on_push": bool(repo.get("imageScanningConfiguration", {}).get("scanOnPush"))}
         return Observed(observed, self._outputs(repo))
 
-    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         if prior.get("tag_mutability") != desired["tag_mutability"]:
             self.aws.ecr.put_image_tag_mutability(repositoryName=id, imageTagMutability=desired["tag_mutability"])
         if prior.get("scan_on_push") != desired["scan_on_push"]:
@@ -56,11 +59,13 @@ class EcrRepository(AwsProvider):
         repo = self._describe(id)
         return self._outputs(repo) if repo else {}
 
-    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
-        repo = self._describe(inputs["name"])
-        return Created(repo["repositoryName"], self._outputs(repo)) if repo and self._ours(repo, address) else None
+    def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
+        repo = self._describe(inputs["name"]) if inputs["name"] not in ctx.exclude else None
+        if repo is None or not (made_by(self._tags(repo), ctx) if ctx.token else self._ours(repo, address)):
+            return None
+        return Created(repo["repositoryName"], self._outputs(repo))
 
-    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+    def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         try:  # not force: images pushed by users are theirs to delete (as Terraform's force_delete=false)
             self.aws.ecr.delete_repository(repositoryName=id)
         except AwsApiError as err:
@@ -72,20 +77,25 @@ class EcrRepository(AwsProvider):
                 raise
 
 
+#: S3 user metadata naming the create (or update) that wrote an artifact: the engine's token
+TOKEN_METADATA = "mlplat-token"
+
+
 class ModelArtifact(AwsProvider):
     """One model file in S3; the recorded sha256 (in object metadata) makes an edited artifact show as drift."""
 
     force_new = frozenset({"bucket", "key"})
 
-    def create(self, address: str, inputs: dict[str, Any]) -> Created:
-        self._put(inputs)
+    def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
+        self._put(inputs, ctx)
         return Created(f"{inputs['bucket']}/{inputs['key']}", self._outputs(inputs))
 
-    def _put(self, inputs: dict[str, Any]) -> None:
+    def _put(self, inputs: dict[str, Any], ctx: StepContext) -> None:
+        metadata = {"sha256": inputs["sha256"], **({TOKEN_METADATA: ctx.token} if ctx.token else {})}
         try:
             with open(inputs["source"], "rb") as body:
-                self.aws.s3.put_object(Bucket=inputs["bucket"], Key=inputs["key"], Body=body,
-                                       Metadata={"sha256": inputs["sha256"]}, ServerSideEncryption="AES256")
+                self.aws.s3.put_object(Bucket=inputs["bucket"], Key=inputs["key"], Body=body, Metadata=metadata,
+                                       ServerSideEncryption="AES256")
         except AwsApiError as err:
             if err.code == "NoSuchBucket":
                 raise MlplatError(f"S3 bucket {inputs['bucket']} does not exist",
@@ -97,34 +107,41 @@ class ModelArtifact(AwsProvider):
     def _outputs(inputs: dict[str, Any]) -> dict[str, Any]:
         return {"uri": f"s3://{inputs['bucket']}/{inputs['key']}"}
 
+    def _head(self, inputs: dict[str, Any]) -> dict[str, Any] | None:
+        return unless_missing(lambda: self.aws.s3.head_object(Bucket=inputs["bucket"], Key=inputs["key"]))
+
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
-        head = unless_missing(lambda: self.aws.s3.head_object(Bucket=inputs["bucket"], Key=inputs["key"]))
+        head = self._head(inputs)
         if head is None:
             return None
         observed = {**inputs, "sha256": head.get("Metadata", {}).get("sha256", "unknown")}
         return Observed(observed, self._outputs(inputs))
 
-    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
-        self._put(desired)
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        self._put(desired, ctx)
         return self._outputs(desired)
 
-    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
-        seen = self.read("", inputs)
-        if seen is None or seen.inputs["sha256"] != inputs["sha256"]:
+    def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
+        id = f"{inputs['bucket']}/{inputs['key']}"
+        head = self._head(inputs) if id not in ctx.exclude else None
+        metadata = (head or {}).get("Metadata", {})
+        if head is None or metadata.get("sha256") != inputs["sha256"]:
             return None  # re-upload: putting the same key again is idempotent
-        return Created(f"{inputs['bucket']}/{inputs['key']}", seen.outputs)
+        if ctx.token and metadata.get(TOKEN_METADATA) != ctx.token:
+            return None
+        return Created(id, self._outputs(inputs))
 
-    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+    def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         self.aws.s3.delete_object(Bucket=inputs["bucket"], Key=inputs["key"])
 
 
 class ModelPackageGroup(AwsProvider):
     force_new = frozenset({"name"})
 
-    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+    def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
         or_existing(lambda: self.aws.sagemaker.create_model_package_group(
             ModelPackageGroupName=inputs["name"], ModelPackageGroupDescription=f"mlplat registry {address}",
-            Tags=self.tags(address)), lambda: None)
+            Tags=self.tags(address, ctx)), lambda: None)
         group = self._describe(inputs["name"])
         if group is None:
             raise MlplatError(f"model package group {inputs['name']} vanished right after it was created")
@@ -143,11 +160,14 @@ class ModelPackageGroup(AwsProvider):
             return None
         return Observed({"name": group["ModelPackageGroupName"]}, self._outputs(group))
 
-    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
-        group = self._describe(inputs["name"])
-        return Created(inputs["name"], self._outputs(group)) if group else None
+    def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
+        name = inputs["name"]
+        group = self._describe(name) if name not in ctx.exclude else None
+        if group is None or (ctx.token and not made_by(self.sagemaker_tags(group["ModelPackageGroupArn"]), ctx)):
+            return None
+        return Created(name, self._outputs(group))
 
-    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+    def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         unless_missing(lambda: self.aws.sagemaker.delete_model_package_group(ModelPackageGroupName=id))
 
 
@@ -157,19 +177,22 @@ class ModelPackage(AwsProvider):
 
     force_new = frozenset({"group", "model", "framework", "model_data_url", "image"})
 
-    def create(self, address: str, inputs: dict[str, Any]) -> Created:
-        found = self.find(address, inputs)
+    def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
+        found = self.find(address, inputs, ctx)
         if found is not None:
             return found
         args: dict[str, Any] = {
             "ModelPackageGroupName": inputs["group"], "ModelPackageDescription": f"{inputs['model']} ({address})",
-            "ModelApprovalStatus": "Approved", "Tags": self.tags(address),
+            "ModelApprovalStatus": "Approved", "Tags": self.tags(address, ctx),
             "CustomerMetadataProperties": {ADDRESS_TAG: address, "mlplat:model": inputs["model"],
-                                           "mlplat:framework": inputs["framework"]},
+                                           "mlplat:framework": inputs["framework"],
+                                           **({TOKEN_TAG: ctx.token} if ctx.token else {})},
             "InferenceSpecification": {
                 "Containers": [{"Image": image_uri(inputs["image"]), "ModelDataUrl": inputs["model_data_url"]}],
                 "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]},
         }
+        if ctx.token:
+            args["ClientToken"] = ctx.token  # AWS answers a retried request with the same package
         arn = self.aws.sagemaker.create_model_package(**args)["ModelPackageArn"]
         return Created(arn, self._outputs(self.aws.sagemaker.describe_model_package(ModelPackageName=arn)))
 
@@ -188,18 +211,21 @@ class ModelPackage(AwsProvider):
                     "model_data_url": containers[0].get("ModelDataUrl", inputs["model_data_url"])}
         return Observed(observed, self._outputs(package))
 
-    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+    def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         summaries = unless_missing(lambda: self.aws.sagemaker.paginate("list_model_packages", "ModelPackageSummaryList",
                                                     ModelPackageGroupName=inputs["group"]))
         if summaries is None:
             return None
         for summary in summaries:
+            if summary["ModelPackageArn"] in ctx.exclude:
+                continue
             package = self.aws.sagemaker.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
-            if (package.get("CustomerMetadataProperties") or {}).get(ADDRESS_TAG) == address:
+            meta = package.get("CustomerMetadataProperties") or {}
+            if (meta.get(TOKEN_TAG) == ctx.token) if ctx.token else (meta.get(ADDRESS_TAG) == address):
                 return Created(package["ModelPackageArn"], self._outputs(package))
         return None
 
-    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+    def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         unless_missing(lambda: self.aws.sagemaker.delete_model_package(ModelPackageName=id))
 
 

@@ -2,16 +2,16 @@
 
 The only module of the plugin that imports boto3/botocore, and only when a provider first needs a client.
 Credentials come from the standard boto3 chain (env, profile, SSO, instance role); never from the stack file.
-botocore's own retries are off: a throttled mutating call raises `RetryableError` so the engine's jittered
-backoff (and its per-target concurrency cap) handles it; read-only calls are retried here, because a plan's
-refresh has no engine retry around it.
+botocore's own retries are off, and nothing here retries either: a throttled or unreachable call raises
+`RetryableError` and the engine retries it — every provider call of a command (apply's writes, refresh's reads,
+recovery's finds) goes through its target's `TargetCalls`, with jittered backoff, `Retry-After` and the
+per-target concurrency cap, and a wait's poll treats a throttled describe as "not done yet". One retry layer:
+retrying here too would multiply the attempts (5 here times 6 there) and hold a concurrency slot while sleeping.
 """
 
 from __future__ import annotations
 
-import random
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -28,8 +28,6 @@ NOT_FOUND_CODES = frozenset({
     "ResourceNotFound", "ResourceNotFoundException", "NotFound", "NoSuchKey", "404", "FileSystemNotFound",
     "MountTargetNotFound", "RepositoryNotFoundException", "NoSuchBucket",
 })
-READ_ONLY_PREFIXES = ("Describe", "List", "Get", "Head")
-READ_ATTEMPTS = 5
 
 
 class AwsApiError(MlplatError):
@@ -105,7 +103,7 @@ def translate(err: Exception, operation: str) -> Exception:
 
 
 class Client:
-    """A boto3 client whose calls raise mlplat's errors; read-only calls retry throttling themselves."""
+    """A boto3 client whose calls raise mlplat's errors (the engine retries the retryable ones)."""
 
     def __init__(self, raw: Any, service: str) -> None:
         self._raw = raw
@@ -114,21 +112,15 @@ class Client:
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self._raw, name)
         operation = self._raw.meta.method_to_api_mapping.get(name, name)
-        read_only = operation.startswith(READ_ONLY_PREFIXES)
 
         def call(**kwargs: Any) -> Any:
-            for attempt in range(1, READ_ATTEMPTS + 1):
-                try:
-                    return method(**kwargs)
-                except Exception as err:
-                    translated = translate(err, operation)
-                    if read_only and isinstance(translated, RetryableError) and attempt < READ_ATTEMPTS:
-                        time.sleep(translated.retry_after or min(2.0, 0.05 * 2 ** attempt) * random.uniform(0.5, 1))
-                        continue
-                    if translated is err:
-                        raise
-                    raise translated from None
-            raise AssertionError("unreachable")
+            try:
+                return method(**kwargs)
+            except Exception as err:
+                translated = translate(err, operation)
+                if translated is err:
+                    raise
+                raise translated from None
 
         return call
 

@@ -10,20 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlplat_plugins.aws.base import AwsProvider, content_name
+from mlplat_plugins.aws.base import AwsProvider, content_name, made_by, operation_id, operation_of
 from mlplat_plugins.aws.registry import image_uri
 from mlplat_plugins.aws.sdk import or_existing, unless_missing
 from provisioner.errors import MlplatError
+from provisioner.operations import StepContext
 from provisioner.progress import report
 from provisioner.provider import Created, Diff, Observed
 
 
 class SageMakerModel(AwsProvider):
-    create_before_destroy = True
+    replace_mode = "create_before_destroy"
     force_new = frozenset({"base_name", "role_arn", "model", "model_package", "image", "model_data_url", "subnets",
                            "security_groups"})
 
-    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+    def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
         name = content_name(inputs["base_name"], inputs)
         if "model_package" in inputs:
             container: dict[str, Any] = {"ModelPackageName": inputs["model_package"]}
@@ -34,7 +35,7 @@ class SageMakerModel(AwsProvider):
                                   hint="put the registry on an aws target, or publish the artifact to S3")
             container = {"Image": image_uri(inputs["image"]), "ModelDataUrl": url}
         args: dict[str, Any] = {"ModelName": name, "PrimaryContainer": container,
-                                "ExecutionRoleArn": inputs["role_arn"], "Tags": self.tags(address)}
+                                "ExecutionRoleArn": inputs["role_arn"], "Tags": self.tags(address, ctx)}
         if inputs["subnets"] and inputs["security_groups"]:
             args["VpcConfig"] = {"Subnets": inputs["subnets"], "SecurityGroupIds": inputs["security_groups"]}
         arn = or_existing(lambda: self.aws.sagemaker.create_model(**args)["ModelArn"],
@@ -47,12 +48,14 @@ class SageMakerModel(AwsProvider):
             return None
         return Observed(dict(inputs), {"name": id, "arn": model["ModelArn"]})
 
-    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+    def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         name = content_name(inputs["base_name"], inputs)
-        seen = self.read(name, inputs)
-        return Created(name, seen.outputs) if seen else None
+        seen = self.read(name, inputs) if name not in ctx.exclude else None
+        if seen is None or (ctx.token and not made_by(self.sagemaker_tags(seen.outputs["arn"]), ctx)):
+            return None
+        return Created(name, seen.outputs)
 
-    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+    def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         unless_missing(lambda: self.aws.sagemaker.delete_model(ModelName=id))
 
 
@@ -60,7 +63,7 @@ class EndpointConfig(AwsProvider):
     """Variant weights and instance counts here are only the initial ones: the endpoint owns the live values, so
     changing them never replaces the config (as Terraform's ignore_changes would)."""
 
-    create_before_destroy = True
+    replace_mode = "create_before_destroy"
     force_new = frozenset({"base_name", "variants", "shadow_variants"})
 
     def diff(self, prior: dict[str, Any], desired: dict[str, Any]) -> Diff:
@@ -69,9 +72,9 @@ class EndpointConfig(AwsProvider):
     def _name(self, inputs: dict[str, Any]) -> str:
         return content_name(inputs["base_name"], _without_live_values(inputs))
 
-    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+    def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
         name = self._name(inputs)
-        args: dict[str, Any] = {"EndpointConfigName": name, "Tags": self.tags(address),
+        args: dict[str, Any] = {"EndpointConfigName": name, "Tags": self.tags(address, ctx),
                                 "ProductionVariants": [_variant(v) for v in inputs["variants"]]}
         if inputs["shadow_variants"]:
             args["ShadowProductionVariants"] = [_variant(v) for v in inputs["shadow_variants"]]
@@ -88,37 +91,48 @@ class EndpointConfig(AwsProvider):
                     "shadow_variants": [_from_variant(v) for v in config.get("ShadowProductionVariants", [])]}
         return Observed(observed, {"name": id, "arn": config["EndpointConfigArn"]})
 
-    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+    def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         name = self._name(inputs)
-        seen = self.read(name, inputs)
-        return Created(name, seen.outputs) if seen else None
+        seen = self.read(name, inputs) if name not in ctx.exclude else None
+        if seen is None or (ctx.token and not made_by(self.sagemaker_tags(seen.outputs["arn"]), ctx)):
+            return None
+        return Created(name, seen.outputs)
 
-    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+    def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         unless_missing(lambda: self.aws.sagemaker.delete_endpoint_config(EndpointConfigName=id))
 
 
 class Endpoint(AwsProvider):
-    force_new = frozenset({"name"})
+    """Creating an endpoint, and each update, is a long operation: it is checkpointed (CreateEndpoint <name>,
+    UpdateEndpoint <name> <config>, ...) before the wait, and a step resumed after a crash waits for the endpoint
+    to settle, then converges from what it sees (an update already applied is not issued again)."""
 
-    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+    force_new = frozenset({"name"})
+    timeouts = {"create": 3600.0, "update": 3600.0, "delete": 1800.0}
+
+    def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
         name = inputs["name"]
-        or_existing(lambda: self.aws.sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=inputs["config"],
-                                                               Tags=self.tags(address)),
-                    lambda: report(f"endpoint {name} exists already (a retried create): adopting it"))
-        endpoint = self._wait_in_service(name, "Creating")
+        if ctx.operation is None:
+            or_existing(lambda: self.aws.sagemaker.create_endpoint(
+                EndpointName=name, EndpointConfigName=inputs["config"], Tags=self.tags(address, ctx)),
+                lambda: report(f"endpoint {name} exists already (a retried create): adopting it"))
+            ctx.checkpoint(operation_id("CreateEndpoint", name))
+        endpoint = self._wait_in_service(ctx, name, "Creating")
         current = self._observed(endpoint, inputs)
         if any(current[k] != inputs[k] for k in ("config", "weights", "instances")):
-            return Created(name, self.update(name, current, inputs))  # adopted an older one: converge it
+            return Created(name, self.update(name, current, inputs, ctx))  # adopted an older one: converge it
         return Created(name, self._outputs(endpoint))
 
-    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
-        endpoint = self._describe(id)
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        # an operation on it under way (a resumed step, or one just created): let it settle, then converge
+        endpoint = self._wait_in_service(ctx, id, "Updating") if ctx.operation is not None else self._describe(id)
         if endpoint is None:
             raise MlplatError(f"endpoint {id} does not exist any more", hint="run mlplat refresh, then apply")
         if endpoint["EndpointConfigName"] != desired["config"]:
             report(f"blue/green: {endpoint['EndpointConfigName']} → {desired['config']}")
             self.aws.sagemaker.update_endpoint(EndpointName=id, EndpointConfigName=desired["config"])
-            endpoint = self._wait_in_service(id, "Updating")
+            ctx.checkpoint(operation_id("UpdateEndpoint", id, desired["config"]))
+            endpoint = self._wait_in_service(ctx, id, "Updating")
         live = self._observed(endpoint, desired)
         changed = [v for v in desired["weights"] if (live["weights"].get(v), live["instances"].get(v)) !=
                    (desired["weights"][v], desired["instances"][v])]
@@ -126,14 +140,15 @@ class Endpoint(AwsProvider):
             self.aws.sagemaker.update_endpoint_weights_and_capacities(EndpointName=id, DesiredWeightsAndCapacities=[
                 {"VariantName": v, "DesiredWeight": desired["weights"][v],
                  "DesiredInstanceCount": desired["instances"][v]} for v in changed])
-            endpoint = self._wait_in_service(id, "Updating")
+            ctx.checkpoint(operation_id("UpdateEndpointWeightsAndCapacities", id))
+            endpoint = self._wait_in_service(ctx, id, "Updating")
         return self._outputs(endpoint)
 
     def _describe(self, name: str) -> dict[str, Any] | None:
         return unless_missing(lambda: self.aws.sagemaker.describe_endpoint(EndpointName=name))
 
-    def _wait_in_service(self, name: str, phase: str) -> dict[str, Any]:
-        return self.wait_in_service(lambda: self._describe(name), f"endpoint {name}", phase,
+    def _wait_in_service(self, ctx: StepContext, name: str, phase: str) -> dict[str, Any]:
+        return self.wait_in_service(ctx, lambda: self._describe(name), f"endpoint {name}", phase,
                                     status_key="EndpointStatus", reason_key="FailureReason",
                                     failed=("Failed", "OutOfService"))
 
@@ -157,14 +172,19 @@ class Endpoint(AwsProvider):
             return None
         return Observed(self._observed(endpoint, inputs), self._outputs(endpoint))
 
-    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
-        endpoint = self._describe(inputs["name"])
-        return Created(inputs["name"], self._outputs(endpoint)) if endpoint else None
+    def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
+        name = inputs["name"]
+        endpoint = self._describe(name) if name not in ctx.exclude else None
+        if endpoint is None or (ctx.token and not made_by(self.sagemaker_tags(endpoint["EndpointArn"]), ctx)):
+            return None
+        return Created(name, self._outputs(endpoint))
 
-    def delete(self, id: str, inputs: dict[str, Any]) -> None:
-        if unless_missing(lambda: self.aws.sagemaker.delete_endpoint(EndpointName=id)) is None:
-            return  # gone already
-        self.wait_gone(lambda: self._describe(id), f"endpoint {id}")
+    def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
+        if operation_of(ctx, "DeleteEndpoint") is None:
+            if unless_missing(lambda: self.aws.sagemaker.delete_endpoint(EndpointName=id)) is None:
+                return  # gone already
+            ctx.checkpoint(operation_id("DeleteEndpoint", id))
+        self.wait_gone(ctx, lambda: self._describe(id), f"endpoint {id}")
 
 
 def _without_live_values(inputs: dict[str, Any]) -> dict[str, Any]:

@@ -4,30 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlplat_plugins.aws.base import AwsProvider, tag_value
+from mlplat_plugins.aws.base import ADDRESS_TAG, AwsProvider, made_by, operation_id, operation_of, tag_value
 from mlplat_plugins.aws.sdk import AwsApiError, unless_missing
 from provisioner.errors import MlplatError
+from provisioner.operations import StepContext
 from provisioner.provider import Created, Observed
 
 
 class EfsFileSystem(AwsProvider):
-    """Idempotent through CreationToken (derived from the address): a retried create finds the first one."""
+    """Idempotent through CreationToken (derived from the address): a retried create finds the first one. The
+    create that made it is named by a tag (the engine's token), which is how `find` tells it from a predecessor."""
 
     force_new = frozenset({"token", "performance_mode", "encrypted"})
+    timeouts = {"create": 900.0, "update": 900.0, "delete": 900.0}
 
-    def create(self, address: str, inputs: dict[str, Any]) -> Created:
-        try:
-            fs = self.aws.efs.create_file_system(
-                CreationToken=inputs["token"], PerformanceMode=inputs["performance_mode"],
-                Encrypted=inputs["encrypted"], Tags=[{"Key": "Name", "Value": address}, *self.tags(address)])
-        except AwsApiError as err:
-            if err.code != "FileSystemAlreadyExists":
-                raise
-            fs = self._by_token(inputs["token"])
-            if fs is None:
-                raise
-        fs = self.wait(lambda: self._available(fs["FileSystemId"]), f"EFS {fs['FileSystemId']} available")
-        return Created(fs["FileSystemId"], self._outputs(fs))
+    def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
+        resumed = operation_of(ctx, "CreateFileSystem")
+        if resumed:
+            fs_id = resumed[0]
+        else:
+            try:
+                fs = self.aws.efs.create_file_system(
+                    CreationToken=inputs["token"], PerformanceMode=inputs["performance_mode"],
+                    Encrypted=inputs["encrypted"], Tags=[{"Key": "Name", "Value": address}, *self.tags(address, ctx)])
+            except AwsApiError as err:
+                if err.code != "FileSystemAlreadyExists":
+                    raise
+                found = self._by_token(inputs["token"])
+                if found is None:
+                    raise
+                fs = found
+            fs_id = fs["FileSystemId"]
+            ctx.checkpoint(operation_id("CreateFileSystem", fs_id))
+        fs = self.wait(ctx, lambda: self._available(fs_id), f"EFS {fs_id} available")
+        return Created(fs_id, self._outputs(fs))
 
     def _available(self, fs_id: str) -> tuple[bool, Any]:
         fs = self.aws.efs.describe_file_systems(FileSystemId=fs_id)["FileSystems"][0]
@@ -53,18 +63,20 @@ class EfsFileSystem(AwsProvider):
         return Observed({"token": fs["CreationToken"], "performance_mode": fs["PerformanceMode"],
                          "encrypted": bool(fs.get("Encrypted"))}, self._outputs(fs))
 
-    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+    def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         fs = self._by_token(inputs["token"])
-        return Created(fs["FileSystemId"], self._outputs(fs)) if fs else None
+        if fs is None or fs["FileSystemId"] in ctx.exclude or (ctx.token and not made_by(fs.get("Tags"), ctx)):
+            return None
+        return Created(fs["FileSystemId"], self._outputs(fs))
 
-    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+    def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         unless_missing(lambda: self.aws.efs.delete_file_system(FileSystemId=id))
 
 
 class EfsMountTarget(AwsProvider):
     force_new = frozenset({"file_system", "subnet"})
 
-    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+    def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
         args: dict[str, Any] = {"FileSystemId": inputs["file_system"], "SubnetId": inputs["subnet"]}
         if inputs["security_groups"]:
             args["SecurityGroups"] = inputs["security_groups"]
@@ -97,7 +109,7 @@ class EfsMountTarget(AwsProvider):
                     "security_groups": sorted(groups) if inputs["security_groups"] else []}
         return Observed(observed, self._outputs(mt))
 
-    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         self.aws.efs.modify_mount_target_security_groups(MountTargetId=id, SecurityGroups=desired["security_groups"])
         return {"id": id}
 
@@ -105,32 +117,42 @@ class EfsMountTarget(AwsProvider):
         sort = lambda d: {**d, "security_groups": sorted(d.get("security_groups") or [])}  # noqa: E731
         return super().diff(sort(prior), sort(desired))
 
-    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+    def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
+        """Mount targets carry no tags: one per subnet of a file system, so the subnet names it."""
         mt = self._in_subnet(inputs)
-        return Created(mt["MountTargetId"], self._outputs(mt)) if mt else None
+        if mt is None or mt["MountTargetId"] in ctx.exclude:
+            return None
+        return Created(mt["MountTargetId"], self._outputs(mt))
 
-    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+    def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         unless_missing(lambda: self.aws.efs.delete_mount_target(MountTargetId=id))
 
 
 class FsxLustre(AwsProvider):
-    """SCRATCH_2 Lustre; ClientRequestToken makes a retried create return the same file system."""
+    """SCRATCH_2 Lustre. ClientRequestToken (the engine's token) makes a retried create return the same file
+    system; the token is also a tag, which is how `find` and a retried create tell it from a predecessor."""
 
     force_new = frozenset({"token", "subnet", "security_groups"})
+    timeouts = {"create": 3600.0, "update": 7200.0, "delete": 1800.0}
 
-    def create(self, address: str, inputs: dict[str, Any]) -> Created:
-        existing = self._tagged(address)
-        if existing is None:
-            args: dict[str, Any] = {
-                "ClientRequestToken": inputs["token"][:63], "FileSystemType": "LUSTRE",
-                "StorageCapacity": inputs["storage_gb"], "SubnetIds": [inputs["subnet"]],
-                "LustreConfiguration": {"DeploymentType": "SCRATCH_2"},
-                "Tags": [{"Key": "Name", "Value": address}, *self.tags(address)]}
-            if inputs["security_groups"]:
-                args["SecurityGroupIds"] = inputs["security_groups"]
-            existing = self.aws.fsx.create_file_system(**args)["FileSystem"]
-        fs_id = existing["FileSystemId"]
-        fs = self.wait(lambda: self._available(fs_id), f"FSx {fs_id} available")
+    def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
+        resumed = operation_of(ctx, "CreateFileSystem")
+        if resumed:
+            fs_id = resumed[0]
+        else:
+            existing = self._tagged(address, ctx)
+            if existing is None:
+                args: dict[str, Any] = {
+                    "ClientRequestToken": (ctx.token or inputs["token"])[:63], "FileSystemType": "LUSTRE",
+                    "StorageCapacity": inputs["storage_gb"], "SubnetIds": [inputs["subnet"]],
+                    "LustreConfiguration": {"DeploymentType": "SCRATCH_2"},
+                    "Tags": [{"Key": "Name", "Value": address}, *self.tags(address, ctx)]}
+                if inputs["security_groups"]:
+                    args["SecurityGroupIds"] = inputs["security_groups"]
+                existing = self.aws.fsx.create_file_system(**args)["FileSystem"]
+            fs_id = existing["FileSystemId"]
+            ctx.checkpoint(operation_id("CreateFileSystem", fs_id))
+        fs = self.wait(ctx, lambda: self._available(fs_id), f"FSx {fs_id} available")
         return Created(fs_id, self._outputs(fs))
 
     def _describe(self, fs_id: str) -> dict[str, Any] | None:
@@ -145,9 +167,13 @@ class FsxLustre(AwsProvider):
             raise MlplatError(f"FSx {fs_id} failed: {(fs or {}).get('FailureDetails', {}).get('Message', 'gone')}")
         return fs["Lifecycle"] == "AVAILABLE", fs
 
-    def _tagged(self, address: str) -> dict[str, Any] | None:
+    def _tagged(self, address: str, ctx: StepContext) -> dict[str, Any] | None:
+        """The file system the create carrying `ctx.token` made (without a token: the one tagged with `address`),
+        never one in `ctx.exclude`."""
         for fs in self.aws.fsx.paginate("describe_file_systems", "FileSystems"):
-            if tag_value(fs.get("Tags")) == address and fs["Lifecycle"] not in ("DELETING",):
+            if fs["Lifecycle"] == "DELETING" or fs["FileSystemId"] in ctx.exclude:
+                continue
+            if (made_by(fs.get("Tags"), ctx)) if ctx.token else (tag_value(fs.get("Tags"), ADDRESS_TAG) == address):
                 return fs
         return None
 
@@ -162,17 +188,22 @@ class FsxLustre(AwsProvider):
         observed = {**inputs, "storage_gb": fs["StorageCapacity"], "subnet": fs["SubnetIds"][0]}
         return Observed(observed, self._outputs(fs))
 
-    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        if operation_of(ctx, "UpdateFileSystem"):  # resumed after a crash: the resize was issued, wait for it
+            return self._resized(ctx, id)
         if desired["storage_gb"] < prior["storage_gb"]:
             raise MlplatError(f"FSx for Lustre cannot shrink ({prior['storage_gb']} → {desired['storage_gb']} GiB)",
                               hint="keep size_gb, or create a new storage component and copy the data")
         self.aws.fsx.update_file_system(FileSystemId=id, StorageCapacity=desired["storage_gb"])
-        fs = self.wait(lambda: self._available(id), f"FSx {id} resize")
-        return self._outputs(fs)
+        ctx.checkpoint(operation_id("UpdateFileSystem", id))
+        return self._resized(ctx, id)
 
-    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
-        fs = self._tagged(address)
+    def _resized(self, ctx: StepContext, id: str) -> dict[str, Any]:
+        return self._outputs(self.wait(ctx, lambda: self._available(id), f"FSx {id} resize"))
+
+    def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
+        fs = self._tagged(address, ctx)
         return Created(fs["FileSystemId"], self._outputs(fs)) if fs else None
 
-    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+    def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         unless_missing(lambda: self.aws.fsx.delete_file_system(FileSystemId=id))

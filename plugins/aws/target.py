@@ -45,7 +45,9 @@ class AwsSettings(BaseModel):
                                                          "mlplat uploads to s3://<bucket>/<prefix>/hyperpod/)")
     lifecycle_on_create: str = Field("on_create.sh", description="HyperPod OnCreate script name")
     poll_interval_s: float = Field(15.0, ge=0, description="First interval of waits on long operations")
-    wait_timeout_s: float = Field(3600.0, gt=0, description="Bound on each wait (endpoint InService, cluster)")
+    wait_timeout_s: float = Field(3600.0, gt=0, description="Older form of `timeouts:` (which wins): where set, "
+                                                           "bounds every create/update/delete wait of every kind; "
+                                                           "unset, each kind has its own default")
     max_concurrency: int = Field(8, ge=1, description="AWS calls in flight at once (API rate limits)")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from provisioner.errors import MlplatError, RetryableError
+from provisioner.operations import StepContext
 from provisioner.provider import Created, Observed, ResourceProvider
 
 if TYPE_CHECKING:
@@ -64,22 +65,22 @@ class DirectoryProvider(LocalProvider):
 
     force_new = frozenset({"path"})
 
-    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+    def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
         path = Path(inputs["path"])
         _claim(path, address)
         return Created(str(path), {"path": str(path)})
 
-    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+    def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         path = Path(inputs["path"])
         return Created(str(path), {"path": str(path)}) if _owned_by(path, address) else None
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
         return Observed(dict(inputs), {"path": id}) if Path(id).is_dir() else None
 
-    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         return {"path": id}
 
-    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+    def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         path = Path(id)
         if path.is_dir() and (path / MARKER).exists():
             shutil.rmtree(path)
@@ -101,7 +102,7 @@ class ModelVersionProvider(LocalProvider):
     def _dir(self, inputs: dict[str, Any]) -> Path:
         return Path(inputs["registry"]) / inputs["name"] / inputs["version"]
 
-    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+    def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
         return self._write(inputs)
 
     def _write(self, inputs: dict[str, Any]) -> Created:
@@ -123,7 +124,7 @@ class ModelVersionProvider(LocalProvider):
         write_json_atomic(directory / "meta.json", meta)
         return Created(str(directory), {"uri": str(artifact), "digest": f"sha256:{inputs['sha256']}"})
 
-    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+    def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         directory = self._dir(inputs)
         observed = self.read(str(directory), inputs)
         return Created(str(directory), observed.outputs) if observed else None
@@ -145,10 +146,10 @@ class ModelVersionProvider(LocalProvider):
         }
         return Observed(current, {"uri": str(artifact), "digest": f"sha256:{digest}"})
 
-    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         return self._write(desired).outputs
 
-    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+    def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         path = Path(id)
         shutil.rmtree(path, ignore_errors=True)
         with contextlib.suppress(OSError):  # the model's folder goes with its last version (racing siblings ok)
@@ -176,10 +177,10 @@ class GpuPoolProvider(LocalProvider):
             "accelerator": accelerator,
         }
 
-    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+    def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
         return Created(f"{socket.gethostname()}/{address}", self._devices(inputs))
 
-    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+    def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         return None  # nothing is made outside the state, so an interrupted create is simply re-run
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
@@ -188,10 +189,10 @@ class GpuPoolProvider(LocalProvider):
         except MlplatError:
             return None
 
-    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         return self._devices(desired)
 
-    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+    def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         return None
 
 
@@ -209,7 +210,7 @@ class ProcessProvider(LocalProvider):
             return None
         return Created(str(run_dir), {"url": info.url, "pid": info.pid, "port": info.port})
 
-    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
+    def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         return self._found(self._run_dir(inputs))
 
     def _spawn(self, module: str, args: list[str], run_dir: Path, address: str) -> Created:
@@ -229,7 +230,7 @@ class ProcessProvider(LocalProvider):
             raise MlplatError(f"the server process did not start: {err}") from None
         return Created(str(run_dir), {"url": info.url, "pid": info.pid, "port": info.port})
 
-    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+    def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         run_dir = Path(id)
         stop_server(run_dir)
         if run_dir.is_dir() and (run_dir / MARKER).exists():
@@ -267,13 +268,13 @@ class ModelServerProvider(ProcessProvider):
     then the old process stops — no request is dropped."""
 
     force_new = frozenset({"endpoint", "path", "model", "artifact", "host", "work_dir"})
-    create_before_destroy = True
+    replace_mode = "create_before_destroy"
 
     def _run_dir(self, inputs: dict[str, Any]) -> Path:
         token = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:10]
         return Path(inputs["work_dir"]) / f"{inputs['path']}-{token}"
 
-    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+    def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
         run_dir = self._run_dir(inputs)
         return self._found(run_dir) or self._spawn(
             MODEL_SERVER,
@@ -286,7 +287,7 @@ class ModelServerProvider(ProcessProvider):
         found = self._found(Path(id))
         return Observed(dict(inputs), found.outputs) if found else None
 
-    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         found = self._found(Path(id))
         if found is None:
             raise RetryableError(f"model server in {id} is not running")
@@ -315,11 +316,11 @@ class RouterProvider(ProcessProvider):
         write_json_atomic(path, self._config(inputs))
         return path
 
-    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+    def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
         run_dir = self._run_dir(inputs)
         found = self._found(run_dir)
         if found is not None:  # created before a crash: bring it to the desired config
-            self.update(str(run_dir), {}, inputs)
+            self.update(str(run_dir), {}, inputs, ctx)
             return found
         _claim(run_dir, address)
         config = self._write_config(run_dir, inputs)
@@ -339,7 +340,7 @@ class RouterProvider(ProcessProvider):
         current = {**inputs, **{k: live.get(k) for k in self.LIVE_FIELDS}}
         return Observed(current, found.outputs)
 
-    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         from mlplat_plugins.local.runtime.processes import reload
 
         run_dir = Path(id)

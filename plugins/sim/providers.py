@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.errors import RetryableError
+from provisioner.operations import StepContext
 from provisioner.provider import Created, Observed, ResourceProvider
 
 FORCE_NEW = {"sim.pool": {"accelerator", "cluster"}, "sim.model": {"ref", "source", "registry"},
@@ -24,9 +25,39 @@ FORCE_NEW = {"sim.pool": {"accelerator", "cluster"}, "sim.model": {"ref", "sourc
 class MemoryStore:
     def __init__(self) -> None:
         self.objects: dict[str, dict[str, Any]] = {}
+        self.operations: dict[str, dict[str, Any]] = {}
         self.creates = 0
         self.calls: dict[str, int] = {}
         self.lock = threading.Lock()
+
+    def start_operation(self, obj: dict[str, Any], polls: int) -> str:
+        """A long-running create: the object appears once the operation has been polled `polls` times."""
+        op_id = f"op-{uuid.uuid4().hex[:12]}"
+        self.put_operation({"id": op_id, "remaining": polls, "object": obj})
+        self.log_operation(op_id, obj["address"])
+        return op_id
+
+    def poll_operation(self, op_id: str) -> dict[str, Any] | None:
+        """One poll: the operation moves a step on; when done its object exists (exactly once)."""
+        with self.lock:
+            op = self.get_operation(op_id)
+            if op is None or op["remaining"] <= 0:
+                return op
+            op["remaining"] -= 1
+            self.put_operation(op)
+        if op["remaining"] == 0:
+            self.put(op["object"], created=True)
+        return op
+
+    def put_operation(self, op: dict[str, Any]) -> None:
+        self.operations[op["id"]] = dict(op)
+
+    def get_operation(self, op_id: str) -> dict[str, Any] | None:
+        op = self.operations.get(op_id)
+        return dict(op) if op is not None else None
+
+    def log_operation(self, op_id: str, address: str) -> None:
+        pass
 
     def put(self, obj: dict[str, Any], *, created: bool) -> None:
         with self.lock:
@@ -85,6 +116,23 @@ class DirectoryStore(MemoryStore):
         except OSError:
             return []
 
+    def put_operation(self, op: dict[str, Any]) -> None:
+        folder = self.path / "operations"
+        folder.mkdir(exist_ok=True)
+        tmp = folder / f"{op['id']}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.write_text(json.dumps(op, sort_keys=True))
+        os.replace(tmp, folder / f"{op['id']}.json")
+
+    def get_operation(self, op_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.path / "operations" / f"{op_id}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def log_operation(self, op_id: str, address: str) -> None:
+        with open(self.path / "operations.log", "a") as log:
+            log.write(f"{op_id} {address}\n")
+
 
 _memory = MemoryStore()
 _stores: dict[Path, DirectoryStore] = {}
@@ -102,7 +150,8 @@ class SimProvider(ResourceProvider):
     def __init__(self, kind: str, store: MemoryStore, settings: Any) -> None:
         self.kind, self.store, self.settings = kind, store, settings
         self.force_new = frozenset(FORCE_NEW.get(kind, ()))
-        self.create_before_destroy = kind == "sim.endpoint_config"
+        # like SageMaker endpoint configs: a new config is made (with a new name) before the old one goes
+        self.replace_mode = "create_before_destroy" if kind == "sim.endpoint_config" else "destroy_before_create"
 
     def _work(self, key: str) -> None:
         if self.settings.throttle_first and self.store.count_call(key) <= self.settings.throttle_first:
@@ -115,29 +164,49 @@ class SimProvider(ResourceProvider):
     def token(address: str, inputs: dict[str, Any]) -> str:
         return hashlib.sha256(json.dumps([address, inputs], sort_keys=True).encode()).hexdigest()[:16]
 
-    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+    def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
+        if ctx.operation:  # recovery: the create was issued before a crash; wait for it, do not issue it again
+            return self._finish(ctx.operation, ctx)
         self._work(f"create:{address}")
         id = uuid.uuid4().hex[:16] if self.settings.tagged_ids else self.token(address, inputs)
         existing = self.store.get(id)
         if existing is None:
             existing = {"id": id, "address": address, "kind": self.kind, "inputs": inputs,
-                        "url": f"sim://{address}"}
+                        "url": f"sim://{address}", "token": ctx.token}
+            if self.settings.operation_polls:  # a long-running create: checkpoint the operation, then wait
+                operation = self.store.start_operation(existing, self.settings.operation_polls)
+                ctx.checkpoint(operation)
+                return self._finish(operation, ctx)
             self.store.put(existing, created=True)
         return Created(id, {"id": id, "url": existing["url"]})
 
-    def find(self, address: str, inputs: dict[str, Any]) -> Created | None:
-        if self.settings.tagged_ids:  # like a tag lookup: an object carrying this address
-            tagged = [o for o in self.store.all() if o["address"] == address]
+    def _finish(self, operation: str, ctx: StepContext) -> Created:
+        def check() -> tuple[bool, Any]:
+            op = self.store.poll_operation(operation)
+            if op is None:
+                raise RuntimeError(f"OperationNotFound: {operation}")
+            return (True, op["object"]) if op["remaining"] <= 0 else (False, f"{op['remaining']} poll(s) to go")
+
+        interval = self.settings.poll_interval_ms / 1000
+        obj = ctx.wait(check, what=f"operation {operation}", interval=interval, max_interval=interval)
+        return Created(obj["id"], {"id": obj["id"], "url": obj["url"]})
+
+    def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
+        if self.settings.tagged_ids:  # like a tag lookup: the object the create carrying this token made
+            tagged = [o for o in self.store.all() if o["address"] == address and o["id"] not in ctx.exclude
+                      and (not ctx.token or o.get("token") == ctx.token)]
             obj = tagged[-1] if tagged else None
         else:
             obj = self.store.get(self.token(address, inputs))
         return Created(obj["id"], {"id": obj["id"], "url": obj["url"]}) if obj else None
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
+        if self.settings.throttle_reads and self.store.count_call(f"read:{id}") <= self.settings.throttle_reads:
+            raise RetryableError(f"ThrottlingException: rate exceeded reading {id}", retry_after=0.01)
         obj = self.store.get(id)
         return Observed(obj["inputs"], {"id": id, "url": obj["url"]}) if obj else None
 
-    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         self._work(f"update:{id}")
         obj = self.store.get(id)
         if obj is None:
@@ -146,7 +215,7 @@ class SimProvider(ResourceProvider):
         self.store.put(obj, created=False)
         return {"id": id, "url": obj["url"]}
 
-    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+    def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         self._work(f"delete:{id}")
         self.store.delete(id)
 
@@ -155,15 +224,15 @@ class DataProvider(ResourceProvider):
     """`sim.data`: a resource that lives only in the state, like Terraform's `terraform_data` (benchmarks compare
     the two engines on the same graph). Zero latency, no store."""
 
-    def create(self, address: str, inputs: dict[str, Any]) -> Created:
+    def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
         id = uuid.uuid4().hex
         return Created(id, {"id": id})
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
         return Observed(inputs, {"id": id})
 
-    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         return {"id": id}
 
-    def delete(self, id: str, inputs: dict[str, Any]) -> None:
+    def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         return None

@@ -21,11 +21,16 @@ class SimSettings(BaseModel):
     latency_ms: float = Field(0.0, ge=0, description="Time each create/update/delete takes")
     jitter_ms: float = Field(0.0, ge=0, description="Random extra time, uniform in [0, jitter_ms]")
     throttle_first: int = Field(0, ge=0, description="Throttle (retryably) the first N calls of each object")
+    throttle_reads: int = Field(0, ge=0, description="Throttle (retryably) the first N reads of each object")
     max_concurrency: int | None = Field(None, ge=1, description="The simulated API's limit on calls in flight")
     tagged_ids: bool = Field(False, description="Each create makes a new object with a new id, as most cloud APIs "
                                                 "do (a repeated create duplicates); find looks it up by its "
                                                 "address tag. Default: ids derive from address+inputs "
                                                 "(idempotent creates)")
+    operation_polls: int = Field(0, ge=0, description="Creates are long-running operations: the object exists "
+                                                      "after this many status polls (0: creates are immediate)")
+    poll_interval_ms: float = Field(50.0, ge=0, description="Time between status polls of an operation")
+    max_calls_per_s: float | None = Field(None, gt=0, description="The simulated API's request rate limit")
 
 
 class SimTarget(Target):
@@ -35,7 +40,8 @@ class SimTarget(Target):
 
     def capabilities(self) -> Capabilities:
         return Capabilities(storage_kinds=frozenset({"nas", "lustre"}), auth_modes=frozenset({"none", "key", "iam"}),
-                            max_concurrency=self.settings.max_concurrency)
+                            max_concurrency=self.settings.max_concurrency,
+                            max_calls_per_s=self.settings.max_calls_per_s)
 
     def store_path(self) -> Path | None:
         store = self.settings.store

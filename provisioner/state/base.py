@@ -13,7 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from provisioner.errors import LockHeld
 from provisioner.pids import pid_alive
@@ -37,6 +37,10 @@ def login_name() -> str:
         except (ImportError, KeyError):  # no passwd entry: a container run as an arbitrary --user
             pass
     return os.environ.get("USER") or os.environ.get("LOGNAME") or (f"uid{uid}" if uid is not None else "unknown")
+
+
+#: seconds between looks at a held lock
+WATCH_POLL = 0.25
 
 
 def default_lease() -> float:
@@ -71,6 +75,10 @@ class JournalEntry:
     phase: str  # pending | done | failed | resolved
     at: float
     message: str | None = None
+    #: idempotency token the step passes to the cloud call, so a repeated call cannot make a second object
+    token: str = ""
+    #: a long-running cloud operation the step started (its id), so recovery can resume waiting on it
+    operation: str | None = None
 
 
 @dataclass
@@ -89,13 +97,24 @@ class LockInfo:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
         return f"{self.holder} (pid {self.pid}, {self.operation}, since {when}, lock id {self.id})"
 
-    def gone_because(self, now: float | None = None) -> str | None:
-        """Why the holder is provably gone (lease expired, or same host and its pid is dead), else None."""
+    def lease_expired(self, now: float) -> bool:
+        """The heartbeat is older than the lease by the reader's wall clock `now`: a hint, never proof (the
+        holder's and the reader's clocks may disagree)."""
+        return now - self.heartbeat > self.lease
+
+    def gone_because(self, now: float | None = None, *, unchanged_for: float | None = None) -> str | None:
+        """Why the holder is gone, else None: its process on this host is dead, or (given `unchanged_for`, the
+        seconds a reader watched this lock's id and heartbeat stay the same on its own monotonic clock) no
+        heartbeat came for longer than the lease. Without `unchanged_for` the wall clock `now` describes it."""
+        if self.host == host_name() and not pid_alive(self.pid):
+            return f"its process {self.pid} on this host is gone"
+        if unchanged_for is not None:
+            if unchanged_for > self.lease:
+                return f"its lease expired (no heartbeat seen for {unchanged_for:.0f}s; lease {self.lease:.0f}s)"
+            return None
         late = (now if now is not None else time.time()) - self.heartbeat
         if late > self.lease:
             return f"its lease expired {late - self.lease:.0f}s ago (no heartbeat for {late:.0f}s)"
-        if self.host == host_name() and not pid_alive(self.pid):
-            return f"its process {self.pid} on this host is gone"
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,6 +141,11 @@ class StateBackend(ABC):
     codec: StateCodec = PLAIN
     #: set by the lease keeper when another process took the lock over: no further journal writes
     lost_lock: str | None = None
+    #: the id of the lock this process holds (Stack.locked sets it): while set, every write that changes the
+    #: state is refused, in the write's own transaction, unless the stored lock still has this id
+    fence: str | None = None
+    #: why the last acquire_lock took a lock over (None if it found the lock free)
+    took_over_because: str | None = None
 
     @abstractmethod
     def meta(self) -> StateMeta: ...
@@ -140,8 +164,14 @@ class StateBackend(ABC):
     def remove(self, address: str) -> None: ...
 
     @abstractmethod
-    def journal_pending(self, apply_id: str, op: str, record: ResourceRecord) -> int:
-        """Write the pending entry (before the cloud call); returns its sequence number."""
+    def journal_pending(self, apply_id: str, op: str, record: ResourceRecord, *, token: str = "") -> int:
+        """Write the pending entry (before the cloud call), with the idempotency token the call will carry;
+        returns its sequence number."""
+
+    @abstractmethod
+    def journal_checkpoint(self, seq: int, operation: str) -> None:
+        """Record on pending entry `seq` the long-running cloud operation it started, so crash recovery can
+        resume waiting on it."""
 
     @abstractmethod
     def journal_done(self, seq: int, *, put: ResourceRecord | None = None, remove: str | None = None) -> None:
@@ -167,9 +197,19 @@ class StateBackend(ABC):
 
     @staticmethod
     def clock() -> float:
-        """The clock leases are measured on: wall-clock time, so a holder on another host can be judged by its
-        heartbeat (tests substitute a fake clock rather than sleep through leases)."""
+        """The clock heartbeats are written with: wall-clock time, shown to people and used as a hint that a
+        lease ran out (tests substitute a fake clock rather than sleep through leases)."""
         return time.time()
+
+    @staticmethod
+    def monotonic() -> float:
+        """This process's own clock, on which it watches a holder's heartbeat (tests substitute it)."""
+        return time.monotonic()
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        """How acquire_lock waits between looks (tests substitute it to move their fake clocks)."""
+        time.sleep(seconds)
 
     @abstractmethod
     def read_lock(self) -> LockInfo | None: ...
@@ -187,30 +227,47 @@ class StateBackend(ABC):
                      waiting: Callable[[LockInfo], None] | None = None) -> LockInfo | None:
         """Take the stack's lock, waiting up to `timeout` seconds for a live holder.
 
-        Returns the previous holder when its lock was taken over (its lease expired, or it died on this host);
-        raises LockHeld naming a live holder once the timeout has passed.
+        A holder is gone when its process on this host is dead, or when this process has watched the lock's
+        id and heartbeat stay unchanged for longer than the lease, on its own monotonic clock: wall clocks of
+        two hosts may disagree by more than a lease. A heartbeat that looks expired by the wall clock is
+        watched for up to one lease, even past `timeout`, so a crashed holder is still taken over. Returns the
+        previous holder when its lock was taken over (compare-and-swap on its id; the reason in
+        `took_over_because`); raises LockHeld naming a live holder once the time is up.
         """
-        deadline = time.monotonic() + timeout
+        self.took_over_because = None
+        deadline = self.monotonic() + timeout
         told = False
+        seen: tuple[str, float] | None = None  # (id, heartbeat) as last read, and since when on our clock
+        since = watch_until = 0.0
         while True:
             current = self.read_lock()
+            now = self.monotonic()
             if current is None:
                 if self.write_lock(info, replacing=None):
                     return None
+                seen = None
                 continue  # somebody was quicker: look again
-            if current.gone_because(self.clock()) is not None:
+            if seen is None or seen[0] != current.id:
+                watch_until = 0.0  # a new holder: judged afresh
+            if (current.id, current.heartbeat) != seen:
+                seen, since = (current.id, current.heartbeat), now
+            reason = current.gone_because(unchanged_for=now - since)
+            if reason is not None:
                 if self.write_lock(info, replacing=current.id):
+                    self.took_over_because = reason
                     return current
                 continue
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if not watch_until and current.lease_expired(self.clock()):
+                watch_until = now + current.lease + WATCH_POLL  # then unchanged for longer than the lease
+            until = max(deadline, watch_until)
+            if now >= until:
                 raise LockHeld(f"the stack is locked by {current.describe()}",
                                hint="wait for it to finish (or pass --lock-timeout SECONDS to wait); if that "
                                     f"process is gone for good, run `mlplat state unlock {current.id}`")
             if waiting is not None and not told:
                 waiting(current)
                 told = True
-            time.sleep(min(left, 0.25))
+            self.sleep(min(until - now, WATCH_POLL))
 
     def renew_lock(self, info: LockInfo) -> bool:
         """Heartbeat: extend our lease; False if the lock is no longer ours."""
@@ -230,12 +287,31 @@ class StateBackend(ABC):
             raise LockHeld(f"this process lost the stack's lock: {self.lost_lock}",
                            hint="another apply took it over (our heartbeats stopped); run apply again")
 
+    def fence_holds(self, current: LockInfo | None) -> None:
+        """Inside a write's transaction, given the stored lock: refuse the write unless the lock is still
+        ours (no-op when this backend is not fenced)."""
+        if self.fence is not None and (current is None or current.id != self.fence):
+            self.refuse_write(current)
+
+    def refuse_write(self, current: LockInfo | None) -> NoReturn:
+        """Another process took the lock over (or it was removed): record who holds it and refuse."""
+        if current is not None:
+            self.lost_lock = current.describe()
+            lost = f"lost the stack's lock to {self.lost_lock}"
+        else:
+            self.lost_lock = "the lock was removed (released by a process that took it over, or state unlock)"
+            lost = f"lost the stack's lock: {self.lost_lock}"
+        raise LockHeld(f"this process {lost}; nothing was written",
+                       hint="its heartbeats stopped long enough for another process to take the lock over; "
+                            "run apply again: it continues from what the state records")
+
     def journal_entry(self, seq: int, apply_id: str, address: str, op: str, kind: str, target: str, body: str,
-                      cloud_id: str | None, phase: str, at: float, message: str | None) -> JournalEntry:
+                      cloud_id: str | None, phase: str, at: float, message: str | None, token: str | None = "",
+                      operation: str | None = None) -> JournalEntry:
         """A journal row as SQL backends store it (body: the codec's [inputs, depends_on, deposed])."""
         inputs, depends_on, deposed = self.codec.loads(body)
         record = ResourceRecord(address, kind, target, cloud_id or "", inputs, {}, depends_on, deposed)
-        return JournalEntry(seq, apply_id, op, record, phase, at, message)
+        return JournalEntry(seq, apply_id, op, record, phase, at, message, token or "", operation)
 
     # -- transfers (state migrate) ---------------------------------------------------------------------
 

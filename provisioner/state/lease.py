@@ -1,7 +1,9 @@
 """The lock holder's heartbeat: a daemon thread renewing the lease every third of it.
 
 If a renewal finds the lock gone or someone else's (our heartbeats stalled past the lease, and another process
-took over), the backend is flagged so its next journal write refuses to continue.
+took over), the backend is flagged so its next journal write refuses to continue. That flag is only the early
+warning: a fenced backend (`StateBackend.fence`) checks the lock in every write itself, so a write racing the
+keeper's next beat is refused too.
 """
 
 from __future__ import annotations

@@ -2,8 +2,11 @@
 
 One connection per backend (autocommit; multi-statement changes in explicit transactions), serialized across the
 engine's threads by a lock. The stack's lock is a lease row per stack changed by single atomic statements, so
-two stacks never block each other. The password never appears in the URL we keep: it comes from PGPASSWORD,
-~/.pgpass (libpq reads both), or the URL itself if the user insists (then it is masked in `self.url`).
+two stacks never block each other. A fenced write (`StateBackend.fence`) first reads its stack's lock row FOR
+SHARE in its own transaction: a takeover's UPDATE of that row waits for the write to commit, and a write that
+starts after a takeover sees the new holder and is refused. The password never appears in the URL we keep: it
+comes from PGPASSWORD, ~/.pgpass (libpq reads both), or the URL itself if the user insists (then it is masked in
+`self.url`).
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from provisioner.state.base import JournalEntry, LockInfo, ResourceRecord, State
 if TYPE_CHECKING:
     import psycopg
 
-#: the last object SCHEMA creates: when it exists, the schema is complete and no DDL (nor its locks) is needed
+#: the last object SCHEMA creates and the last column it adds: when both exist, the schema is complete and no
+#: DDL (nor its locks) is needed
 SCHEMA_MARKER = "mlplat_journal_pending"
+SCHEMA_COLUMN = ("mlplat_journal", "operation")
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS mlplat_meta (
         stack TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (stack, key))""",
@@ -37,7 +42,11 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS mlplat_journal (
         seq BIGSERIAL NOT NULL, stack TEXT NOT NULL, apply_id TEXT NOT NULL, address TEXT NOT NULL,
         op TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL, inputs TEXT NOT NULL, cloud_id TEXT,
-        phase TEXT NOT NULL, message TEXT, at DOUBLE PRECISION NOT NULL, PRIMARY KEY (stack, seq))""",
+        phase TEXT NOT NULL, message TEXT, at DOUBLE PRECISION NOT NULL, token TEXT NOT NULL DEFAULT '',
+        operation TEXT, PRIMARY KEY (stack, seq))""",
+    # journals made before idempotency tokens and operation checkpoints gain their columns in place
+    "ALTER TABLE mlplat_journal ADD COLUMN IF NOT EXISTS token TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE mlplat_journal ADD COLUMN IF NOT EXISTS operation TEXT",
     """CREATE TABLE IF NOT EXISTS mlplat_locks (
         stack TEXT PRIMARY KEY, id TEXT NOT NULL, operation TEXT NOT NULL, holder TEXT NOT NULL, host TEXT NOT NULL,
         pid INTEGER NOT NULL, started DOUBLE PRECISION NOT NULL, heartbeat DOUBLE PRECISION NOT NULL,
@@ -48,7 +57,7 @@ SCHEMA = [
 DDL_LOCK_KEY = 0x6D6C706C6174
 LOCK_COLUMNS = "id, operation, holder, host, pid, started, heartbeat, lease"
 RESOURCE_COLUMNS = "address, kind, target, id, inputs, outputs, depends_on, deposed"
-JOURNAL_COLUMNS = "seq, apply_id, address, op, kind, target, inputs, cloud_id, phase, at, message"
+JOURNAL_COLUMNS = "seq, apply_id, address, op, kind, target, inputs, cloud_id, phase, at, message, token, operation"
 JOURNAL_SEQUENCE = "mlplat_journal_seq_seq"  # BIGSERIAL's: shared by all stacks, so seq numbers are unique
 
 JOURNAL_KEEP = 10_000  # closed entries kept per stack, as in sqlite
@@ -107,17 +116,20 @@ class PostgresState(StateBackend):
 
     def _ensure_schema(self) -> None:
         with self._tx() as cur:
-            cur.execute("SELECT to_regclass(%s)", (SCHEMA_MARKER,))
-            if _scalar(cur) is not None:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_attribute WHERE "
+                        "attrelid = to_regclass(%s) AND attname = %s AND NOT attisdropped)",
+                        (SCHEMA_MARKER, *SCHEMA_COLUMN))
+            if _scalar(cur):
                 return
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK_KEY,))  # held until this transaction ends
             for statement in SCHEMA:
                 cur.execute(statement)
 
     @contextmanager
-    def _tx(self, *, atomic: bool = True) -> Iterator[psycopg.Cursor[Any]]:
+    def _tx(self, *, atomic: bool = True, fenced: bool = False) -> Iterator[psycopg.Cursor[Any]]:
         """One transaction (or, not atomic, one plain read), serialized across threads. A broken connection
-        fails the call with a StateError and is reopened by the next one (a write is never retried blindly)."""
+        fails the call with a StateError and is reopened by the next one (a write is never retried blindly).
+        `fenced`: a write that changes the state, refused unless the lock is still ours (see the module doc)."""
         import psycopg
 
         with self._lock:
@@ -125,6 +137,11 @@ class PostgresState(StateBackend):
                 if self._conn.closed:
                     self._conn = self._connect()
                 with self._conn.transaction() if atomic else nullcontext(), self._conn.cursor() as cur:
+                    if fenced and self.fence is not None:
+                        cur.execute(f"SELECT {LOCK_COLUMNS} FROM mlplat_locks WHERE stack=%s FOR SHARE",
+                                    (self.stack,))
+                        row = cur.fetchone()
+                        self.fence_holds(LockInfo(*row) if row else None)
                     yield cur
             except psycopg.OperationalError as err:
                 raise StateError(f"the PostgreSQL state at {self._where} failed: {self._clean(err)}",
@@ -154,7 +171,7 @@ class PostgresState(StateBackend):
                                      json.loads(r[7])) for r in rows}
 
     def bump_serial(self) -> int:
-        with self._tx() as cur:
+        with self._tx(fenced=True) as cur:
             cur.execute("UPDATE mlplat_meta SET value = (value::bigint + 1)::text WHERE stack=%s AND key='serial' "
                         "RETURNING value", (self.stack,))
             serial = int(_scalar(cur))
@@ -166,11 +183,11 @@ class PostgresState(StateBackend):
 
     def put(self, record: ResourceRecord) -> None:
         row = self._row(record)
-        with self._tx() as cur:
+        with self._tx(fenced=True) as cur:
             self._put(cur, row)
 
     def remove(self, address: str) -> None:
-        with self._tx() as cur:
+        with self._tx(fenced=True) as cur:
             self._remove(cur, address)
 
     def get_outputs(self) -> dict[str, Any]:
@@ -179,41 +196,46 @@ class PostgresState(StateBackend):
 
     def set_outputs(self, outputs: dict[str, Any]) -> None:
         text = self.codec.dumps(outputs)
-        with self._tx() as cur:
+        with self._tx(fenced=True) as cur:
             cur.execute("INSERT INTO mlplat_meta (stack, key, value) VALUES (%s, 'outputs', %s) "
                         "ON CONFLICT (stack, key) DO UPDATE SET value = EXCLUDED.value", (self.stack, text))
 
     # -- the journal -----------------------------------------------------------------------------------
 
-    def journal_pending(self, apply_id: str, op: str, record: ResourceRecord) -> int:
+    def journal_pending(self, apply_id: str, op: str, record: ResourceRecord, *, token: str = "") -> int:
         self.check_lease()
         body = self.codec.dumps([record.inputs, record.depends_on, record.deposed])
-        with self._tx() as cur:
+        with self._tx(fenced=True) as cur:
             cur.execute("INSERT INTO mlplat_journal (stack, apply_id, address, op, kind, target, inputs, cloud_id, "
-                        "phase, at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,'pending',%s) RETURNING seq",
+                        "phase, at, token) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,'pending',%s,%s) RETURNING seq",
                         (self.stack, apply_id, record.address, op, record.kind, record.target, body,
-                         record.id or None, time.time()))
+                         record.id or None, time.time(), token))
             seq = int(_scalar(cur))
         faults.reached("pending")
         return seq
 
+    def journal_checkpoint(self, seq: int, operation: str) -> None:
+        with self._tx(fenced=True) as cur:
+            cur.execute("UPDATE mlplat_journal SET operation=%s WHERE stack=%s AND seq=%s",
+                        (operation, self.stack, seq))
+
     def journal_done(self, seq: int, *, put: ResourceRecord | None = None, remove: str | None = None) -> None:
         faults.reached("before-done")
         row = self._row(put) if put is not None else None
-        with self._tx() as cur:
+        with self._tx(fenced=True) as cur:
             cur.execute("UPDATE mlplat_journal SET phase='done', cloud_id=COALESCE(%s, cloud_id) "
                         "WHERE stack=%s AND seq=%s", (put.id if put else None, self.stack, seq))
             self._apply(cur, row, remove)
         faults.reached("done")
 
     def journal_failed(self, seq: int, message: str) -> None:
-        with self._tx() as cur:
+        with self._tx(fenced=True) as cur:
             cur.execute("UPDATE mlplat_journal SET phase='failed', message=%s WHERE stack=%s AND seq=%s",
                         (message[:2000], self.stack, seq))
 
     def resolve_pending(self, seq: int, *, put: ResourceRecord | None = None, remove: str | None = None) -> None:
         row = self._row(put) if put is not None else None
-        with self._tx() as cur:
+        with self._tx(fenced=True) as cur:
             cur.execute("UPDATE mlplat_journal SET phase='resolved' WHERE stack=%s AND seq=%s", (self.stack, seq))
             self._apply(cur, row, remove)
 
@@ -262,8 +284,8 @@ class PostgresState(StateBackend):
             ("lineage", meta.lineage), ("serial", str(meta.serial)), ("stack", meta.stack),
             ("outputs", dumps(outputs)))]
         entries = [(entry.seq, self.stack, entry.apply_id, e.address, entry.op, e.kind, e.target,
-                    dumps([e.inputs, e.depends_on, e.deposed]), e.id or None, entry.phase, entry.message, entry.at)
-                   for entry in journal for e in [entry.record]]
+                    dumps([e.inputs, e.depends_on, e.deposed]), e.id or None, entry.phase, entry.message, entry.at,
+                    entry.token, entry.operation) for entry in journal for e in [entry.record]]
         rows = [self._row(record) for record in resources]
         with self._tx() as cur:
             cur.execute("SELECT 1 FROM mlplat_resources WHERE stack=%s LIMIT 1", (self.stack,))
@@ -275,7 +297,8 @@ class PostgresState(StateBackend):
             cur.execute("DELETE FROM mlplat_journal WHERE stack=%s", (self.stack,))
             if entries:
                 cur.executemany("INSERT INTO mlplat_journal (seq, stack, apply_id, address, op, kind, target, inputs, "
-                                "cloud_id, phase, message, at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", entries)
+                                "cloud_id, phase, message, at, token, operation) "
+                                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", entries)
                 # new entries must number above the imported ones (never move the shared sequence backwards)
                 cur.execute(f"SELECT setval('{JOURNAL_SEQUENCE}', GREATEST(%s, nextval('{JOURNAL_SEQUENCE}')))",
                             (max(e[0] for e in entries),))

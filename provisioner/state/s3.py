@@ -11,7 +11,25 @@ AWS chain only (env, profile, instance role). Under `<prefix>/<stack>/`:
     lock.json                   created with If-None-Match: *, swapped and deleted with If-Match: <etag>
 
 Applying a resource costs five requests (pending: entry + marker; done: record + entry + marker delete), whatever
-the size of the state. Needs conditional writes (AWS S3 since 2024; MinIO, LocalStack and moto have them).
+the size of the state, and two more (a read of lock.json before each) while the writer is fenced on its lock.
+Needs conditional writes (AWS S3 since 2024; MinIO, LocalStack and moto have them).
+
+Fencing (`StateBackend.fence`, set while this process holds the lock): S3 has no transaction spanning lock.json
+and another object, so the guarantee is built from ordering and If-Match instead:
+
+- a pending entry is written (entry, then marker) and *then* lock.json is read back. A process taking the lock
+  over writes lock.json before its recovery lists pending/, so if the read-back still shows our lock, the taker's
+  recovery will see (and resolve) our entry; if it shows another lock, the entry is deleted (If-Match: unless the
+  taker's recovery already rewrote it) and the step refused before its cloud call.
+- entries are closed (done, failed, resolved) and checkpointed with If-Match on the etag this process last
+  wrote or read: once a taker's recovery has rewritten the entry, a late close fails and is refused.
+- records and meta (serial, outputs) are written only after reading lock.json and finding our lock id.
+
+The limit: a lock check and the write after it are two requests. A process stalled between them (SIGSTOP, a
+long pause right after the check) can still land that one record or meta write after a takeover: at worst one
+record holds what this process last knew of its object, which the next plan's refresh reads back from the cloud.
+Its entry's close then fails on If-Match (once the taker's recovery rewrote it) and every later write is refused.
+The SQL backends have no such window: their check and write share a transaction.
 """
 
 from __future__ import annotations
@@ -68,7 +86,8 @@ class S3State(StateBackend):
         self._s3 = _client(query.get("region"), query.get("endpoint_url"))
         self._lock = threading.Lock()  # guards the two caches below
         self._next: int | None = None  # next journal seq to try; found by listing on first use
-        self._open_entries: dict[int, dict[str, Any]] = {}  # bodies of entries this process wrote, until closed
+        #: entries this process wrote (body, etag), until closed
+        self._open_entries: dict[int, tuple[dict[str, Any], str]] = {}
         meta = {"format": 1, "lineage": str(uuid.uuid4()), "serial": 0, "stack": stack, "outputs": "{}",
                 "journal_next": 1}
         self._put("meta.json", json.dumps(meta), IfNoneMatch="*")  # a 412 means it exists: keep it
@@ -89,12 +108,15 @@ class S3State(StateBackend):
         m = self._meta()
         return StateMeta(m["lineage"], int(m["serial"]), m["stack"])
 
-    def _update_meta(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-        """Read-modify-write with If-Match; on 412 someone else wrote in between: read again and redo."""
+    def _update_meta(self, change: Callable[[dict[str, Any]], None], *, fenced: bool = False) -> dict[str, Any]:
+        """Read-modify-write with If-Match; on 412 someone else wrote in between: read again and redo.
+        `fenced`: the lock is checked before each write (see the module doc)."""
         for attempt in range(100):
             body, etag = self._meta_object()
             meta = json.loads(body)
             change(meta)
+            if fenced:
+                self._check_fence()
             if self._put("meta.json", json.dumps(meta), IfMatch=etag) is not None:
                 return dict(meta)
             time.sleep(random.uniform(0, 0.01 * min(attempt + 1, 20)))
@@ -110,15 +132,17 @@ class S3State(StateBackend):
         with self._lock:  # the apply that follows allocates without listing again
             self._next = max(self._next or 1, next_seq)
         serial = int(self._update_meta(lambda m: m.update(serial=int(m["serial"]) + 1,
-                                                          journal_next=max(m.get("journal_next", 1), next_seq)))
-                     ["serial"])
+                                                          journal_next=max(m.get("journal_next", 1), next_seq)),
+                                       fenced=True)["serial"])
         self._prune_journal(next_seq - 1 - self.JOURNAL_KEEP)
         return serial
 
     def put(self, record: ResourceRecord) -> None:
+        self._check_fence()
         self._put(self._resource_key(record.address), self._record_body(record))
 
     def remove(self, address: str) -> None:
+        self._check_fence()
         self._delete(self._resource_key(address))
 
     def get_outputs(self) -> dict[str, Any]:
@@ -126,28 +150,48 @@ class S3State(StateBackend):
 
     def set_outputs(self, outputs: dict[str, Any]) -> None:
         text = self.codec.dumps(outputs)  # sealed outside the retry loop (deriving the key may take a while)
-        self._update_meta(lambda m: m.update(outputs=text))
+        self._update_meta(lambda m: m.update(outputs=text), fenced=True)
 
     # -- the journal -----------------------------------------------------------------------------------
 
-    def journal_pending(self, apply_id: str, op: str, record: ResourceRecord) -> int:
+    def journal_pending(self, apply_id: str, op: str, record: ResourceRecord, *, token: str = "") -> int:
         self.check_lease()
         entry = {"apply_id": apply_id, "op": op, "address": record.address, "kind": record.kind,
                  "target": record.target, "id": record.id or None, "inputs": record.inputs,
                  "depends_on": record.depends_on, "deposed": record.deposed, "phase": "pending", "at": time.time(),
-                 "message": None}
+                 "message": None, "token": token, "operation": None}
         body = self.codec.dumps(entry)
         seq = self._take_seq(None)
-        while self._put(self._journal_key(seq), body, IfNoneMatch="*") is None:
+        while (etag := self._put(self._journal_key(seq), body, IfNoneMatch="*")) is None:
             got = self._get(self._journal_key(seq))  # our own write, answered 412 on a retried request?
             if got is not None and got[0] == body:
+                etag = got[1]
                 break
             seq = self._take_seq(seq)
         self._put(self._pending_key(seq), "")
+        if self.fence is not None:  # after the marker: a taker's recovery lists markers after writing its lock
+            current = self.read_lock()
+            if current is None or current.id != self.fence:
+                # take the entry back unless the taker's recovery already rewrote it (then it is the taker's)
+                if self._delete(self._journal_key(seq), IfMatch=etag):
+                    self._delete(self._pending_key(seq))
+                self.refuse_write(current)
         with self._lock:
-            self._open_entries[seq] = entry
+            self._open_entries[seq] = (entry, etag)
         faults.reached("pending")
         return seq
+
+    def journal_checkpoint(self, seq: int, operation: str) -> None:
+        entry, etag = self._held_entry(seq)
+        if entry is None:
+            return
+        self._check_fence()
+        entry = {**entry, "operation": operation}
+        etag = self._rewrite_entry(seq, entry, etag)
+        if etag is None:
+            self.refuse_write(self.read_lock())
+        with self._lock:
+            self._open_entries[seq] = (entry, etag)
 
     def journal_done(self, seq: int, *, put: ResourceRecord | None = None, remove: str | None = None) -> None:
         """Write the record first, then close the entry: S3 has no multi-object transaction.
@@ -157,17 +201,23 @@ class S3State(StateBackend):
         entry whose record was never written: a cloud object the state has forgotten.
         """
         faults.reached("before-done")
+        held = self._held_entry(seq)
+        self._check_fence()
         self._apply_effect(put, remove)
-        self._close(seq, "done", cloud_id=put.id if put is not None else None)
+        self._close(seq, held, "done", cloud_id=put.id if put is not None else None)
         faults.reached("done")
 
     def journal_failed(self, seq: int, message: str) -> None:
-        self._close(seq, "failed", message=message[:2000])
+        held = self._held_entry(seq)
+        self._check_fence()
+        self._close(seq, held, "failed", message=message[:2000])
 
     def resolve_pending(self, seq: int, *, put: ResourceRecord | None = None, remove: str | None = None) -> None:
         """Record first, entry second, for the reason given in `journal_done`."""
+        held = self._held_entry(seq)  # its etag before our writes: a takeover's rewrite makes the close fail
+        self._check_fence()
         self._apply_effect(put, remove)
-        self._close(seq, "resolved")
+        self._close(seq, held, "resolved")
 
     def pending(self) -> list[JournalEntry]:
         seqs = [int(key.rpartition("/")[2]) for key in self._list("pending/")]
@@ -188,23 +238,51 @@ class S3State(StateBackend):
         return [self._entry(_seq_of(key), self.codec.loads(got[0]))
                 for key, got in zip(keys, bodies, strict=True) if got is not None]
 
-    def _close(self, seq: int, phase: str, *, message: str | None = None, cloud_id: str | None = None) -> None:
+    def _held_entry(self, seq: int) -> tuple[dict[str, Any] | None, str]:
+        """Entry `seq` and its etag: as this process last wrote it (kept until it is closed), else (written by
+        another process: recovery after a crash) as read now, still sealed (rewritten as it is). (None, "") if
+        it is gone."""
         with self._lock:
-            entry = self._open_entries.pop(seq, None)
-        if entry is None:  # written by another process (recovery after a crash)
+            held = self._open_entries.get(seq)
+        if held is not None:
+            return held
+        got = self._get(self._journal_key(seq))
+        return (json.loads(got[0]), got[1]) if got is not None else (None, "")
+
+    def _rewrite_entry(self, seq: int, entry: dict[str, Any], etag: str) -> str | None:
+        """Write entry `seq`; while fenced only over the version with `etag` (None if another process rewrote
+        it since). Returns the new etag."""
+        body = self.codec.dumps(entry)
+        if self.fence is None or not etag:
+            return self._put(self._journal_key(seq), body)
+        written = self._put(self._journal_key(seq), body, IfMatch=etag)
+        if written is None:  # a retried request whose first attempt landed also answers 412
             got = self._get(self._journal_key(seq))
-            entry = json.loads(got[0]) if got is not None else None  # still sealed: rewritten as it is
+            written = got[1] if got is not None and got[0] == body else None
+        return written
+
+    def _close(self, seq: int, held: tuple[dict[str, Any] | None, str], phase: str, *, message: str | None = None,
+               cloud_id: str | None = None) -> None:
+        entry, etag = held
         if entry is not None:
-            entry.update(phase=phase, message=message if message is not None else entry.get("message"),
-                         id=cloud_id or entry.get("id"))
-            self._put(self._journal_key(seq), self.codec.dumps(entry))
+            entry = {**entry, "phase": phase, "message": message if message is not None else entry.get("message"),
+                     "id": cloud_id or entry.get("id")}
+            if self._rewrite_entry(seq, entry, etag) is None:
+                self.refuse_write(self.read_lock())
+        with self._lock:
+            self._open_entries.pop(seq, None)
         self._delete(self._pending_key(seq))
+
+    def _check_fence(self) -> None:
+        """Before a record or meta write while fenced: the lock must still be ours (one read of lock.json)."""
+        if self.fence is not None:
+            self.fence_holds(self.read_lock())
 
     def _apply_effect(self, put: ResourceRecord | None, remove: str | None) -> None:
         if put is not None:
-            self.put(put)
+            self._put(self._resource_key(put.address), self._record_body(put))
         if remove is not None:
-            self.remove(remove)
+            self._delete(self._resource_key(remove))
 
     def _take_seq(self, lost: int | None) -> int:
         """The next journal number to try; after losing `lost` to another writer, list again past it."""
@@ -279,7 +357,8 @@ class S3State(StateBackend):
             self._put(self._journal_key(e.seq), self.codec.dumps(
                 {"apply_id": e.apply_id, "op": e.op, "address": r.address, "kind": r.kind, "target": r.target,
                  "id": r.id or None, "inputs": r.inputs, "depends_on": r.depends_on, "deposed": r.deposed,
-                 "phase": e.phase, "at": e.at, "message": e.message}))
+                 "phase": e.phase, "at": e.at, "message": e.message, "token": e.token,
+                 "operation": e.operation}))
             if e.phase == "pending":
                 self._put(self._pending_key(e.seq), "")
 
@@ -318,7 +397,8 @@ class S3State(StateBackend):
     def _entry(seq: int, d: dict[str, Any]) -> JournalEntry:
         record = ResourceRecord(d["address"], d["kind"], d["target"], d.get("id") or "", d["inputs"], {},
                                 d["depends_on"], d["deposed"])
-        return JournalEntry(seq, d["apply_id"], d["op"], record, d["phase"], d["at"], d.get("message"))
+        return JournalEntry(seq, d["apply_id"], d["op"], record, d["phase"], d["at"], d.get("message"),
+                            d.get("token") or "", d.get("operation"))
 
     def _get(self, key: str) -> tuple[str, str] | None:
         """(body, etag), or None when there is no such object."""

@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ CREATE TABLE IF NOT EXISTS resources (
 CREATE TABLE IF NOT EXISTS journal (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, apply_id TEXT NOT NULL, address TEXT NOT NULL, op TEXT NOT NULL,
     kind TEXT NOT NULL, target TEXT NOT NULL, inputs TEXT NOT NULL, cloud_id TEXT, phase TEXT NOT NULL,
-    message TEXT, at REAL NOT NULL);
+    message TEXT, at REAL NOT NULL, token TEXT NOT NULL DEFAULT '', operation TEXT);
 CREATE INDEX IF NOT EXISTS journal_pending ON journal (phase) WHERE phase = 'pending';
 CREATE TABLE IF NOT EXISTS lock (
     one INTEGER PRIMARY KEY CHECK (one = 1), id TEXT NOT NULL, operation TEXT NOT NULL, holder TEXT NOT NULL,
@@ -33,6 +34,10 @@ CREATE TABLE IF NOT EXISTS lock (
     lease REAL NOT NULL DEFAULT 60);
 """
 LOCK_COLUMNS = "id, operation, holder, host, pid, started, heartbeat, lease"
+JOURNAL_COLUMNS = "seq, apply_id, address, op, kind, target, inputs, cloud_id, phase, at, message, token, operation"
+#: columns added after the first release: (table, column, declaration), added in place to older files
+ADDED_COLUMNS = (("lock", "heartbeat", "REAL NOT NULL DEFAULT 0"), ("lock", "lease", "REAL NOT NULL DEFAULT 60"),
+                 ("journal", "token", "TEXT NOT NULL DEFAULT ''"), ("journal", "operation", "TEXT"))
 
 JOURNAL_KEEP = 10_000
 
@@ -96,10 +101,7 @@ class SqliteState(StateBackend):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(lock)")}
-            for column, default in (("heartbeat", 0), ("lease", 60)):  # states written before leases
-                if column not in columns:
-                    self._db.execute(f"ALTER TABLE lock ADD COLUMN {column} REAL NOT NULL DEFAULT {default}")
+            self._add_columns()
         except sqlite3.DatabaseError as err:
             self._close_quietly()
             raise _corruption(self.path, err) or StateError(f"cannot open state {self.path}: {err}") from None
@@ -113,8 +115,27 @@ class SqliteState(StateBackend):
                                [("lineage", str(uuid.uuid4())), ("serial", "0"), ("stack", stack),
                                 ("outputs", "{}"), ("format", "1")])
 
+    def _add_columns(self) -> None:
+        """States written before leases, idempotency tokens and operation checkpoints gain their columns."""
+        present: dict[str, set[str]] = {}
+        for table, column, declaration in ADDED_COLUMNS:
+            if table not in present:
+                present[table] = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in present[table]:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
     def _tx(self) -> _Transaction:
         return _Transaction(self._db, self._lock)
+
+    def _write(self) -> _Transaction:
+        """A transaction that changes the state: when fenced, the lock row is read inside it, so a takeover
+        (which must wait for this IMMEDIATE transaction) is either wholly before it and refuses it, or after."""
+        return _Transaction(self._db, self._lock, None if self.fence is None else self._fence_holds)
+
+    def _fence_holds(self, db: sqlite3.Connection) -> None:
+        if db.execute("SELECT id FROM lock").fetchone() != (self.fence,):
+            row = db.execute(f"SELECT {LOCK_COLUMNS} FROM lock").fetchone()
+            self.refuse_write(LockInfo(*row) if row else None)
 
     def _meta_value(self, key: str) -> str:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -141,7 +162,7 @@ class SqliteState(StateBackend):
 
     def bump_serial(self) -> int:
         self._backup()
-        with self._tx() as db:
+        with self._write() as db:
             db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='serial'")
             # the journal is for recovery and recent audit: keep the last JOURNAL_KEEP closed entries
             db.execute("DELETE FROM journal WHERE phase != 'pending' AND seq <= "
@@ -149,28 +170,33 @@ class SqliteState(StateBackend):
             return int(db.execute("SELECT value FROM meta WHERE key='serial'").fetchone()[0])
 
     def put(self, record: ResourceRecord) -> None:
-        with self._tx() as db:
+        with self._write() as db:
             self._put(db, record)
 
     def remove(self, address: str) -> None:
-        with self._tx() as db:
+        with self._write() as db:
             db.execute("DELETE FROM resources WHERE address=?", (address,))
 
-    def journal_pending(self, apply_id: str, op: str, record: ResourceRecord) -> int:
+    def journal_pending(self, apply_id: str, op: str, record: ResourceRecord, *, token: str = "") -> int:
         self.check_lease()
         body = self.codec.dumps([record.inputs, record.depends_on, record.deposed])
-        with self._tx() as db:
+        with self._write() as db:
             cur = db.execute(
-                "INSERT INTO journal (apply_id, address, op, kind, target, inputs, cloud_id, phase, at) "
-                "VALUES (?,?,?,?,?,?,?,'pending',?)",
-                (apply_id, record.address, op, record.kind, record.target, body, record.id or None, time.time()))
+                "INSERT INTO journal (apply_id, address, op, kind, target, inputs, cloud_id, phase, at, token) "
+                "VALUES (?,?,?,?,?,?,?,'pending',?,?)",
+                (apply_id, record.address, op, record.kind, record.target, body, record.id or None, time.time(),
+                 token))
             seq = int(cur.lastrowid)
         faults.reached("pending")
         return seq
 
+    def journal_checkpoint(self, seq: int, operation: str) -> None:
+        with self._write() as db:
+            db.execute("UPDATE journal SET operation=? WHERE seq=?", (operation, seq))
+
     def journal_done(self, seq: int, *, put: ResourceRecord | None = None, remove: str | None = None) -> None:
         faults.reached("before-done")
-        with self._tx() as db:
+        with self._write() as db:
             db.execute("UPDATE journal SET phase='done', cloud_id=COALESCE(?, cloud_id) WHERE seq=?",
                        (put.id if put else None, seq))
             if put is not None:
@@ -180,7 +206,7 @@ class SqliteState(StateBackend):
         faults.reached("done")
 
     def journal_failed(self, seq: int, message: str) -> None:
-        with self._tx() as db:
+        with self._write() as db:
             db.execute("UPDATE journal SET phase='failed', message=? WHERE seq=?", (message[:2000], seq))
 
     def pending(self) -> list[JournalEntry]:
@@ -191,12 +217,11 @@ class SqliteState(StateBackend):
 
     def _entries(self, where: str) -> list[JournalEntry]:
         with self._lock:
-            rows = self._db.execute("SELECT seq, apply_id, address, op, kind, target, inputs, cloud_id, phase, at, "
-                                    f"message FROM journal {where} ORDER BY seq").fetchall()
+            rows = self._db.execute(f"SELECT {JOURNAL_COLUMNS} FROM journal {where} ORDER BY seq").fetchall()
         return [self.journal_entry(*row) for row in rows]
 
     def resolve_pending(self, seq: int, *, put: ResourceRecord | None = None, remove: str | None = None) -> None:
-        with self._tx() as db:
+        with self._write() as db:
             db.execute("UPDATE journal SET phase='resolved' WHERE seq=?", (seq,))
             if put is not None:
                 self._put(db, put)
@@ -210,7 +235,7 @@ class SqliteState(StateBackend):
 
     def set_outputs(self, outputs: dict[str, Any]) -> None:
         text = self.codec.dumps(outputs)
-        with self._tx() as db:
+        with self._write() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('outputs', ?)", (text,))
 
     def _backup(self) -> None:
@@ -291,11 +316,10 @@ class SqliteState(StateBackend):
             db.execute("DELETE FROM journal")
             for entry in journal:
                 r = entry.record
-                db.execute("INSERT INTO journal (seq, apply_id, address, op, kind, target, inputs, cloud_id, phase, "
-                           "message, at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                db.execute(f"INSERT INTO journal ({JOURNAL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                            (entry.seq, entry.apply_id, r.address, entry.op, r.kind, r.target,
                             self.codec.dumps([r.inputs, r.depends_on, r.deposed]), r.id or None, entry.phase,
-                            entry.message, entry.at))
+                            entry.at, entry.message, entry.token, entry.operation))
             for record in resources:
                 self._put(db, record)
 
@@ -322,10 +346,12 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 
 class _Transaction:
-    """`with` block = one IMMEDIATE transaction, serialized across the engine's threads."""
+    """`with` block = one IMMEDIATE transaction, serialized across the engine's threads; `check` runs first in
+    it (and rolls it back by raising)."""
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
-        self._db, self._lock = db, lock
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock,
+                 check: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        self._db, self._lock, self._check = db, lock, check
 
     def __enter__(self) -> sqlite3.Connection:
         self._lock.acquire()
@@ -334,6 +360,12 @@ class _Transaction:
         except BaseException:
             self._lock.release()
             raise
+        if self._check is not None:
+            try:
+                self._check(self._db)
+            except BaseException:
+                self.__exit__(BaseException, None, None)
+                raise
         return self._db
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
