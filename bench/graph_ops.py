@@ -12,12 +12,13 @@ import argparse
 import json
 import resource
 import time
+import uuid
 from pathlib import Path
 
 from provisioner.apply import Applier, ApplyOptions
 from provisioner.graph import Ref, Resource
 from provisioner.plan import make_destroy_plan, make_plan
-from provisioner.state import open_state
+from provisioner.state import LockInfo, open_state
 
 
 def graph(n: int, shape: str, kind: str = "sim.data") -> dict[str, Resource]:
@@ -51,9 +52,13 @@ def main() -> None:
         refreshed = {a: provider.read(r.id, r.inputs) for a, r in records.items()} if args.op == "noop-plan" else None
         plan = make_plan(graph(args.n, args.shape), records, providers, stack="graph", lineage=meta.lineage,
                          serial=meta.serial, refreshed=refreshed)
-    if args.op in ("apply", "destroy"):
+    if args.op in ("apply", "destroy"):  # as `mlplat apply` runs it: under the lock, every write fenced on it
+        lock = LockInfo(uuid.uuid4().hex[:8], args.op)
+        state.acquire_lock(lock)
+        state.fence = lock.id
         state.bump_serial()
         Applier(state, providers, lambda event: None, ApplyOptions(parallelism=10)).run(plan)
+        state.release_lock(lock.id)
     changes = sum(1 for c in plan.changes if c.action != "noop")
     state.close()
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB

@@ -226,7 +226,8 @@ class Stack:
                 if self._lease is not None:
                     self._lease.stop()
                     self._lease = None
-                self.state.fence = None
+                # the fence stays on the released lock: a straggling worker of an interrupted apply (Ctrl-C
+                # exits without joining it) can no longer write; the next locked() fences on its own lock
                 self.state.release_lock(self._lock_id)
 
     def timeout_for(self, target: str, kind: str, op: str) -> float | None:

@@ -5,6 +5,7 @@ leaves the steps in flight journalled for the next apply to resume."""
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
@@ -133,6 +134,7 @@ class Applier:
         self.state, self.provider_for, self.emit = state, provider_for, emit
         self.options = options or ApplyOptions()
         self.apply_id = uuid.uuid4().hex[:12]
+        self._tokens = itertools.count(1)  # a step's token: apply id + step number, unique without a uuid each
         self.stop = stop or threading.Event()
         self.gates = CallGates(parallelism=self.options.parallelism, per_target=self.options.per_target,
                                per_second=self.options.per_second, retry=self.options.retry, stop=self.stop,
@@ -293,7 +295,7 @@ class Applier:
             deposed = list(old.deposed)
         record = ResourceRecord(change.address, change.kind, change.target, "", inputs,
                                 depends_on=list(change.depends_on), deposed=deposed)
-        token = uuid.uuid4().hex
+        token = self._token()
         seq = self.state.journal_pending(self.apply_id, "create", record, token=token)
         ctx = self._context(record, "create", token, seq, exclude=frozenset(deposed),
                             replacing=old.id if in_place and old is not None else None)
@@ -334,7 +336,7 @@ class Applier:
                 self.state.put(record)
             self._remember(record)
             return
-        token = uuid.uuid4().hex
+        token = self._token()
         seq = self.state.journal_pending(self.apply_id, "update", record, token=token)
         ctx = self._context(record, "update", token, seq)
         outputs = self._call(ctx, seq, lambda: provider.update(old.id, prior, inputs, ctx))
@@ -351,7 +353,7 @@ class Applier:
         provider = self.provider_for(old.target, old.kind)
         if old.deposed:
             self._delete_deposed_of(old, provider)
-        token = uuid.uuid4().hex
+        token = self._token()
         seq = self.state.journal_pending(self.apply_id, "delete", old, token=token)
         if change.drift != {"$gone": True}:
             ctx = self._context(old, "delete", token, seq)
@@ -373,12 +375,15 @@ class Applier:
                 self.state.put(current)
                 continue
             entry = ResourceRecord(current.address, current.kind, current.target, old_id, inputs or current.inputs)
-            token = uuid.uuid4().hex
+            token = self._token()
             seq = self.state.journal_pending(self.apply_id, "delete-deposed", entry, token=token)
             ctx = self._context(entry, "delete", token, seq)
             self._call(ctx, seq, lambda i=old_id, e=entry, c=ctx: provider.delete(i, e.inputs, c))
             current.deposed.remove(old_id)
             self.state.journal_done(seq, put=current)
+
+    def _token(self) -> str:
+        return f"{self.apply_id}-{next(self._tokens)}"
 
     def _remember(self, record: ResourceRecord) -> None:
         with self._records_lock:

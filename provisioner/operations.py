@@ -116,10 +116,20 @@ class TargetCalls:
     def call(self, address: str, op: str, fn: Callable[[], T]) -> T:
         """`fn()` in a slot, retried on RetryableError; other failures become a ProviderError naming `address`."""
         policy = self.retry
+        held = self._held
         for attempt in range(policy.attempts):
             try:
-                with self.slot():
+                if self.stop.is_set():
+                    raise Interrupted("interrupted")
+                if self._rate is not None:
+                    self._rate.wait_turn(self.stop)
+                self._slots.acquire()  # `slot()` inlined: this runs once per provider call
+                held.depth = getattr(held, "depth", 0) + 1
+                try:
                     return fn()
+                finally:
+                    held.depth -= 1
+                    self._slots.release()
             except RetryableError as err:
                 if attempt == policy.attempts - 1:
                     raise ProviderError(address, f"{op} failed after {policy.attempts} attempts: {err}") from None

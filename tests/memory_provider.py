@@ -19,7 +19,7 @@ from provisioner.events import Event
 from provisioner.graph import Ref, Resource
 from provisioner.operations import StepContext
 from provisioner.plan import Plan, make_destroy_plan, make_plan
-from provisioner.provider import Created, Observed, ResourceProvider
+from provisioner.provider import Created, Observed, ResourceProvider, observed_inputs
 from provisioner.state.base import ResourceRecord
 from provisioner.state.sqlite import SqliteState
 
@@ -153,7 +153,14 @@ class Engine:
         return self.provider(kind)
 
     def refreshed(self) -> dict[str, Observed | None]:
-        return {a: self.provider_for(r.target, r.kind).read(r.id, r.inputs) for a, r in self.records().items()}
+        """What `Stack.observe` gives the plan: each record read, write-only inputs taken from the record."""
+        seen: dict[str, Observed | None] = {}
+        for address, r in self.records().items():
+            provider = self.provider_for(r.target, r.kind)
+            observed = provider.read(r.id, r.inputs)
+            seen[address] = observed and Observed(observed_inputs(provider, r.inputs, observed.inputs),
+                                                  observed.outputs)
+        return seen
 
     def plan(self, resources: list[Resource], *, refresh: bool = False) -> Plan:
         meta = self.state.meta()

@@ -1,6 +1,7 @@
 """Long-running cloud operations, end to end on the sim target: a checkpointed operation is resumed after a
 crash (never issued twice), Ctrl-C stops an apply within 2 s leaving it resumable, per-target `timeouts:` bound
-a wait, and throttled reads no longer fail a preview."""
+a wait, throttled reads no longer fail a preview, and a kind's secret outputs need a state key up front and are
+sealed."""
 
 from __future__ import annotations
 
@@ -151,3 +152,44 @@ def test_throttled_reads_do_not_fail_a_preview(tmp_path: Path) -> None:
     assert not plan.has_changes
     retried = Counter(e.address for e in events if e.kind == "step-retry" and e.action == "read")
     assert retried == dict.fromkeys(ADDRESSES, 2)
+
+
+SERVING_STACK = """\
+apiVersion: mlplat/v1
+metadata: {name: keyed}
+target: sim
+targets:
+  sim: {store: cloud, endpoint_keys: true}
+serving:
+  - name: iris
+    paths:
+      production: {model: "iris:1"}
+"""
+
+
+def test_a_kind_with_secret_outputs_needs_a_state_key_before_any_cloud_call(tmp_path: Path) -> None:
+    stack = tmp_path / "stack.yaml"
+    stack.write_text(SERVING_STACK)
+
+    refused = run_mlplat("apply", "--yes", "-f", str(stack), cwd=tmp_path, check=False,
+                         env={"MLPLAT_STATE_PASSPHRASE": ""})
+
+    assert refused.returncode == 1 and "MLPLAT_STATE_PASSPHRASE" in refused.stderr
+    assert not list((tmp_path / "cloud").glob("objects/*.json"))  # refused before anything was created
+
+
+def test_secret_outputs_are_sealed_in_the_state(tmp_path: Path) -> None:
+    stack = tmp_path / "stack.yaml"
+    stack.write_text(SERVING_STACK)
+    env = {"MLPLAT_STATE_PASSPHRASE": "a passphrase for the tests"}
+
+    run_mlplat("apply", "--yes", "-f", str(stack), cwd=tmp_path, env=env)
+
+    (key_object,) = [json.loads(p.read_text()) for p in (tmp_path / "cloud" / "objects").glob("*.json")
+                     if json.loads(p.read_text())["kind"] == "sim.endpoint_key"]
+    key = key_object["key"].encode()
+    state_bytes = b"".join(p.read_bytes() for p in (tmp_path / ".mlplat").rglob("*") if p.is_file())
+    assert key not in state_bytes and b"$sealed" in state_bytes
+    shown = run_mlplat("state", "show", "iris.endpoint_key.main", "-f", str(stack), cwd=tmp_path, env=env).stdout
+    assert key.decode() not in shown and "(sensitive)" in shown
+    assert "no changes" in run_mlplat("preview", "-f", str(stack), cwd=tmp_path, env=env).stdout.lower()

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import random
+import secrets
 import threading
 import time
 import uuid
@@ -149,6 +150,8 @@ def store_for(path: Path | None) -> MemoryStore:
 class SimProvider(ResourceProvider):
     def __init__(self, kind: str, store: MemoryStore, settings: Any) -> None:
         self.kind, self.store, self.settings = kind, store, settings
+        if kind == "sim.endpoint_key":  # the cloud makes the key and returns it: sealed in the state
+            self.secret_outputs = frozenset({"key"})
         self.force_new = frozenset(FORCE_NEW.get(kind, ()))
         # like SageMaker endpoint configs: a new config is made (with a new name) before the old one goes
         self.replace_mode = "create_before_destroy" if kind == "sim.endpoint_config" else "destroy_before_create"
@@ -159,6 +162,13 @@ class SimProvider(ResourceProvider):
         delay = self.settings.latency_ms + random.uniform(0, self.settings.jitter_ms)
         if delay:
             time.sleep(delay / 1000)
+
+    @staticmethod
+    def _outputs(obj: dict[str, Any]) -> dict[str, Any]:
+        outputs = {"id": obj["id"], "url": obj["url"]}
+        if "key" in obj:
+            outputs["key"] = obj["key"]
+        return outputs
 
     @staticmethod
     def token(address: str, inputs: dict[str, Any]) -> str:
@@ -173,12 +183,14 @@ class SimProvider(ResourceProvider):
         if existing is None:
             existing = {"id": id, "address": address, "kind": self.kind, "inputs": inputs,
                         "url": f"sim://{address}", "token": ctx.token}
+            if self.secret_outputs:
+                existing["key"] = secrets.token_urlsafe(24)
             if self.settings.operation_polls:  # a long-running create: checkpoint the operation, then wait
                 operation = self.store.start_operation(existing, self.settings.operation_polls)
                 ctx.checkpoint(operation)
                 return self._finish(operation, ctx)
             self.store.put(existing, created=True)
-        return Created(id, {"id": id, "url": existing["url"]})
+        return Created(id, self._outputs(existing))
 
     def _finish(self, operation: str, ctx: StepContext) -> Created:
         def check() -> tuple[bool, Any]:
@@ -189,7 +201,7 @@ class SimProvider(ResourceProvider):
 
         interval = self.settings.poll_interval_ms / 1000
         obj = ctx.wait(check, what=f"operation {operation}", interval=interval, max_interval=interval)
-        return Created(obj["id"], {"id": obj["id"], "url": obj["url"]})
+        return Created(obj["id"], self._outputs(obj))
 
     def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         if self.settings.tagged_ids:  # like a tag lookup: the object the create carrying this token made
@@ -198,13 +210,13 @@ class SimProvider(ResourceProvider):
             obj = tagged[-1] if tagged else None
         else:
             obj = self.store.get(self.token(address, inputs))
-        return Created(obj["id"], {"id": obj["id"], "url": obj["url"]}) if obj else None
+        return Created(obj["id"], self._outputs(obj)) if obj else None
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
         if self.settings.throttle_reads and self.store.count_call(f"read:{id}") <= self.settings.throttle_reads:
             raise RetryableError(f"ThrottlingException: rate exceeded reading {id}", retry_after=0.01)
         obj = self.store.get(id)
-        return Observed(obj["inputs"], {"id": id, "url": obj["url"]}) if obj else None
+        return Observed(obj["inputs"], self._outputs(obj)) if obj else None
 
     def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         self._work(f"update:{id}")
@@ -213,7 +225,7 @@ class SimProvider(ResourceProvider):
             raise RuntimeError(f"ResourceNotFound: {id}")
         obj["inputs"] = desired
         self.store.put(obj, created=False)
-        return {"id": id, "url": obj["url"]}
+        return self._outputs(obj)
 
     def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         self._work(f"delete:{id}")

@@ -31,6 +31,8 @@ class SimSettings(BaseModel):
                                                       "after this many status polls (0: creates are immediate)")
     poll_interval_ms: float = Field(50.0, ge=0, description="Time between status polls of an operation")
     max_calls_per_s: float | None = Field(None, gt=0, description="The simulated API's request rate limit")
+    endpoint_keys: bool = Field(False, description="The cloud issues each serving endpoint an access key (as Azure "
+                                                   "ML does): a `sim.endpoint_key` resource with a secret output")
 
 
 class SimTarget(Target):
@@ -88,6 +90,9 @@ class SimTarget(Target):
             endpoint = ctx.address(name, "endpoint", "main")
             # like SageMaker: models/variants live in a config (replaced), weights on the endpoint (in place)
             res.append(Resource(endpoint, "sim.endpoint", t, {"config": Ref(config, "id"), "weights": weights}))
+            if self.settings.endpoint_keys:
+                res.append(Resource(ctx.address(name, "endpoint_key", "main"), "sim.endpoint_key", t,
+                                    {"endpoint": Ref(endpoint, "id")}))
             return Lowered(res, {"url": Ref(endpoint, "url")})
         raise NotImplementedError(type(component).__name__)
 
