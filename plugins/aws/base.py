@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from mlplat_plugins.aws.sdk import unless_missing
 from provisioner.errors import MlplatError
 from provisioner.operations import OPERATIONS
 from provisioner.provider import ResourceProvider
@@ -57,6 +58,15 @@ class AwsProvider(ResourceProvider):
     def sagemaker_tags(self, arn: str) -> list[dict[str, str]]:
         return self.aws.sagemaker.list_tags(ResourceArn=arn).get("Tags", [])
 
+    def find_named(self, name: str, ctx: StepContext, lookup: Callable[[], T | None], arn_of: Callable[[T], str]
+                   ) -> T | None:
+        """`find` for a SageMaker object keyed by `name`: never one in `ctx.exclude`, and given a token only the
+        one the create carrying it made (its mlplat:token tag); `lookup()` describes it, None if absent."""
+        found = lookup() if name not in ctx.exclude else None
+        if found is None or (ctx.token and not made_by(self.sagemaker_tags(arn_of(found)), ctx)):
+            return None
+        return found
+
     def wait(self, ctx: StepContext, check: Callable[[], tuple[bool, T]], what: str) -> T:
         """Poll `check` through the engine: from `poll_interval_s`, backing off to a minute (or the interval)."""
         interval = self.settings.poll_interval_s
@@ -78,6 +88,17 @@ class AwsProvider(ResourceProvider):
 
     def wait_gone(self, ctx: StepContext, describe: Callable[[], dict[str, Any] | None], what: str) -> None:
         self.wait(ctx, lambda: (describe() is None, "Deleting"), f"{what} deleted")
+
+    def delete_and_wait(self, ctx: StepContext, action: str, id: str, delete: Callable[[], Any],
+                        describe: Callable[[], dict[str, Any] | None], what: str) -> bool:
+        """A long delete: issue it (unless resuming its checkpoint), checkpoint it, wait until the object is gone.
+        False when the object was gone already (nothing was issued)."""
+        if operation_of(ctx, action) is None:
+            if unless_missing(delete) is None:
+                return False
+            ctx.checkpoint(operation_id(action, id))
+        self.wait_gone(ctx, describe, what)
+        return True
 
 
 def made_by(tags: list[dict[str, str]] | None, ctx: StepContext) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlparse
 
-from mlplat_plugins.aws.base import AwsProvider, made_by, operation_id, operation_of
+from mlplat_plugins.aws.base import AwsProvider, operation_id
 from mlplat_plugins.aws.sdk import or_existing, unless_missing
 from provisioner.operations import StepContext
 from provisioner.progress import report
@@ -111,17 +111,13 @@ class HyperPodCluster(AwsProvider):
 
     def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         name = inputs["name"]
-        cluster = self._describe(name) if name not in ctx.exclude else None
-        if cluster is None or (ctx.token and not made_by(self.sagemaker_tags(cluster["ClusterArn"]), ctx)):
-            return None
-        return Created(name, self._outputs(cluster))
+        cluster = self.find_named(name, ctx, lambda: self._describe(name), lambda c: c["ClusterArn"])
+        return Created(name, self._outputs(cluster)) if cluster is not None else None
 
     def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
-        if operation_of(ctx, "DeleteCluster") is None:
-            if unless_missing(lambda: self.aws.sagemaker.delete_cluster(ClusterName=id)) is None:
-                return  # gone already
-            ctx.checkpoint(operation_id("DeleteCluster", id))
-        self.wait_gone(ctx, lambda: self._describe(id), f"HyperPod cluster {id}")
+        if not self.delete_and_wait(ctx, "DeleteCluster", id, lambda: self.aws.sagemaker.delete_cluster(ClusterName=id),
+                                    lambda: self._describe(id), f"HyperPod cluster {id}"):
+            return  # gone already
         if inputs.get("upload_default_lifecycle"):
             self.aws.s3.delete_object(**_script_location(inputs))
 

@@ -162,10 +162,8 @@ class ModelPackageGroup(AwsProvider):
 
     def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         name = inputs["name"]
-        group = self._describe(name) if name not in ctx.exclude else None
-        if group is None or (ctx.token and not made_by(self.sagemaker_tags(group["ModelPackageGroupArn"]), ctx)):
-            return None
-        return Created(name, self._outputs(group))
+        group = self.find_named(name, ctx, lambda: self._describe(name), lambda g: g["ModelPackageGroupArn"])
+        return Created(name, self._outputs(group)) if group is not None else None
 
     def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         unless_missing(lambda: self.aws.sagemaker.delete_model_package_group(ModelPackageGroupName=id))

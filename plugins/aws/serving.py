@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlplat_plugins.aws.base import AwsProvider, content_name, made_by, operation_id, operation_of
+from mlplat_plugins.aws.base import AwsProvider, content_name, operation_id
 from mlplat_plugins.aws.registry import image_uri
 from mlplat_plugins.aws.sdk import or_existing, unless_missing
 from provisioner.errors import MlplatError
@@ -50,10 +50,8 @@ class SageMakerModel(AwsProvider):
 
     def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         name = content_name(inputs["base_name"], inputs)
-        seen = self.read(name, inputs) if name not in ctx.exclude else None
-        if seen is None or (ctx.token and not made_by(self.sagemaker_tags(seen.outputs["arn"]), ctx)):
-            return None
-        return Created(name, seen.outputs)
+        seen = self.find_named(name, ctx, lambda: self.read(name, inputs), lambda o: o.outputs["arn"])
+        return Created(name, seen.outputs) if seen is not None else None
 
     def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         unless_missing(lambda: self.aws.sagemaker.delete_model(ModelName=id))
@@ -93,10 +91,8 @@ class EndpointConfig(AwsProvider):
 
     def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         name = self._name(inputs)
-        seen = self.read(name, inputs) if name not in ctx.exclude else None
-        if seen is None or (ctx.token and not made_by(self.sagemaker_tags(seen.outputs["arn"]), ctx)):
-            return None
-        return Created(name, seen.outputs)
+        seen = self.find_named(name, ctx, lambda: self.read(name, inputs), lambda o: o.outputs["arn"])
+        return Created(name, seen.outputs) if seen is not None else None
 
     def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         unless_missing(lambda: self.aws.sagemaker.delete_endpoint_config(EndpointConfigName=id))
@@ -174,17 +170,12 @@ class Endpoint(AwsProvider):
 
     def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         name = inputs["name"]
-        endpoint = self._describe(name) if name not in ctx.exclude else None
-        if endpoint is None or (ctx.token and not made_by(self.sagemaker_tags(endpoint["EndpointArn"]), ctx)):
-            return None
-        return Created(name, self._outputs(endpoint))
+        endpoint = self.find_named(name, ctx, lambda: self._describe(name), lambda e: e["EndpointArn"])
+        return Created(name, self._outputs(endpoint)) if endpoint is not None else None
 
     def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
-        if operation_of(ctx, "DeleteEndpoint") is None:
-            if unless_missing(lambda: self.aws.sagemaker.delete_endpoint(EndpointName=id)) is None:
-                return  # gone already
-            ctx.checkpoint(operation_id("DeleteEndpoint", id))
-        self.wait_gone(ctx, lambda: self._describe(id), f"endpoint {id}")
+        self.delete_and_wait(ctx, "DeleteEndpoint", id, lambda: self.aws.sagemaker.delete_endpoint(EndpointName=id),
+                             lambda: self._describe(id), f"endpoint {id}")
 
 
 def _without_live_values(inputs: dict[str, Any]) -> dict[str, Any]:
