@@ -18,7 +18,7 @@ from provisioner import progress
 from provisioner.errors import LockHeld, MlplatError, PlanError, ProviderError
 from provisioner.events import Event
 from provisioner.graph import UNKNOWN, Ref, resolve, topological_order
-from provisioner.operations import CallGates, Interrupted, RetryPolicy, StepContext
+from provisioner.operations import CallGates, Interrupted, RetryPolicy, StepContext, TimeoutFor, operation_timeout
 from provisioner.plan import Change, Plan
 from provisioner.provider import ResourceProvider, mark_secret_outputs
 from provisioner.state.base import ResourceRecord, StateBackend
@@ -27,8 +27,6 @@ __all__ = ["Applier", "ApplyFailed", "ApplyOptions", "ApplyResult", "RetryPolicy
 
 ProviderFor = Callable[[str, str], ResourceProvider]
 Emit = Callable[[Event], None]
-#: (target, kind, operation) -> seconds its cloud operation may take; None = the provider's default
-TimeoutFor = Callable[[str, str, str], float | None]
 #: seconds Ctrl-C waits for steps in flight to finish or stop before the apply exits
 INTERRUPT_GRACE = 1.5
 
@@ -275,9 +273,7 @@ class Applier:
 
     def _context(self, record: ResourceRecord, op: str, token: str, seq: int, **values: Any) -> StepContext:
         provider = self.provider_for(record.target, record.kind)
-        timeout = self.options.timeout_for(record.target, record.kind, op) if self.options.timeout_for else None
-        if timeout is None:
-            timeout = provider.timeouts.get(op)
+        timeout = operation_timeout(provider, self.options.timeout_for, record.target, record.kind, op)
         return StepContext(record.address, op, token, timeout=timeout, calls=self.gates(record.target),
                            on_checkpoint=lambda operation: self.state.journal_checkpoint(seq, operation), **values)
 

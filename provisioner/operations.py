@@ -16,12 +16,17 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from provisioner import faults, progress
 from provisioner.errors import MlplatError, ProviderError, RetryableError, StateError
 
+if TYPE_CHECKING:
+    from provisioner.provider import ResourceProvider
+
 T = TypeVar("T")
+#: (target, kind, operation) -> seconds its cloud operation may take, from the target's `timeouts:` (None: unset)
+TimeoutFor = Callable[[str, str, str], float | None]
 
 #: seconds a wait may take when neither the provider nor the target says (one hour)
 DEFAULT_TIMEOUT = 3600.0
@@ -204,6 +209,13 @@ class StepContext:
         with calls.released():  # the slot of the call that started the operation: polls take their own
             return progress.poll(poll_once, what=what, timeout=limit, interval=interval, max_interval=max_interval,
                                  sleep=pause)  # type: ignore[return-value]
+
+
+def operation_timeout(provider: ResourceProvider, timeout_for: TimeoutFor | None, target: str, kind: str,
+                      op: str) -> float | None:
+    """Seconds a `kind` operation may wait: the target's `timeouts:` setting, else the provider's own default."""
+    timeout = timeout_for(target, kind, op) if timeout_for is not None else None
+    return timeout if timeout is not None else provider.timeouts.get(op)
 
 
 def detached(address: str, op: str = "create", **values: Any) -> StepContext:

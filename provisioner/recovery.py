@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from provisioner.errors import ProviderError
 from provisioner.events import Event
-from provisioner.operations import StepContext, TargetCalls
+from provisioner.operations import CallGates, StepContext, TargetCalls, TimeoutFor, operation_timeout
 from provisioner.provider import Created, Observed, ResourceProvider, mark_secret_outputs, observed_inputs
 from provisioner.state.base import JournalEntry, ResourceRecord, StateBackend
 
@@ -23,7 +23,7 @@ Outcome = tuple[ResourceRecord | None, str | None, str]  # (record to write, add
 class Recovery:
     def __init__(self, state: StateBackend, provider_for: Callable[[str, str], ResourceProvider],
                  gate: Callable[[str], TargetCalls], emit: Callable[[Event], None],
-                 timeout_for: Callable[[str, str, str], float | None] | None = None) -> None:
+                 timeout_for: TimeoutFor | None = None) -> None:
         self.state, self.provider_for, self.gate, self.emit = state, provider_for, gate, emit
         self.timeout_for = timeout_for
 
@@ -40,9 +40,9 @@ class Recovery:
     def _context(self, entry: JournalEntry, op: str, **values: object) -> StepContext:
         record = entry.record
         provider = self.provider_for(record.target, record.kind)
-        timeout = self.timeout_for(record.target, record.kind, op) if self.timeout_for else None
-        return StepContext(record.address, op, entry.token, timeout=provider.timeouts.get(op) if timeout is None
-                           else timeout, calls=self.gate(record.target), operation=entry.operation,
+        timeout = operation_timeout(provider, self.timeout_for, record.target, record.kind, op)
+        return StepContext(record.address, op, entry.token, timeout=timeout, calls=self.gate(record.target),
+                           operation=entry.operation,
                            on_checkpoint=lambda operation: self.state.journal_checkpoint(entry.seq, operation),
                            **values)  # type: ignore[arg-type]
 
@@ -124,7 +124,5 @@ class Recovery:
 
 def recover(state: StateBackend, provider_for: Callable[[str, str], ResourceProvider],
             emit: Callable[[Event], None], gate: Callable[[str], TargetCalls] | None = None,
-            timeout_for: Callable[[str, str, str], float | None] | None = None) -> int:
-    from provisioner.operations import CallGates
-
+            timeout_for: TimeoutFor | None = None) -> int:
     return Recovery(state, provider_for, gate or CallGates(parallelism=1), emit, timeout_for).run()
