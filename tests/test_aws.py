@@ -155,11 +155,17 @@ def test_platform_lifecycle_on_sagemaker(aws_stack: AwsStack) -> None:
     assert json.loads(aws_stack.cli("state", "list", "--json").stdout)["resources"] == []
 
 
-def test_killed_after_create_file_system_finds_it_by_creation_token(tmp_path: Path, aws_account: AwsAccount) -> None:
-    stack = tmp_path / "stack.yaml"
+def nas_stack(directory: Path, account: AwsAccount) -> Path:
+    """A stack with one EFS volume on the moto account."""
+    stack = directory / "stack.yaml"
     stack.write_text(yaml.safe_dump({
         "apiVersion": "mlplat/v1", "metadata": {"name": "nas"}, "target": "aws",
-        "targets": {"aws": aws_account.settings()}, "storage": [{"name": "shared"}]}))
+        "targets": {"aws": account.settings()}, "storage": [{"name": "shared"}]}))
+    return stack
+
+
+def test_killed_after_create_file_system_finds_it_by_creation_token(tmp_path: Path, aws_account: AwsAccount) -> None:
+    stack = nas_stack(tmp_path, aws_account)
     env = aws_account.env()
     killed = run_mlplat("apply", "--yes", "-f", str(stack), cwd=tmp_path, check=False,
                         env={**env, "MLPLAT_CRASH_AT": "before-done:1"})  # EFS made, its done record not written
@@ -322,10 +328,7 @@ def test_endpoint_create_resumed_from_its_checkpoint_waits_without_creating_agai
 
 
 def test_efs_create_killed_mid_wait_is_resumed_not_repeated(tmp_path: Path, aws_account: AwsAccount) -> None:
-    stack = tmp_path / "stack.yaml"
-    stack.write_text(yaml.safe_dump({
-        "apiVersion": "mlplat/v1", "metadata": {"name": "nas"}, "target": "aws",
-        "targets": {"aws": aws_account.settings()}, "storage": [{"name": "shared"}]}))
+    stack = nas_stack(tmp_path, aws_account)
     env = aws_account.env()
     killed = run_mlplat("apply", "--yes", "-f", str(stack), cwd=tmp_path, check=False,
                         env={**env, "MLPLAT_CRASH_AT": "poll:1"})  # CreateFileSystem issued and checkpointed

@@ -34,14 +34,8 @@ RESOURCES = 50
 PHASES = ("pending", "before-done", "done")
 
 
-def stack_text(name: str) -> str:
-    """cluster + 9 pools (10), 10 volumes (10), registry + 10 models (11), 4 two-path + 1 one-path endpoints (19)."""
-    pools = "\n".join(f"      - {{name: p{i}, accelerator: l4, gpus_per_node: 1}}" for i in range(9))
-    volumes = "\n".join(f"  - {{name: vol{i}, size_gb: {10 + i}}}" for i in range(10))
-    models = "\n".join(f'    - {{name: m{i}, version: "1", artifact: m.json}}' for i in range(10))
-    endpoints = "\n".join(
-        f"  - name: ep{i}\n    paths:\n      production: {{model: \"m{2 * i}:1\", weight: 90}}\n"
-        f"      experimental: {{model: \"m{2 * i + 1}:1\", weight: 10}}" for i in range(4))
+def sim_stack(name: str, pools: str, volumes: str, models: str, serving: str) -> str:
+    """A stack on the sim target (a new id per create), from its YAML list items."""
     return f"""\
 apiVersion: mlplat/v1
 metadata: {{name: {name}}}
@@ -59,11 +53,19 @@ registry:
   models:
 {models}
 serving:
-{endpoints}
-  - name: solo
-    paths:
-      production: {{model: "m9:1"}}
-"""
+{serving}"""
+
+
+def stack_text(name: str) -> str:
+    """cluster + 9 pools (10), 10 volumes (10), registry + 10 models (11), 4 two-path + 1 one-path endpoints (19)."""
+    pools = "\n".join(f"      - {{name: p{i}, accelerator: l4, gpus_per_node: 1}}" for i in range(9))
+    volumes = "\n".join(f"  - {{name: vol{i}, size_gb: {10 + i}}}" for i in range(10))
+    models = "\n".join(f'    - {{name: m{i}, version: "1", artifact: m.json}}' for i in range(10))
+    endpoints = "\n".join(
+        f"  - name: ep{i}\n    paths:\n      production: {{model: \"m{2 * i}:1\", weight: 90}}\n"
+        f"      experimental: {{model: \"m{2 * i + 1}:1\", weight: 10}}" for i in range(4))
+    solo = '  - name: solo\n    paths:\n      production: {model: "m9:1"}\n'
+    return sim_stack(name, pools, volumes, models, f"{endpoints}\n{solo}")
 
 
 def converged(directory: Path, stack: Path, state_url: str | None) -> list[str]:
@@ -172,24 +174,7 @@ def change_stack_text(name: str, *, changed: bool) -> str:
     volume_lines = "\n".join(f"  - {{name: {n}, size_gb: {size}}}" for n, size in volumes)
     model_lines = "\n".join(f'    - {{name: {r.split(":")[0]}, version: "{r.split(":")[1]}", artifact: m.json}}'
                             for r in refs)
-    return f"""\
-apiVersion: mlplat/v1
-metadata: {{name: {name}}}
-target: sim
-targets:
-  sim: {{store: cloud, tagged_ids: true}}
-clusters:
-  - name: train
-    gpu_pools:
-{pool_lines}
-storage:
-{volume_lines}
-registry:
-  name: models
-  models:
-{model_lines}
-serving:
-{serving}"""
+    return sim_stack(name, pool_lines, volume_lines, model_lines, serving)
 
 
 @dataclass
