@@ -18,7 +18,7 @@ from provisioner.graph import Ref, Resource, from_json, resolve, to_json
 from provisioner.operations import CallGates
 from provisioner.plan import Plan, input_drift, make_destroy_plan, make_plan
 from provisioner.provider import Observed, ResourceProvider, mark_secret_outputs, observed_inputs
-from provisioner.recovery import Recovery
+from provisioner.recovery import recover
 from provisioner.secrets import contains_secret
 from provisioner.spec.loader import Loc
 from provisioner.spec.model import Component, component_kind
@@ -237,9 +237,9 @@ class Stack:
         timeouts = self._timeouts.get(target)
         return timeouts.seconds(kind, op) if timeouts is not None else None
 
-    def gates(self, options: ApplyOptions | None = None) -> CallGates:
+    def gates(self) -> CallGates:
         """The call limits of a command that is not an apply (refresh, recovery): the targets' declared ones."""
-        options = options or self._options_for(None)
+        options = self._options_for(None)
         return CallGates(parallelism=options.parallelism, per_target=options.per_target,
                          per_second=options.per_second, retry=options.retry,
                          on_retry=lambda address, op, message: self.emit(Event("step-retry", address, op, message)))
@@ -249,7 +249,7 @@ class Stack:
         if not self.state.pending():
             return 0
         with self.locked("recover"):
-            return Recovery(self.state, self.provider_for, self.gates(), self.emit, self.timeout_for).run()
+            return recover(self.state, self.provider_for, self.emit, self.gates(), self.timeout_for)
 
     def observe(self, records: dict[str, ResourceRecord]) -> dict[str, Observed | None]:
         """`read` every recorded resource, in parallel (cloud reads are slow), through each target's limits and
