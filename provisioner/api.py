@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +18,7 @@ from provisioner.errors import MlplatError, PlanError, SpecError, StateError
 from provisioner.events import Event
 from provisioner.graph import Ref, Resource, from_json, resolve, to_json
 from provisioner.operations import CallGates
-from provisioner.plan import Plan, input_drift, make_destroy_plan, make_plan
+from provisioner.plan import Change, Plan, input_drift, make_destroy_plan, make_plan
 from provisioner.provider import Observed, ResourceProvider, mark_secret_outputs, observed_inputs
 from provisioner.recovery import recover
 from provisioner.secrets import contains_secret
@@ -24,7 +26,7 @@ from provisioner.spec.loader import Loc
 from provisioner.spec.model import Component, component_kind
 from provisioner.state import LockInfo, ResourceRecord, StateBackend, open_state
 from provisioner.state.lease import LeaseKeeper
-from provisioner.target import LowerContext, Target, TargetContext
+from provisioner.target import STACK_SCOPE, LowerContext, Reason, Target, TargetContext
 from provisioner.timeouts import Timeouts
 
 Listener = Callable[[Event], None]
@@ -48,6 +50,7 @@ class Stack:
         self._providers: dict[tuple[str, str], ResourceProvider] = {}
         self._state: StateBackend | None = None
         self._lowered: tuple[dict[str, Resource], dict[str, Any]] | None = None
+        self._discovery: dict[str, dict[str, Any]] | None = None
         self._lock_depth = 0
         self._lock_id = ""
         self.lock_timeout = lock_timeout
@@ -100,6 +103,13 @@ class Stack:
                     raise
                 problems.extend(self.loaded.describe(err, ("targets", name), target_type.settings_model))
                 continue
+            missing = target_type.missing_sdk()
+            if missing:
+                extra = f"pip install 'mlplat[{target_type.extra}]'" if target_type.extra else \
+                    f"pip install {' '.join(missing)}"
+                problems.append(f"{self.loaded.where(loc)}: target {name!r} ({type_name}) needs "
+                                f"{', '.join(missing)}, which is not installed: {extra}")
+                continue
             work_dir = self.directory / ".mlplat" / self.name / name
             targets[name] = target_type(model, TargetContext(self.name, name, self.directory, work_dir))
         if problems:
@@ -122,14 +132,22 @@ class Stack:
 
     # -- validate / lower -------------------------------------------------------------------------------------
     def validate(self) -> list[plugins.Finding]:
-        """Target settings, capability checks and policy hooks. Raises SpecError on errors; returns warnings."""
-        from provisioner.capabilities import check_component
+        """Target settings, capability checks, policy hooks and lowering (no discovery: validate calls no cloud).
+        Raises SpecError on errors; returns warnings."""
+        warnings = self.check()
+        self.lower()
+        return warnings
 
+    def check(self) -> list[plugins.Finding]:
+        """`validate` without lowering."""
+        _ = self.targets  # every target named is known and configured, components or not
         problems: list[str] = []
-        for loc, component in self.components():
-            target = self.targets[self.platform.target_of(component)]
-            for sub_loc, message in check_component(component, target):
-                problems.append(self.loaded.problem((*loc, *sub_loc), message))
+        warnings: list[plugins.Finding] = []
+        for loc, component, reason in self.check_capabilities():
+            if reason.severity == "error":
+                problems.append(self.loaded.problem(loc, reason.message))
+            else:
+                warnings.append(plugins.Finding(reason.message, severity="warning", component=component.name))
         findings = [f for batch in plugins.manager().hook.mlplat_validate(platform=self.platform) for f in batch or ()]
         locs = {component.name: loc for loc, component in self.components()}
         for f in findings:
@@ -137,16 +155,61 @@ class Stack:
                 problems.append(self.loaded.problem(locs.get(f.component or "", ()), f.message))
         if problems:
             raise SpecError(problems)
-        self.lower()
-        return [f for f in findings if f.severity != "error"]
+        return [*warnings, *(f for f in findings if f.severity != "error")]
+
+    def check_capabilities(self) -> list[tuple[Loc, Component, Reason]]:
+        """Every component checked against its target's capabilities: (stack-file location, component, reason)."""
+        from provisioner.capabilities import check_component
+
+        found = []
+        for loc, component in self.components():
+            name = self.platform.target_of(component)
+            target = self.targets[name]
+            where = f"target {name!r} ({target.name})"
+            for reason in check_component(component, target.capabilities(), where, self.platform):
+                found.append(((*loc, *reason.loc), component, reason))
+        return found
+
+    def discovery(self, *, fresh: bool = False) -> dict[str, dict[str, Any]]:
+        """What each target in use discovered (`Target.discover`), once per plan; targets discovering nothing
+        are left out. Each target also keeps its own as `discovered`, for lowering."""
+        if self._discovery is None or fresh:
+            found: dict[str, dict[str, Any]] = {}
+            for name in self._targets_in_use():
+                target = self.targets[name]
+                try:
+                    facts = json.loads(json.dumps(target.discover(), sort_keys=True))
+                except MlplatError as err:
+                    raise PlanError(f"target {name!r}: discovery failed: {err.message}", hint=err.hint) from None
+                target.discovered = facts
+                if facts:
+                    found[name] = facts
+            if found != (self._discovery or {}):
+                self._lowered = None  # lowering may depend on what was discovered
+            self._discovery = found
+        return self._discovery
+
+    def _targets_in_use(self) -> list[str]:
+        return list(dict.fromkeys(self.platform.target_of(c) for _, c in self.components()))
 
     def lower(self) -> tuple[dict[str, Resource], dict[str, Any]]:
+        """Each target's stack-scoped resources, then every component's; component resources on a target depend
+        on its stack-scoped ones (made first, deleted last)."""
         if self._lowered is not None:
             return self._lowered
         component_outputs: dict[str, dict[str, Any]] = {}
         ctx = LowerContext(self.platform, component_outputs)
         resources: dict[str, Resource] = {}
         outputs: dict[str, Any] = {}
+        scoped: dict[str, list[str]] = {}
+        for target_name in self._targets_in_use():
+            target = self.targets[target_name]
+            lowered = target.lower_stack(ctx)
+            prefix = f"{STACK_SCOPE}.{target_name}"
+            self._add(resources, lowered.resources, target_name, f"{prefix}.",
+                      f"target {target_name!r} lowered a stack-scoped resource outside {prefix}.")
+            scoped[target_name] = [r.address for r in lowered.resources]
+            component_outputs[prefix] = lowered.outputs
         for loc, component in self.components():
             target_name = self.platform.target_of(component)
             try:
@@ -154,15 +217,30 @@ class Stack:
             except MlplatError as err:
                 raise SpecError([f"{self.loaded.where(loc)}: {component_kind(component)} {component.name!r} on "
                                  f"target {target_name!r}: {err.message}"], hint=err.hint) from None
-            for res in lowered.resources:
-                if res.address in resources:
-                    raise PlanError(f"two resources share the address {res.address}")
-                res.target = target_name
-                resources[res.address] = res
+            self._add(resources, lowered.resources, target_name, f"{component.name}.",
+                      f"target {target_name!r} lowered component {component.name!r} to a resource outside "
+                      f"{component.name}.")
+            first = scoped[target_name]
+            for res in lowered.resources if first else ():
+                # an edge to another component resource on this target already orders it after the first ones
+                if not any(e in resources and e not in first and resources[e].target == target_name
+                           for e in res.edges):
+                    res.depends_on = (*res.depends_on, *(a for a in first if a not in res.edges))
+                    res.edges = res.edges | frozenset(first)
             component_outputs[component.name] = lowered.outputs
             outputs.update({f"{component.name}.{k}": v for k, v in lowered.outputs.items()})
         self._lowered = (resources, outputs)
         return self._lowered
+
+    @staticmethod
+    def _add(resources: dict[str, Resource], new: list[Resource], target: str, prefix: str, outside: str) -> None:
+        for res in new:
+            if not res.address.startswith(prefix):
+                raise PlanError(f"{outside}: {res.address} (a plugin bug)")
+            if res.address in resources:
+                raise PlanError(f"two resources share the address {res.address}")
+            res.target = target
+            resources[res.address] = res
 
     def estimate_cost(self) -> float | None:
         hook = plugins.manager().hook.mlplat_estimate_cost
@@ -277,7 +355,8 @@ class Stack:
         if destroy:
             plan = make_destroy_plan(records, stack=self.name, lineage=meta.lineage, serial=meta.serial)
         else:
-            self.validate()
+            self.check()
+            discovery = self.discovery()  # before lowering, which may use it
             desired, outputs = self.lower()
             if any(contains_secret(r.inputs) or self.provider_for(r.target, r.kind).secret_outputs
                    for r in desired.values()):
@@ -285,6 +364,7 @@ class Stack:
             refreshed = self.observe(records) if refresh else None
             plan = make_plan(desired, records, self.provider_for, stack=self.name, lineage=meta.lineage,
                              serial=meta.serial, refreshed=refreshed, outputs=outputs)
+            plan.discovery = discovery
         plan.stack_file = str(self.loaded.path.resolve())  # a saved plan is applied from any directory
         return plan
 
@@ -301,6 +381,8 @@ class Stack:
             if self.state.pending():
                 raise PlanError("the state has unresolved steps from an interrupted apply",
                                 hint="run mlplat preview (it recovers them) and apply the new plan")
+            if plan.discovery:
+                self._check_discovery(plan)
             self.state.bump_serial()
             self._record_drift(plan)
             if not plan.destroy:  # before any step: outputs are references resolved against records, so a
@@ -310,6 +392,17 @@ class Stack:
                 self.state.set_outputs({})
             self.sweep()
             return result
+
+    def _check_discovery(self, plan: Plan) -> None:
+        """A plan is applied against what its targets discovered when it was made, or not at all."""
+        now = self.discovery(fresh=True)
+        changed = [f"target {name!r}: {key} was {json.dumps(facts.get(key))}, now {json.dumps(seen.get(key))}"
+                   for name in sorted(set(plan.discovery) | set(now))
+                   for facts, seen in [(plan.discovery.get(name, {}), now.get(name, {}))]
+                   for key in sorted(set(facts) | set(seen)) if facts.get(key) != seen.get(key)]
+        if changed:
+            raise PlanError("the plan was made against a target that has changed since:\n  " + "\n  ".join(changed),
+                            hint="make a new plan: mlplat preview -o plan.json")
 
     def sync_outputs(self, plan: Plan) -> None:
         """Record the plan's outputs if the state's differ (a state an older version left without them)."""
@@ -399,6 +492,51 @@ class Stack:
                     record.inputs, record.outputs = seen.inputs, {**record.outputs, **seen.outputs}
                     self.state.put(record)
             return drift
+
+    def import_resource(self, address: str, id: str) -> Change:
+        """Adopt the existing object `id` as the stack file's resource `address` (brownfield): the provider checks
+        it is an object of that kind and reports it; it is recorded as found. Returns the next plan's change for
+        the address (its differences from the stack file, applied by the next apply)."""
+        self.validate()
+        with self.locked("import"):
+            self.recover()
+            desired, _ = self.lower()
+            res = desired.get(address)
+            if res is None:
+                close = difflib.get_close_matches(address, list(desired), n=3)
+                raise PlanError(f"the stack file has no resource {address}" + (
+                    f" (did you mean {' or '.join(close)}?)" if close else ""),
+                    hint="mlplat graph lists every resource address of the stack")
+            records = self.state.resources()
+            if address in records:
+                raise PlanError(f"{address} is already managed (id {records[address].id})",
+                                hint="only a resource the state does not hold can be imported")
+            owner = next((r.address for r in records.values() if id in (r.id, *r.deposed)), None)
+            if owner is not None:
+                raise PlanError(f"{id} is already managed as {owner}", hint="one object, one address")
+            provider = self.provider_for(res.target, res.kind)
+            if not provider.importable:
+                raise PlanError(f"{address}: a {res.kind} cannot be imported",
+                                hint="let mlplat create it (mlplat apply)")
+
+            def known(ref: Ref) -> Any:
+                record = records.get(ref.address)
+                return record.outputs.get(ref.output, ref) if record is not None else ref
+
+            inputs = resolve(res.inputs, known)
+            seen = self.gates()(res.target).call(address, "import", lambda: provider.import_(address, id, inputs))
+            if seen is None:
+                raise PlanError(f"{address}: target {res.target!r} has no {res.kind} with id {id!r}",
+                                hint="check the id (the cloud's name or ARN, as `mlplat state show` would print "
+                                     "it) and that the stack's target points at the right account and region")
+            self.state.bump_serial()
+            self.state.put(ResourceRecord(address, res.kind, res.target, id,
+                                          observed_inputs(provider, inputs, seen.inputs),
+                                          mark_secret_outputs(provider, seen.outputs),
+                                          depends_on=sorted(res.edges)))
+            self.emit(Event("imported", address, "import", f"{res.kind} {id}"))
+        plan = self.plan(refresh=False)
+        return next(c for c in plan.changes if c.address == address)
 
     def outputs(self) -> dict[str, Any]:
         records = self.state.resources()

@@ -1,55 +1,111 @@
-"""Check each component against what its target declares it can do, so users learn at preview, not at apply."""
+"""Check each component against what its target declares it can do, so users learn at validate, not at apply.
+
+Every refusal is a `Reason` with a stable code, so a migration's compatibility report can compare two targets
+field by field: the same component checked against each target's `Capabilities`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from provisioner.spec.loader import Loc
-from provisioner.spec.model import Cluster, Component, Serving, Storage
-from provisioner.target import Target
+from provisioner.spec.model import Cluster, Component, Platform, Serving, Storage
+from provisioner.target import Capabilities, Reason
 
 
-def check_component(component: Component, target: Target) -> Iterator[tuple[Loc, str]]:
-    """Yield (location inside the component, message) for each thing the target cannot do."""
-    caps = target.capabilities()
-    where = f"target {target.context.target_name!r} ({target.name})"
+def check_component(component: Component, caps: Capabilities, where: str, platform: Platform) -> Iterator[Reason]:
+    """Yield a Reason for each thing `caps` cannot do; `where` names the target in messages."""
     if isinstance(component, Cluster):
-        for i, pool in enumerate(component.gpu_pools):
-            if caps.accelerators is not None and pool.accelerator not in caps.accelerators:
-                offered = ", ".join(sorted(caps.accelerators)) or "none"
-                yield ("gpu_pools", i, "accelerator"), (
-                    f"{where} does not offer accelerator {pool.accelerator!r} (offered: {offered}); choose one "
-                    "of those or put this cluster on another target")
-            if caps.max_nodes_per_pool is not None and pool.nodes.max > caps.max_nodes_per_pool:
-                yield ("gpu_pools", i, "nodes", "max"), (
-                    f"{where} allows at most {caps.max_nodes_per_pool} node(s) per pool, not {pool.nodes.max}")
+        yield from _cluster(component, caps, where)
     elif isinstance(component, Storage):
-        if component.kind not in caps.storage_kinds:
-            yield ("kind",), (f"{where} has no storage of kind {component.kind!r} (available: "
-                              f"{', '.join(sorted(caps.storage_kinds))})")
+        yield from _storage(component, caps, where)
     elif isinstance(component, Serving):
-        exp = component.paths.experimental
-        if component.auth not in caps.auth_modes:
-            yield ("auth",), (f"{where} does not support auth {component.auth!r} (supported: "
-                              f"{', '.join(sorted(caps.auth_modes))})")
-        if exp is not None and exp.mode == "split" and not caps.traffic_split:
-            yield ("paths", "experimental", "weight"), (
-                f"{where} cannot split traffic between two paths; use mode: shadow or another target")
-        if exp is not None and exp.mode == "shadow":
-            if caps.shadow is None:
-                yield ("paths", "experimental", "mode"), (
-                    f"{where} cannot mirror traffic (no shadow mode); use mode: split with a small weight, "
-                    "or put this endpoint on a target that mirrors (e.g. aws, azure, onprem, local)")
-            elif exp.mirror_percent > caps.shadow.max_mirror_percent:
-                yield ("paths", "experimental", "mirror_percent"), (
-                    f"{where} mirrors at most {caps.shadow.max_mirror_percent}% of requests, not "
-                    f"{exp.mirror_percent}%; lower mirror_percent")
-        for name, path in component.paths.items():
-            if caps.max_replicas is not None and path.replicas > caps.max_replicas:
-                yield ("paths", name, "replicas"), (
-                    f"{where} runs at most {caps.max_replicas} replica(s) per path, not {path.replicas}; lower "
-                    "replicas or use a cloud target")
-            if caps.accelerators is not None and path.accelerator not in caps.accelerators:
-                yield ("paths", name, "accelerator"), (
-                    f"{where} does not offer accelerator {path.accelerator!r} (offered: "
-                    f"{', '.join(sorted(caps.accelerators)) or 'none'})")
+        yield from _serving(component, caps, where, platform)
+
+
+def _offered(names: frozenset[str] | None) -> str:
+    return ", ".join(sorted(names or ())) or "none"
+
+
+def _cluster(cluster: Cluster, caps: Capabilities, where: str) -> Iterator[Reason]:
+    for i, pool in enumerate(cluster.gpu_pools):
+        at = ("gpu_pools", i)
+        offered = caps.training_accelerators
+        if offered is not None and pool.accelerator not in offered:
+            yield Reason("accelerator-not-offered", f"{where} does not offer accelerator {pool.accelerator!r} for "
+                         f"training (offered: {_offered(offered)}); choose one of those or put this cluster on "
+                         "another target", (*at, "accelerator"))
+        if caps.max_nodes_per_pool is not None and pool.nodes.max > caps.max_nodes_per_pool:
+            yield Reason("nodes-over-limit", f"{where} allows at most {caps.max_nodes_per_pool} node(s) per pool, "
+                         f"not {pool.nodes.max}", (*at, "nodes", "max"))
+        if pool.spot and not caps.spot:
+            yield Reason("spot-unsupported", f"{where} has no spot capacity for pool {pool.name!r}; remove "
+                         "spot: true, or put this cluster on a target that offers spot", (*at, "spot"))
+        if pool.nodes.min != pool.nodes.max and not caps.autoscaling:
+            yield Reason("autoscaling-unsupported", f"{where} does not autoscale: pool {pool.name!r} runs "
+                         f"nodes.min ({pool.nodes.min}) node(s), never up to {pool.nodes.max}", (*at, "nodes"),
+                         severity="warning")
+
+
+def _storage(storage: Storage, caps: Capabilities, where: str) -> Iterator[Reason]:
+    limits = caps.storage.get(storage.kind)
+    if limits is None:
+        yield Reason("storage-kind-unsupported", f"{where} has no storage of kind {storage.kind!r} (available: "
+                     f"{_offered(caps.storage_kinds)})", ("kind",))
+        return
+    if storage.size_gb < limits.min_gb:
+        yield Reason("storage-size-below-min", f"{where} makes {storage.kind} storage of at least {limits.min_gb} "
+                     f"GB, not {storage.size_gb}; raise size_gb", ("size_gb",))
+    if limits.max_gb is not None and storage.size_gb > limits.max_gb:
+        yield Reason("storage-size-over-max", f"{where} makes {storage.kind} storage of at most {limits.max_gb} "
+                     f"GB, not {storage.size_gb}; lower size_gb or use another kind", ("size_gb",))
+
+
+def _auth(serving: Serving, caps: Capabilities, where: str) -> Iterator[Reason]:
+    modes = caps.auth_modes
+    if serving.auth == "key":
+        given = serving.api_key is not None
+        if given and "key" not in modes:
+            if "minted-key" in modes:
+                yield Reason("auth-unsupported", f"{where} mints its own endpoint keys and cannot take a given "
+                             "one: remove api_key (the key is the endpoint's `key` output)", ("api_key",))
+            else:
+                yield Reason("auth-unsupported", f"{where} does not support auth 'key' (supported: "
+                             f"{_offered(modes)})", ("auth",))
+        elif not given and "minted-key" not in modes:
+            yield Reason("auth-unsupported", f"{where} does not mint endpoint keys: give the key clients must send, "
+                         "api_key: ${secret:NAME}" if "key" in modes else
+                         f"{where} does not support auth 'key' (supported: {_offered(modes)})", ("auth",))
+    elif serving.auth not in modes:
+        yield Reason("auth-unsupported", f"{where} does not support auth {serving.auth!r} (supported: "
+                     f"{_offered(modes)})", ("auth",))
+
+
+def _serving(serving: Serving, caps: Capabilities, where: str, platform: Platform) -> Iterator[Reason]:
+    yield from _auth(serving, caps, where)
+    exp = serving.paths.experimental
+    if exp is not None and exp.mode == "split" and not caps.traffic_split:
+        yield Reason("split-unsupported", f"{where} cannot split traffic between two paths; use mode: shadow or "
+                     "another target", ("paths", "experimental", "weight"))
+    if exp is not None and exp.mode == "shadow":
+        if caps.shadow is None:
+            yield Reason("shadow-unsupported", f"{where} cannot mirror traffic (no shadow mode); use mode: split "
+                         "with a small weight, or put this endpoint on a target that mirrors",
+                         ("paths", "experimental", "mode"))
+        elif exp.mirror_percent > caps.shadow.max_mirror_percent:
+            yield Reason("mirror-over-limit", f"{where} mirrors at most {caps.shadow.max_mirror_percent}% of "
+                         f"requests, not {exp.mirror_percent}%; lower mirror_percent",
+                         ("paths", "experimental", "mirror_percent"))
+    for name, path in serving.paths.items():
+        if caps.max_replicas is not None and path.replicas > caps.max_replicas:
+            yield Reason("replicas-over-limit", f"{where} runs at most {caps.max_replicas} replica(s) per path, not "
+                         f"{path.replicas}; lower replicas or use a cloud target", ("paths", name, "replicas"))
+        offered = caps.serving_accelerators
+        if offered is not None and path.accelerator not in offered:
+            yield Reason("accelerator-not-offered", f"{where} does not offer accelerator {path.accelerator!r} for "
+                         f"serving (offered: {_offered(offered)})", ("paths", name, "accelerator"))
+        model = platform.model(path.model)
+        formats = caps.model_formats
+        if model is not None and formats is not None and model.framework not in formats:
+            yield Reason("model-format-unsupported", f"{where} cannot serve model {path.model!r}: its framework "
+                         f"{model.framework!r} is not one it serves (served: {_offered(formats)})",
+                         ("paths", name, "model"))

@@ -288,21 +288,81 @@ def graph(file: StackFile = None, json_out: JsonFlag = False) -> None:
 
 @app.command()
 def plugins(json_out: JsonFlag = False) -> None:
-    """List discovered plugins and the targets they provide."""
-    from provisioner.plugins import plugin_listing, target_types
+    """List discovered plugins, the targets they provide and whether each target's cloud SDK is installed."""
+    from rich.markup import escape
+
+    from provisioner.plugins import plugin_listing
 
     listing = plugin_listing()
-    types = target_types()
     if json_out:
-        _emit_json({"plugins": listing, "targets": {n: t.description for n, t in types.items()}})
+        _emit_json({"plugins": listing,
+                    "targets": {t["name"]: t["description"] for p in listing for t in p["targets"]}})
         return
     console = _console()
     for p in listing:
-        targets = ", ".join(p["targets"]) or "-"
-        console.print(f"[bold]{p['name']}[/]  {p['module']}  ({p['distribution'] or 'not installed'})  "
-                      f"targets: {targets}")
-    for name, t in sorted(types.items()):
-        console.print(f"  target [cyan]{name}[/]: {t.description}")
+        console.print(f"[bold]{p['name']}[/]  {p['module']}  ({p['distribution'] or 'not installed'})")
+        for t in p["targets"]:
+            sdk = t["sdk"]
+            if not sdk["modules"]:
+                status = "no SDK needed"
+            elif sdk["installed"]:
+                status = "SDK " + ", ".join(f"{m} {v}" for m, v in sdk["modules"].items())
+            else:
+                status = f"[red]SDK missing[/]: {escape(sdk['install'])}"
+            console.print(f"  target [cyan]{t['name']}[/]: {escape(t['description'])}  [{status}]")
+
+
+@app.command("import")
+def import_(
+    address: Annotated[str, typer.Argument(help="The stack file's resource address (see mlplat graph)")],
+    id: Annotated[str, typer.Argument(help="The existing object's id on its target (a name, ARN or path)")],
+    file: StackFile = None,
+    json_out: JsonFlag = False,
+    state: StateUrl = None,
+    lock_timeout: LockTimeout = 0.0,
+) -> None:
+    """Adopt an existing object into the state as ADDRESS; the next plan shows how it differs from the stack."""
+    from provisioner.render import render_plan
+
+    stack = _open(file, state, json_mode=json_out, lock_timeout=lock_timeout)
+    change = stack.import_resource(address, id)
+    if json_out:
+        _emit_json({"imported": address, "id": id, "next": change.to_json()})
+        return
+    console = _console()
+    console.print(f"[green]✓[/] imported {address} (id {id})")
+    if change.action == "noop":
+        console.print("It matches the stack file: the next apply leaves it as it is.")
+        return
+    from provisioner.plan import Plan
+
+    console.print("The next apply changes it to match the stack file:")
+    render_plan(console, Plan(stack.name, "", 0, [change]))
+
+
+@app.command()
+def export(
+    format: Annotated[str, typer.Option("--format", help="Export format (see --list)")] = "json",
+    file: StackFile = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout")] = None,
+    list_formats: Annotated[bool, typer.Option("--list", help="List the export formats and exit")] = False,
+) -> None:
+    """Write the stack's resources in another format (json, or one a plugin adds)."""
+    from provisioner.export import exporter, exporters
+
+    if list_formats:
+        for name, e in sorted(exporters().items()):
+            sys.stdout.write(f"{name}\t{e.description}\n")
+        return
+    chosen = exporter(format)
+    stack = _open(file, json_mode=True)
+    stack.validate()
+    text = chosen.export(stack)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        _console(stderr=True).print(f"wrote {out} ({format})")
 
 
 @app.command()

@@ -10,7 +10,7 @@ from typing import Any
 @dataclass(frozen=True, slots=True)
 class Event:
     """kind: step-start | step-done | step-failed | step-retry | step-skipped | step-interrupted | progress |
-    warning | recovered"""
+    warning | recovered | imported"""
 
     kind: str
     address: str = ""

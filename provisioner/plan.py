@@ -63,6 +63,8 @@ class Plan:
     destroy: bool = False
     created_at: float = field(default_factory=time.time)
     stack_file: str = ""
+    #: what each target discovered when the plan was made (`Target.discover`); apply refuses if it changed
+    discovery: dict[str, dict[str, Any]] = field(default_factory=dict)
     format: int = PLAN_FORMAT
 
     def summary(self) -> dict[str, int]:
@@ -82,7 +84,7 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         return {"format": self.format, "stack": self.stack, "lineage": self.lineage, "serial": self.serial,
                 "destroy": self.destroy, "created_at": self.created_at, "stack_file": self.stack_file,
-                "summary": self.summary(), "outputs": to_json(self.outputs),
+                "summary": self.summary(), "outputs": to_json(self.outputs), "discovery": self.discovery,
                 "changes": [c.to_json() for c in self.changes]}
 
     def dumps(self, codec: StateCodec | None = None) -> str:
@@ -100,7 +102,8 @@ class Plan:
                                 hint="make the plan again with this version: mlplat preview -o plan.json")
             return cls(stack=data["stack"], lineage=data["lineage"], serial=data["serial"],
                        changes=[Change.from_json(c) for c in data["changes"]], outputs=from_json(data["outputs"]),
-                       destroy=data["destroy"], created_at=data["created_at"], stack_file=data["stack_file"])
+                       destroy=data["destroy"], created_at=data["created_at"], stack_file=data["stack_file"],
+                       discovery=data.get("discovery") or {})
         except (ValueError, KeyError, TypeError) as err:
             raise PlanError(f"not a saved mlplat plan: {err}") from None
 

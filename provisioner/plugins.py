@@ -13,8 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+from provisioner.errors import MlplatError
+
 if TYPE_CHECKING:
+    from provisioner.catalog import CatalogFile
     from provisioner.events import Event
+    from provisioner.export import Exporter
     from provisioner.graph import Resource
     from provisioner.spec.model import Platform
     from provisioner.target import Target
@@ -46,10 +50,24 @@ class Hooks:
     def mlplat_estimate_cost(self, resource: Resource) -> float | None:
         """Called during preview for every desired resource. Return its on-demand cost in USD/hour or None."""
 
+    @hookspec
+    def mlplat_catalog(self) -> list[CatalogFile]:
+        """Called once, the first time the accelerator catalog is read. Return the catalog files this plugin
+        contributes (one per target type: its instance types per accelerator and GPU count). The core checks
+        every row (known accelerator, GPU count consistent) and owns the lookups."""
+
+    @hookspec
+    def mlplat_exporters(self) -> list[Exporter]:
+        """Return the export formats this plugin adds to `mlplat export --format NAME`."""
+
     @hookspec(firstresult=True)
     def mlplat_state_key(self, stack: str, lineage: str) -> bytes | None:
         """A KMS-style key provider: the 32-byte key that seals this state's secrets, or None to defer
         (then the key is derived from $MLPLAT_STATE_PASSPHRASE)."""
+
+
+class PluginError(MlplatError):
+    """An installed plugin is broken or conflicts with another; the message names the plugin(s)."""
 
 
 class Finding:
@@ -64,31 +82,68 @@ class Finding:
 
 @lru_cache(maxsize=1)
 def manager() -> pluggy.PluginManager:
+    """The plugin manager, built once: entry points, then $MLPLAT_PLUGINS; a hook implementation that matches no
+    specification (a misspelt hook name) is an error naming its plugin, not a silently ignored function."""
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(Hooks)
-    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-    for name in filter(None, (m.strip() for m in os.environ.get("MLPLAT_PLUGINS", "").split(","))):
-        if pm.get_plugin(name) is None:
-            pm.register(importlib.import_module(name), name=name)
+    try:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        for name in filter(None, (m.strip() for m in os.environ.get("MLPLAT_PLUGINS", "").split(","))):
+            if pm.get_plugin(name) is None:
+                pm.register(importlib.import_module(name), name=name)
+        pm.check_pending()
+    except pluggy.PluginValidationError as err:
+        raise PluginError(f"plugin {_plugin_name(pm, err.plugin)}: {err}",
+                          hint="each @hookimpl must be named after a hook in provisioner/plugins.py (Hooks)") from None
     return pm
 
 
+def _plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
+    return pm.get_name(plugin) or getattr(plugin, "__name__", repr(plugin))
+
+
 def target_types() -> dict[str, type[Target]]:
+    """Every installed target type by name. Two plugins claiming one name is an error naming both."""
+    pm = manager()
     found: dict[str, type[Target]] = {}
-    for batch in manager().hook.mlplat_targets():
-        for target in batch or ():
-            found.setdefault(target.name, target)
+    owner: dict[str, str] = {}
+    for impl in pm.hook.mlplat_targets.get_hookimpls():
+        for target in impl.function() or ():
+            plugin = _plugin_name(pm, impl.plugin)
+            if target.name in found and found[target.name] is not target:
+                raise PluginError(f"two plugins provide target type {target.name!r}: {owner[target.name]} "
+                                  f"({found[target.name].__module__}) and {plugin} ({target.__module__})",
+                                  hint="uninstall one of them, or drop one from $MLPLAT_PLUGINS")
+            found[target.name], owner[target.name] = target, plugin
     return found
 
 
+def sdk_status(target: type[Target]) -> dict[str, Any]:
+    """Whether a target type's SDK is installed (found, not imported), with versions and the install line."""
+    from importlib import metadata
+
+    missing = target.missing_sdk()
+    versions: dict[str, str | None] = {}
+    if target.sdk:
+        dists = metadata.packages_distributions()
+        for module in target.sdk:
+            top = module.split(".")[0]
+            names = dists.get(top, [])
+            versions[module] = None if module in missing else (metadata.version(names[0]) if names else "installed")
+    install = (f"pip install 'mlplat[{target.extra}]'" if target.extra else f"pip install {' '.join(missing)}") \
+        if missing else None
+    return {"installed": not missing, "modules": versions, "install": install}
+
+
 def plugin_listing() -> list[dict[str, Any]]:
+    """Each plugin, its distribution and the target types it provides (with their SDK status)."""
     pm = manager()
     out = []
     for name, plugin in pm.list_name_plugin():
         targets = []
         impl = getattr(plugin, "mlplat_targets", None)
         if impl is not None:
-            targets = [t.name for t in impl() or ()]
+            targets = [{"name": t.name, "description": t.description, "sdk": sdk_status(t)} for t in impl() or ()]
         dist = next((d for p, d in pm.list_plugin_distinfo() if p is plugin), None)
         out.append({
             "name": name,

@@ -58,6 +58,8 @@ class ResourceProvider:
     - Long operations wait with `ctx.wait(...)` (backoff, progress, the per-kind timeout, Ctrl-C) after
       `ctx.checkpoint(operation_id)`, and resume an operation named by `ctx.operation` instead of issuing a new
       one (set when recovery finishes a step a crash interrupted mid-wait).
+    - `import_(address, id, inputs)` adopts an existing object (`mlplat import`): return what `read` would, or
+      None when `id` is not an object of this kind.
     - Transient failures raise `provisioner.errors.RetryableError` (with `retry_after` when the cloud said);
       others raise any exception, which the engine reports with the resource address.
     """
@@ -103,8 +105,16 @@ class ResourceProvider:
         """Default: nothing findable, so an interrupted create is forgotten and re-run (idempotently)."""
         return None
 
-    def import_(self, id: str) -> Observed:
-        raise NotImplementedError(f"{type(self).__name__} cannot import existing resources")
+    #: whether `import_` can adopt an existing object of this kind (`mlplat import`)
+    importable: bool = True
+
+    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
+        """What to record for an existing object `id` adopted at `address` (`mlplat import`): its inputs and
+        outputs as `read` reports them, or None when `id` names no object of this kind. `inputs` are the stack
+        file's desired inputs (references to resources not yet in the state left as `Ref`s); the differences
+        between them and what this returns are the next plan's diff. Default: `read(id, inputs)`; override
+        when an object must be checked to be of this kind or `read` needs more than the id."""
+        return self.read(id, inputs)
 
 
 def observed_inputs(provider: ResourceProvider, recorded: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,9 @@ def _plain(value: Any) -> Any:
 
 
 def render_plan(console: Console, plan: Plan, cost: float | None = None) -> None:
+    for target, facts in sorted(plan.discovery.items()):
+        shown = ", ".join(f"{key}={fmt(value, 60)}" for key, value in sorted(facts.items()))
+        console.print(f"[dim]discovered on target {escape(target)}: {escape(shown)}[/]")
     if not plan.has_changes:
         console.print(f"[green]No changes.[/] Stack [bold]{plan.stack}[/] matches its stack file "
                       f"({len(plan.changes)} resources).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -15,31 +16,87 @@ if TYPE_CHECKING:
     from provisioner.spec.model import Component, Platform
 
 
+#: auth modes a target may declare: no auth, a key the stack gives (`api_key`), a key the service mints (the
+#: endpoint's `key` output), cloud identity (SigV4, OAuth)
+AUTH_MODES = ("none", "key", "minted-key", "iam")
+
+
 @dataclass(frozen=True)
 class ShadowCapability:
     """How a target mirrors traffic to an experimental path (None on Capabilities = it cannot)."""
 
+    #: the most an endpoint may mirror, all its mirrored paths together (Azure ML: 50)
     max_mirror_percent: int = 100
 
 
 @dataclass(frozen=True)
-class Capabilities:
-    """What a target can do, checked against every component at validate/preview (and by `migrate`)."""
+class StorageLimits:
+    """Sizes one storage kind accepts (Filestore Basic: 1 TiB and up)."""
 
-    traffic_split: bool = True
-    shadow: ShadowCapability | None = ShadowCapability()
-    #: catalog accelerator names offered; None = any catalog accelerator
-    accelerators: frozenset[str] | None = None
+    min_gb: int = 1
+    max_gb: int | None = None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a target can do, checked against every component at validate/preview (and by `migrate`).
+
+    Defaults are conservative: a target that declares nothing serves and trains on cpu only, offers no traffic
+    split, no shadow, no storage, no spot, no autoscaling, serves no model format and only `auth: none`.
+    `None` in an accelerator or format field means "any" (the catalog or the serving image decides).
+    """
+
+    #: catalog accelerators a cluster's gpu pools may use; None = any this target's catalog rows offer
+    training_accelerators: frozenset[str] | None = frozenset({"cpu"})
+    #: catalog accelerators a serving path may use; None = any
+    serving_accelerators: frozenset[str] | None = frozenset({"cpu"})
+    spot: bool = False
+    #: pools scale between nodes.min and nodes.max (False: a pool runs nodes.min nodes; validate warns)
+    autoscaling: bool = False
     max_nodes_per_pool: int | None = None
+    traffic_split: bool = False
+    shadow: ShadowCapability | None = None
     #: serving replicas per path; None = no limit
     max_replicas: int | None = None
-    storage_kinds: frozenset[str] = frozenset({"nas"})
-    auth_modes: frozenset[str] = frozenset({"none", "key"})
+    #: storage kinds offered, each with its size limits
+    storage: Mapping[str, StorageLimits] = field(default_factory=dict)
+    #: a subset of AUTH_MODES
+    auth_modes: frozenset[str] = frozenset({"none"})
+    #: model `framework:` values the target serves; None = any (the serving image decides)
+    model_formats: frozenset[str] | None = frozenset()
     #: provider calls in flight at once on this target (API rate limits); None = the apply's --parallelism
     max_concurrency: int | None = None
     #: provider calls started per second on this target (an API's request rate); None = no limit
     max_calls_per_s: float | None = None
     notes: tuple[str, ...] = ()
+
+    @property
+    def storage_kinds(self) -> frozenset[str]:
+        return frozenset(self.storage)
+
+    def to_json(self) -> dict[str, Any]:
+        """Field by field, for `mlplat plugins --json` and a migration's compatibility report."""
+        def plain(value: Any) -> Any:
+            if isinstance(value, frozenset):
+                return sorted(value)
+            if isinstance(value, Mapping):
+                return {k: plain(v) for k, v in sorted(value.items())}
+            if hasattr(value, "__dataclass_fields__"):
+                return {f: plain(getattr(value, f)) for f in value.__dataclass_fields__}
+            return list(value) if isinstance(value, tuple) else value
+
+        return {f: plain(getattr(self, f)) for f in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a component does not fit its target: a stable `code` (compared across targets by a migration's
+    report), a message for people, and where in the component (a stack-file path relative to it)."""
+
+    code: str
+    message: str
+    loc: tuple[str | int, ...] = ()
+    severity: str = "error"  # or "warning"
 
 
 @dataclass
@@ -80,24 +137,53 @@ class LowerContext:
         return dict(self._outputs.get(component, {}))
 
 
+#: the component part of a stack-scoped resource's address: `_stack.<target>.<kind>.<name>` (a component name
+#: starts with a letter, so no component can take it)
+STACK_SCOPE = "_stack"
+
+
 class Target:
     """Base class for targets. A plugin's `mlplat_targets` hook returns subclasses of this.
 
     Subclasses set `name` (the target type, e.g. "aws"), `settings_model` (pydantic, validates
     `targets.<name>` in the stack file; must reject unknown keys) and implement `lower` and `provider`.
-    Cloud SDKs are imported inside `provider` (or the provider classes), never at module import.
+    Cloud SDKs are imported inside `provider` (or the provider classes), never at module import; `sdk` names
+    them so validate can say which extra to install before anything is called. See plugins/README.md.
     """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     settings_model: ClassVar[type[BaseModel]]
+    #: modules the target's SDK provides (checked, never imported, at validate), and the extra installing them
+    sdk: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str | None] = None
 
     def __init__(self, settings: BaseModel, context: TargetContext) -> None:
         self.settings = settings
         self.context = context
+        #: what `discover()` returned for the plan being made (set by the engine before lowering)
+        self.discovered: dict[str, Any] = {}
 
     def capabilities(self) -> Capabilities:
         return Capabilities()
+
+    def discover(self) -> dict[str, Any]:
+        """Facts about the live target a plan depends on ("are Kueue CRDs installed?", "which account is
+        this?"), as JSON. Called once per plan, before lowering (available as `self.discovered`); recorded in the
+        plan and shown in preview; a saved plan is refused if discovery returns something else at apply.
+        Default: nothing to discover."""
+        return {}
+
+    def lower_stack(self, ctx: LowerContext) -> Lowered:
+        """Resources of the stack on this target that belong to no component (a Kubernetes namespace, a
+        workspace binding, a service account). Address them with `stack_address`; the engine orders them before
+        every component resource on this target and deletes them after. Called only when the target has
+        components. Default: none."""
+        return Lowered()
+
+    def stack_address(self, kind: str, name: str) -> str:
+        """The address of a stack-scoped resource of this target."""
+        return f"{STACK_SCOPE}.{self.context.target_name}.{kind}.{name}"
 
     def lower(self, component: Component, ctx: LowerContext) -> Lowered:
         raise NotImplementedError
@@ -116,3 +202,17 @@ class Target:
         Called under the stack lock after each complete apply and destroy; returns one line per thing
         removed. Default: nothing to sweep."""
         return []
+
+    @classmethod
+    def missing_sdk(cls) -> list[str]:
+        """The `sdk` modules that are not installed (found without importing them)."""
+        return [module for module in cls.sdk if not _installed(module)]
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a module set to None in sys.modules
+        return False

@@ -57,7 +57,7 @@ def _read_table() -> list[dict[str, str]]:
 LIST_PRICES = _read_table()
 OFFERINGS = {
     (o.target, o.instance_type): o
-    for target in catalog.CLOUD_TARGETS
+    for target in catalog.targets()
     for name in catalog.names()
     for o in catalog.offerings(target, name)
 }
@@ -69,7 +69,7 @@ def _row_id(row: dict[str, str]) -> str:
 
 def test_table_is_well_formed_and_covers_every_cloud():
     assert len(LIST_PRICES) >= 12
-    assert {row["cloud"] for row in LIST_PRICES} == set(catalog.CLOUD_TARGETS)
+    assert {row["cloud"] for row in LIST_PRICES} == set(catalog.targets())
     keys = [(row["cloud"], row["instance_type"]) for row in LIST_PRICES]
     assert len(keys) == len(set(keys)), "one table row per (cloud, instance type)"
     assert set(keys) >= MUST_COVER, f"table lacks {sorted(MUST_COVER - set(keys))}"
@@ -116,7 +116,7 @@ NVL_SIZES = re.compile(r"^Standard_NC\d+ad\w*_H100_v5$")  # NCads H100 v5: Micro
 
 def test_h100_means_the_80_gb_part_on_every_cloud():
     assert catalog.accelerator("h100").gpu_memory_gb == 80
-    for target in catalog.CLOUD_TARGETS:
+    for target in catalog.targets():
         for o in catalog.offerings(target, "h100"):
             assert not NVL_SIZES.match(o.instance_type), f"{o.instance_type} carries H100 NVL (94 GB), not h100"
 

@@ -248,12 +248,15 @@ def test_plugins_lists_the_local_and_sim_targets_found_through_entry_points(proj
     data = json.loads(project.ok("plugins", "--json").stdout)
 
     assert {"local", "sim"} <= set(data["targets"])
-    by_target = {t: p for p in data["plugins"] for t in p["targets"]}
+    by_target = {t["name"]: p for p in data["plugins"] for t in p["targets"]}
     for target in ("local", "sim"):
         assert by_target[target]["distribution"] is not None  # registered by the mlplat.plugins entry point
         assert by_target[target]["module"] == f"mlplat_plugins.{target}.plugin"
+    sdk = {t["name"]: t["sdk"] for p in data["plugins"] for t in p["targets"]}
+    assert sdk["aws"]["installed"] and sdk["aws"]["modules"]["boto3"]  # the test extra installs boto3
+    assert sdk["local"] == {"installed": True, "modules": {}, "install": None}
     text = project.ok("plugins").stdout
-    assert "target local" in text and "target sim" in text
+    assert "target local" in text and "target sim" in text and "SDK boto3 " in text
 
 
 def test_graph_prints_mermaid(project):

@@ -28,7 +28,7 @@ def test_cpu_only_host_refuses_a_gpu_pool_and_says_what_it_offers(tmp_path: Path
     code, out = validate(tmp_path, POOL_STACK.format(accelerator="H100", gpus=8), gpus="")
     assert code == 1
     assert "stack.yaml:6:21: clusters[0].gpu_pools[0].accelerator:" in out
-    assert "does not offer accelerator 'h100' (offered: cpu)" in out
+    assert "does not offer accelerator 'h100' for training (offered: cpu)" in out
     assert "Traceback" not in out
 
 

@@ -107,7 +107,35 @@ def test_non_utf8_file_is_an_error_at_the_first_bad_byte(tmp_path):
 
     err = problems(path)
 
-    assert err.problems == [f"{path}:4:17: the file is not UTF-8 text: byte 0xe9 (offset 61) cannot be decoded"]
+    assert err.problems == [f"{path}:4:17: the stack file is not UTF-8 text (byte 0xe9 at offset 61)"]
+    assert err.hint == "save the file as UTF-8"
+
+
+def test_binary_garbage_is_an_error_at_its_first_byte(tmp_path):
+    path = write(tmp_path, b"\xff\xfe\x00garbage")
+
+    assert problems(path).problems == [f"{path}:1:1: the stack file is not UTF-8 text (byte 0xff at offset 0; it "
+                                       "looks like UTF-16)"]
+
+
+def test_bad_byte_on_a_later_line_after_a_utf8_bom(tmp_path):
+    # the mark is 3 bytes but no character: the bad byte is line 3's 10th character, at byte 3 + 22 + 10 + 9
+    path = write(tmp_path, b"\xef\xbb\xbfapiVersion: mlplat/v1\nmetadata:\n  name: x\x80\n")
+
+    assert problems(path).problems == [f"{path}:3:10: the stack file is not UTF-8 text (byte 0x80 at offset 44)"]
+
+
+@pytest.mark.parametrize(("encoding", "where", "byte"), [("utf-16", "1:1", "0xff at offset 0"),
+                                                        ("utf-16-be", "1:1", "0x00 at offset 0"),
+                                                        ("utf-16-le", "1:2", "0x00 at offset 1"),
+                                                        ("utf-32", "1:1", "0xff at offset 0")])
+def test_utf16_and_utf32_files_are_named(tmp_path, encoding, where, byte):
+    path = write(tmp_path, HEAD.encode(encoding))
+
+    err = problems(path)
+
+    wide = "UTF-32" if "32" in encoding else "UTF-16"
+    assert err.problems == [f"{path}:{where}: the stack file is not UTF-8 text (byte {byte}; it looks like {wide})"]
     assert err.hint == "save the file as UTF-8"
 
 
@@ -161,6 +189,30 @@ def test_odd_bytes_are_located_spec_errors_never_another_exception(tmp_path, dat
     for problem in info.value.problems:
         line, col = problem.removeprefix(f"{path}:").split(":")[:2]
         assert problem.startswith(f"{path}:") and line.isdigit() and col.isdigit(), problem
+
+
+CLI_BYTES = {
+    "latin-1": (HEAD.encode() + "description: Caf\xe9\n".encode("latin-1"),
+                "4:17: the stack file is not UTF-8 text (byte 0xe9 at offset 61)"),
+    "binary": (b"\xff\xfe\x00garbage", "1:1: the stack file is not UTF-8 text (byte 0xff at offset 0; it looks "
+                                      "like UTF-16)"),
+    "utf-16 with a BOM": (HEAD.encode("utf-16"), "1:1: the stack file is not UTF-8 text (byte 0xff at offset 0; it "
+                                                 "looks like UTF-16)"),
+    "nul": (b"apiVersion: mlplat/v1\nmetadata:\n  name: de\x00mo\n", "3:11: character U+0000 is not allowed"),
+}
+
+
+@pytest.mark.parametrize(("data", "problem"), CLI_BYTES.values(), ids=CLI_BYTES.keys())
+def test_cli_validate_reports_odd_bytes_at_file_line_col_without_a_traceback(tmp_path, cli, data, problem):
+    path = write(tmp_path, data)
+
+    result = cli("validate", "-f", str(path), cwd=tmp_path, check=False)
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output
+    assert f"{path}:{problem}" in " ".join(output.split()), output  # rich may wrap a long line
+    assert "hint:" in output and "UTF-8" in output
 
 
 @pytest.mark.parametrize("text", ["a: \ud800\n", "a: \x00\n", "\x1b[31m"], ids=["surrogate", "nul", "escape"])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from provisioner.catalog import CatalogFile
 from provisioner.graph import Resource
 from provisioner.plugins import hookimpl
 
@@ -11,6 +14,12 @@ def mlplat_targets() -> list[type]:
     from mlplat_plugins.aws.target import AwsTarget
 
     return [AwsTarget]
+
+
+@hookimpl
+def mlplat_catalog() -> list[CatalogFile]:
+    """The AWS rows of the accelerator catalog: EC2 instance types, and whether SageMaker endpoints sell them."""
+    return [CatalogFile("aws", Path(__file__).with_name("catalog.csv"))]
 
 
 @hookimpl

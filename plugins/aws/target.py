@@ -16,11 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from provisioner import catalog
 from provisioner.artifacts import artifact_path, sha256_file
-from provisioner.errors import MlplatError, NotOffered
+from provisioner.errors import MlplatError
 from provisioner.graph import Ref, Resource
 from provisioner.provider import ResourceProvider
 from provisioner.spec.model import Cluster, Component, Registry, Serving, Storage
-from provisioner.target import Capabilities, LowerContext, Lowered, ShadowCapability, Target
+from provisioner.target import Capabilities, LowerContext, Lowered, ShadowCapability, StorageLimits, Target
 
 
 class AwsSettings(BaseModel):
@@ -55,6 +55,8 @@ class AwsTarget(Target):
     name = "aws"
     description = "AWS: SageMaker HyperPod and endpoints, EFS / FSx for Lustre, ECR, S3 (boto3)"
     settings_model = AwsSettings
+    sdk = ("boto3",)
+    extra = "aws"
 
     def __init__(self, settings: BaseModel, context: Any) -> None:
         super().__init__(settings, context)
@@ -63,11 +65,13 @@ class AwsTarget(Target):
     def capabilities(self) -> Capabilities:
         offered = frozenset(name for name in catalog.names() if catalog.offerings("aws", name))
         return Capabilities(
+            training_accelerators=offered,
+            serving_accelerators=offered,
             traffic_split=True,
             shadow=ShadowCapability(max_mirror_percent=100),
-            accelerators=offered,
-            storage_kinds=frozenset({"nas", "lustre"}),
+            storage={"nas": StorageLimits(), "lustre": StorageLimits(max_gb=1_000_000)},
             auth_modes=frozenset({"iam"}),
+            model_formats=None,  # the serving image decides what it loads
             max_concurrency=self.settings.max_concurrency,
             notes=("SageMaker endpoints are always SigV4 (IAM) authenticated: declare auth: iam",
                    "HyperPod does not autoscale: each pool runs nodes.min instances",
@@ -117,9 +121,6 @@ class AwsTarget(Target):
         role = self._require("role_arn", "for HyperPod instance groups")
         groups = []
         for pool in cluster.gpu_pools:
-            if pool.spot:
-                raise NotOffered(f"pool {pool.name!r}: SageMaker HyperPod has no spot capacity",
-                                 hint="remove spot: true, or put this cluster on another target")
             offering = catalog.instance_for("aws", pool.accelerator, pool.gpus_per_node)
             groups.append({
                 # the accelerator is part of the name: changing it replaces the group, as UpdateCluster requires
@@ -228,7 +229,7 @@ class AwsTarget(Target):
                 inputs["image"] = self._serving_image(registry, ctx.outputs_of(registry.name))
                 inputs["model_data_url"] = ctx.output(registry.name, f"model.{path.model}")
             resources.append(self._resource(model_address, "model", inputs))
-            offering = catalog.instance_for("aws", path.accelerator, path.gpu_count)
+            offering = catalog.instance_for("aws", path.accelerator, path.gpu_count, serving=True)
             variant = {"name": path_name, "model": Ref(model_address, "name"),
                        "instance_type": catalog.sagemaker_instance_type(offering), "count": path.replicas,
                        "weight": float(path.weight or 0)}

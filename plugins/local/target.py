@@ -14,7 +14,7 @@ from provisioner.errors import MlplatError, NotOffered
 from provisioner.graph import Ref, Resource
 from provisioner.provider import ResourceProvider
 from provisioner.spec.model import Cluster, Component, Registry, Serving, Storage
-from provisioner.target import Capabilities, LowerContext, Lowered, ShadowCapability, Target
+from provisioner.target import Capabilities, LowerContext, Lowered, ShadowCapability, StorageLimits, Target
 
 
 class LocalSettings(BaseModel):
@@ -40,14 +40,17 @@ class LocalTarget(Target):
     def capabilities(self) -> Capabilities:
         from mlplat_plugins.local.host import detect
 
+        offered = detect().accelerators()
         return Capabilities(
+            training_accelerators=offered,
+            serving_accelerators=offered,
+            max_nodes_per_pool=1,
             traffic_split=True,
             shadow=ShadowCapability(max_mirror_percent=100),
-            accelerators=detect().accelerators(),
-            max_nodes_per_pool=1,
             max_replicas=1,
-            storage_kinds=frozenset({"nas"}),
+            storage={"nas": StorageLimits()},
             auth_modes=frozenset({"none", "key"}),
+            model_formats=frozenset({"mlplat-linear"}),  # what runtime/model_server.py loads
             notes=("one node: this machine", "endpoints without auth: key listen on 127.0.0.1 only"),
         )
 

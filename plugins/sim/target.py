@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from provisioner.graph import Ref, Resource
 from provisioner.provider import ResourceProvider
 from provisioner.spec.model import Cluster, Component, Registry, Serving, Storage
-from provisioner.target import Capabilities, LowerContext, Lowered, Target
+from provisioner.target import Capabilities, LowerContext, Lowered, ShadowCapability, StorageLimits, Target
 
 
 class SimSettings(BaseModel):
@@ -31,6 +31,11 @@ class SimSettings(BaseModel):
                                                       "after this many status polls (0: creates are immediate)")
     poll_interval_ms: float = Field(50.0, ge=0, description="Time between status polls of an operation")
     max_calls_per_s: float | None = Field(None, gt=0, description="The simulated API's request rate limit")
+    max_mirror_percent: int = Field(100, ge=0, le=100, description="The most an endpoint may mirror to a shadow "
+                                                                   "path (0: the simulated cloud has no shadow)")
+    min_storage_gb: int = Field(1, ge=1, description="The smallest storage the simulated cloud makes")
+    model_formats: list[str] | None = Field(None, description="Model frameworks the simulated cloud serves "
+                                                              "(default: any)")
     endpoint_keys: bool = Field(False, description="The cloud issues each serving endpoint an access key (as Azure "
                                                    "ML does): a `sim.endpoint_key` resource with a secret output")
 
@@ -41,9 +46,15 @@ class SimTarget(Target):
     settings_model = SimSettings
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(storage_kinds=frozenset({"nas", "lustre"}), auth_modes=frozenset({"none", "key", "iam"}),
-                            max_concurrency=self.settings.max_concurrency,
-                            max_calls_per_s=self.settings.max_calls_per_s)
+        s = self.settings
+        return Capabilities(
+            training_accelerators=None, serving_accelerators=None, spot=True, autoscaling=True,
+            traffic_split=True,
+            shadow=ShadowCapability(max_mirror_percent=s.max_mirror_percent) if s.max_mirror_percent else None,
+            storage={"nas": StorageLimits(min_gb=s.min_storage_gb), "lustre": StorageLimits(min_gb=s.min_storage_gb)},
+            auth_modes=frozenset({"none", "key", "iam", *(["minted-key"] if s.endpoint_keys else [])}),
+            model_formats=frozenset(s.model_formats) if s.model_formats is not None else None,
+            max_concurrency=s.max_concurrency, max_calls_per_s=s.max_calls_per_s)
 
     def store_path(self) -> Path | None:
         store = self.settings.store
@@ -93,7 +104,10 @@ class SimTarget(Target):
             if self.settings.endpoint_keys:
                 res.append(Resource(ctx.address(name, "endpoint_key", "main"), "sim.endpoint_key", t,
                                     {"endpoint": Ref(endpoint, "id")}))
-            return Lowered(res, {"url": Ref(endpoint, "url")})
+            outputs = {"url": Ref(endpoint, "url")}
+            if self.settings.endpoint_keys:
+                outputs["key"] = Ref(ctx.address(name, "endpoint_key", "main"), "key")
+            return Lowered(res, outputs)
         raise NotImplementedError(type(component).__name__)
 
     def provider(self, kind: str) -> ResourceProvider:

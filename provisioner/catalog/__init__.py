@@ -1,7 +1,10 @@
 """The accelerator catalog: which instance type gives N GPUs of a kind on each cloud, and what it costs.
 
-The facts live in CSV files next to this module (see README.md); this module only reads and checks them.
-Files are read lazily on first use, so importing the package costs nothing.
+The facts are data (see README.md). The accelerator kinds (`accelerators.csv`) live next to this module. The instance
+types of each cloud come from plugins: every plugin may return `CatalogFile`s from the `mlplat_catalog` hook, one CSV
+per target type, so the list of clouds is whatever the installed plugins offer. This module reads and checks every row
+(known accelerator, GPU count consistent, sourced prices) and owns the lookups.
+Files and plugins are read lazily on first use, so importing the package costs nothing.
 
     >>> normalize("NVIDIA H100 80GB")
     'h100'
@@ -21,8 +24,9 @@ from pathlib import Path
 from provisioner.errors import MlplatError, NotOffered, UnknownAccelerator
 
 __all__ = [
-    "CLOUD_TARGETS",
     "Accelerator",
+    "CatalogDataError",
+    "CatalogFile",
     "Offering",
     "accelerator",
     "instance_for",
@@ -31,9 +35,8 @@ __all__ = [
     "offerings",
     "onprem_label",
     "sagemaker_instance_type",
+    "targets",
 ]
-
-CLOUD_TARGETS = ("aws", "gcp", "azure")
 
 _DIR = Path(__file__).parent
 _ACCELERATOR_COLUMNS = ["name", "aliases", "gpu_memory_gb", "onprem_label", "notes"]
@@ -47,8 +50,22 @@ _OFFERING_COLUMNS = [
     "region",
     "price_source",
     "price_date",
+    "serving",
+    "regions",
+    "cloud_accelerator",
 ]
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_TARGET = re.compile(r"^[a-z][a-z0-9_-]*$")
+_REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_CLOUD_ACCELERATOR = re.compile(r"^[A-Z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class CatalogFile:
+    """What a plugin's `mlplat_catalog` hook returns: the catalog CSV of one target type (columns: README.md)."""
+
+    target: str  # the target type the rows are for, e.g. "aws"
+    path: Path
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,9 @@ class Offering:
     region: str
     price_source: str  # where the price came from, or "unknown"
     price_date: str  # YYYY-MM-DD, empty when the price is unknown
+    serving: bool  # the cloud's managed serving (SageMaker endpoints, Vertex AI, Azure ML online endpoints) sells it
+    regions: tuple[str, ...]  # regions it is known to be offered in; includes `region` when that is set
+    cloud_accelerator: str  # the cloud's own name for the GPU (Vertex AI acceleratorType, e.g. NVIDIA_H100_80GB) or ""
 
 
 class CatalogDataError(ValueError):
@@ -86,8 +106,7 @@ def _key(text: str) -> str:
     return re.sub(r"[\s_\-]+", "-", text.strip().lower()).strip("-")
 
 
-def _read(filename: str, columns: list[str]) -> list[tuple[int, dict[str, str]]]:
-    path = _DIR / filename
+def _read(path: Path, columns: list[str]) -> list[tuple[int, dict[str, str]]]:
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames != columns:
@@ -98,7 +117,7 @@ def _read(filename: str, columns: list[str]) -> list[tuple[int, dict[str, str]]]
 @lru_cache(maxsize=1)
 def _accelerators() -> dict[str, Accelerator]:
     table: dict[str, Accelerator] = {}
-    for line, row in _read("accelerators.csv", _ACCELERATOR_COLUMNS):
+    for line, row in _read(_DIR / "accelerators.csv", _ACCELERATOR_COLUMNS):
         name = row["name"]
         if name != _key(name) or name in table:
             raise CatalogDataError(f"accelerators.csv:{line}: bad or repeated name {name!r}")
@@ -127,17 +146,49 @@ def _optional(value: str, kind: type) -> int | float | None:
     return kind(value) if value else None
 
 
+@lru_cache(maxsize=1)
+def _files() -> dict[str, tuple[CatalogFile, str]]:
+    """Target -> (its catalog file, the plugin that gave it), asked of the plugins once, on first use."""
+    from provisioner.plugins import PluginError, manager  # not at import: importing the catalog loads no plugin
+
+    pm = manager()
+    found: dict[str, tuple[CatalogFile, str]] = {}
+    for impl in pm.hook.mlplat_catalog.get_hookimpls():
+        plugin = pm.get_name(impl.plugin) or getattr(impl.plugin, "__name__", repr(impl.plugin))
+        for file in impl.function() or ():
+            if not isinstance(file, CatalogFile) or not isinstance(file.target, str) or not _TARGET.match(file.target):
+                raise PluginError(f"plugin {plugin}: mlplat_catalog must return CatalogFile(target, path) with a "
+                                  f"lower-case target name, got {file!r}")
+            if not Path(file.path).is_file():
+                raise PluginError(f"plugin {plugin}: catalog file for target {file.target!r} not found: {file.path}")
+            if file.target in found:
+                other, owner = found[file.target]
+                raise PluginError(
+                    f"two plugins give an accelerator catalog for target {file.target!r}: {owner} ({other.path}) "
+                    f"and {plugin} ({file.path})",
+                    hint="uninstall one of them, or drop one from $MLPLAT_PLUGINS",
+                )
+            found[file.target] = (CatalogFile(file.target, Path(file.path)), plugin)
+    return found
+
+
 @cache
 def _offerings(target: str) -> tuple[Offering, ...]:
     known = _accelerators()
+    file, _plugin = _files()[target]
     rows: list[Offering] = []
     seen: set[str] = set()
-    for line, row in _read(f"{target}.csv", _OFFERING_COLUMNS):
-        where = f"{target}.csv:{line}"
-        acc, gpus, instance_type = row["accelerator"], int(row["gpus"]), row["instance_type"]
+    cloud_names: dict[str, str] = {}
+    for line, row in _read(file.path, _OFFERING_COLUMNS):
+        where = f"{file.path}:{line}"
+        acc, instance_type = row["accelerator"], row["instance_type"]
+        try:
+            gpus = int(row["gpus"])
+        except ValueError:
+            raise CatalogDataError(f"{where}: gpus must be a whole number, got {row['gpus']!r}") from None
         if acc not in known:
-            raise CatalogDataError(f"{where}: unknown accelerator {acc!r}")
-        if (gpus == 0) != (acc == "cpu"):
+            raise CatalogDataError(f"{where}: unknown accelerator {acc!r} (known: {', '.join(known)})")
+        if gpus < 0 or (gpus == 0) != (acc == "cpu"):
             raise CatalogDataError(f"{where}: {acc} rows need {'0' if acc == 'cpu' else 'at least 1'} GPUs")
         if not instance_type or instance_type in seen:
             raise CatalogDataError(f"{where}: missing or repeated instance type {instance_type!r}")
@@ -148,6 +199,22 @@ def _offerings(target: str) -> tuple[Offering, ...]:
             raise CatalogDataError(f"{where}: a price needs a price_source and a YYYY-MM-DD price_date")
         if price is None and row["price_source"] != "unknown":
             raise CatalogDataError(f"{where}: a row without a price must say price_source=unknown")
+        if row["serving"] not in ("yes", "no"):
+            raise CatalogDataError(f"{where}: serving must be yes or no, got {row['serving']!r}")
+        regions = tuple(r.strip() for r in row["regions"].split("|"))
+        if len(set(regions)) != len(regions) or not all(_REGION.match(r) for r in regions):
+            raise CatalogDataError(
+                f"{where}: regions must be one or more distinct |-separated region names, got {row['regions']!r}"
+            )
+        if row["region"] and row["region"] not in regions:
+            raise CatalogDataError(f"{where}: regions must include the pricing region {row['region']!r}")
+        cloud = row["cloud_accelerator"]
+        if not _CLOUD_ACCELERATOR.match(cloud):
+            raise CatalogDataError(f"{where}: cloud_accelerator must match ^[A-Z0-9_]*$, got {cloud!r}")
+        if acc == "cpu" and cloud:
+            raise CatalogDataError(f"{where}: cpu rows have no cloud_accelerator, got {cloud!r}")
+        if cloud_names.setdefault(acc, cloud) != cloud:
+            raise CatalogDataError(f"{where}: {acc} is {cloud_names[acc]!r} in an earlier row, not {cloud!r}")
         rows.append(
             Offering(
                 target=target,
@@ -160,17 +227,26 @@ def _offerings(target: str) -> tuple[Offering, ...]:
                 region=row["region"],
                 price_source=row["price_source"],
                 price_date=row["price_date"],
+                serving=row["serving"] == "yes",
+                regions=regions,
+                cloud_accelerator=cloud,
             )
         )
     rows.sort(key=lambda o: (o.accelerator, o.gpus, o.vcpus or 0, o.instance_type))
     return tuple(rows)
 
 
+def targets() -> list[str]:
+    """Target types that have catalog rows, sorted: those whose plugins answered the `mlplat_catalog` hook."""
+    return sorted(t for t in _files() if _offerings(t))
+
+
 def _check_target(target: str) -> str:
-    if target not in CLOUD_TARGETS:
+    offered = targets()
+    if target not in offered:
         raise MlplatError(
-            f"unknown cloud target {target!r} for the accelerator catalog",
-            hint=f"catalog targets: {', '.join(CLOUD_TARGETS)}",
+            f"no accelerator catalog for target {target!r}",
+            hint=f"catalog targets (from the installed plugins): {', '.join(offered) or 'none'}",
         )
     return target
 
@@ -212,19 +288,22 @@ def offerings(target: str, accelerator: str) -> list[Offering]:
     return [o for o in _offerings(_check_target(target)) if o.accelerator == acc]
 
 
-def _targets_offering(acc: str) -> list[str]:
-    return [t for t in CLOUD_TARGETS if any(o.accelerator == acc for o in _offerings(t))]
+def _targets_offering(acc: str, *, serving: bool = False) -> list[str]:
+    return [t for t in targets() if any(o.accelerator == acc and (o.serving or not serving) for o in _offerings(t))]
 
 
 def _price_order(o: Offering) -> tuple[bool, float, int, str]:
     return (o.price_usd_hour is None, o.price_usd_hour or 0.0, o.vcpus or 0, o.instance_type)
 
 
-def instance_for(target: str, accelerator: str, gpus: int, *, min_vcpus: int | None = None) -> Offering:
+def instance_for(
+    target: str, accelerator: str, gpus: int, *, min_vcpus: int | None = None, serving: bool = False
+) -> Offering:
     """The instance type of `target` with exactly `gpus` accelerators of this kind.
 
     Several candidates -> the cheapest (unknown prices last). For 'cpu', `gpus` must be 0 and the smallest
-    general-purpose type is returned, or the smallest with at least `min_vcpus` vCPUs.
+    general-purpose type is returned, or the smallest with at least `min_vcpus` vCPUs. With `serving=True` only the
+    types the cloud's managed serving sells are considered (the `serving` column).
     Raises NotOffered naming what is offered instead.
     """
     _check_target(target)
@@ -243,17 +322,36 @@ def instance_for(target: str, accelerator: str, gpus: int, *, min_vcpus: int | N
         )
     rows = offerings(target, acc)
     if not rows:
-        elsewhere = [t for t in _targets_offering(acc) if t != target]
+        elsewhere = [t for t in _targets_offering(acc, serving=serving) if t != target]
         here = sorted({o.accelerator for o in _offerings(target)}, key=names().index)
         raise NotOffered(
             f"{acc} is not offered on {target}",
             hint=f"offered there: {', '.join(here)}; or use another target: {', '.join(elsewhere) or 'none'}",
         )
+    if serving:
+        sellable = [o for o in rows if o.serving]
+        if not sellable:
+            elsewhere = [t for t in _targets_offering(acc, serving=True) if t != target]
+            here = sorted({o.accelerator for o in _offerings(target) if o.serving}, key=names().index)
+            raise NotOffered(
+                f"{acc} is not offered on {target} for serving (none of its {acc} instance types is sold for serving)",
+                hint=f"served there: {', '.join(here) or 'nothing'}; "
+                f"or serve on another target: {', '.join(elsewhere) or 'none'}",
+            )
+        if any(o.gpus == gpus for o in rows) and not any(o.gpus == gpus for o in sellable):
+            counts = ", ".join(str(c) for c in sorted({o.gpus for o in sellable}))
+            raise NotOffered(
+                f"{acc} is not offered on {target} for serving with {gpus} GPU(s) per instance "
+                f"(that instance type is not sold for serving); available counts for serving: {counts}",
+                hint=f"ask for one of {counts} GPUs per replica, or serve on another target",
+            )
+        rows = sellable
+    purpose = " for serving" if serving else ""
     matching = [o for o in rows if o.gpus == gpus]
     if not matching:
         counts = ", ".join(str(c) for c in sorted({o.gpus for o in rows}))
         raise NotOffered(
-            f"{acc} is not offered on {target} with {gpus} GPU(s) per instance; available counts: {counts}",
+            f"{acc} is not offered on {target} with {gpus} GPU(s) per instance; available counts{purpose}: {counts}",
             hint=f"ask for one of {counts} GPUs per instance, or spread the work over several instances",
         )
     if min_vcpus is not None:
@@ -261,7 +359,7 @@ def instance_for(target: str, accelerator: str, gpus: int, *, min_vcpus: int | N
         if not big_enough:
             most = max(o.vcpus or 0 for o in matching)
             raise NotOffered(
-                f"no {acc} x{gpus} instance on {target} has {min_vcpus} vCPUs (largest: {most})",
+                f"no {acc} x{gpus} instance on {target}{purpose} has {min_vcpus} vCPUs (largest: {most})",
                 hint=f"ask for at most {most} vCPUs",
             )
         return min(big_enough, key=lambda o: (o.vcpus or 0, *_price_order(o)))
@@ -273,7 +371,8 @@ def instance_for(target: str, accelerator: str, gpus: int, *, min_vcpus: int | N
 def sagemaker_instance_type(offering: Offering) -> str:
     """SageMaker spelling of an AWS instance type: 'g5.xlarge' -> 'ml.g5.xlarge'.
 
-    The catalog stores EC2 names; it does not check that SageMaker offers every one of them.
+    The catalog stores EC2 names. Whether SageMaker hosting sells the type is the offering's `serving` flag (look it
+    up with `instance_for(..., serving=True)`); this function does not check it.
     """
     if offering.target != "aws":
         raise MlplatError(

@@ -124,20 +124,42 @@ def format_loc(loc: Loc) -> str:
 
 
 def _decode(data: bytes, path: Path) -> str:
-    """UTF-8 text of a stack file (a leading byte-order mark is skipped); a located error at the first bad byte."""
+    """UTF-8 text of a stack file (a leading byte-order mark is skipped); a located error at the first bad byte, or
+    at the first NUL of a file that looks like UTF-16 or UTF-32."""
     start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    wide = _wide_encoding(data)
     try:
-        return data[start:].decode("utf-8")
+        text = data[start:].decode("utf-8")
     except UnicodeDecodeError as err:
         offset = start + err.start
-        line_start = data.rfind(b"\n", 0, offset) + 1
-        line = data.count(b"\n", 0, offset) + 1
-        col = len(data[max(line_start, start):offset].decode("utf-8", "replace")) + 1
-        hint = "save the file as UTF-8"
-        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            hint += " (it looks like UTF-16)"
-        raise SpecError([f"{path}:{line}:{col}: the file is not UTF-8 text: byte 0x{data[offset]:02x} "
-                         f"(offset {offset}) cannot be decoded"], hint=hint) from None
+    else:
+        if not wide:
+            return text
+        offset = data.index(b"\0")
+    line_start = data.rfind(b"\n", 0, offset) + 1
+    line = data.count(b"\n", 0, offset) + 1
+    col = len(data[max(line_start, start):offset].decode("utf-8", "replace")) + 1
+    looks = f"; it looks like {wide}" if wide else ""
+    raise SpecError([f"{path}:{line}:{col}: the stack file is not UTF-8 text (byte 0x{data[offset]:02x} at offset "
+                     f"{offset}{looks})"], hint="save the file as UTF-8")
+
+
+#: byte-order marks of the wide encodings (UTF-32 first: its little-endian mark begins with UTF-16's)
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+              (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+
+
+def _wide_encoding(data: bytes) -> str | None:
+    """The wide encoding `data` looks like: UTF-16 or UTF-32 when it starts with that byte-order mark, UTF-16 when
+    its first bytes have a NUL at every other offset (UTF-16 without a mark); else None."""
+    for bom, name in _WIDE_BOMS:
+        if data.startswith(bom):
+            return name
+    head = data[:256]
+    even, odd = head[0::2].count(0), head[1::2].count(0)
+    if len(head) >= 4 and (even == 0) != (odd == 0) and max(even, odd) >= len(head) // 4:
+        return "UTF-16"
+    return None
 
 
 def _position(text: str, index: int) -> tuple[int, int]:

@@ -215,12 +215,11 @@ class Serving(Strict):
     paths: ServingPaths
     auth: Literal["none", "key", "iam"] = "none"
     api_key: str | None = Field(None, min_length=16, description="auth: key — the key clients send (Authorization: "
-                                "Bearer <key> or X-Api-Key); write ${secret:NAME}, never the key itself")
+                                "Bearer <key> or X-Api-Key); write ${secret:NAME}, never the key itself. Leave it "
+                                "out on a target that mints keys (its endpoint then outputs `key`)")
 
     @model_validator(mode="after")
     def _key_goes_with_key_auth(self) -> Serving:
-        if self.auth == "key" and not self.api_key:
-            raise located("auth: key needs api_key: ${secret:NAME} (the key clients must send)", "auth")
         if self.api_key and self.auth != "key":
             raise located(f"api_key is only used with auth: key (this endpoint has auth: {self.auth})", "api_key")
         return self
