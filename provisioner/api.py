@@ -493,6 +493,17 @@ class Stack:
                     self.state.put(record)
             return drift
 
+    def forget(self, address: str) -> ResourceRecord:
+        """Stop managing `address` without touching the object (`mlplat state rm`); returns what was recorded."""
+        with self.locked("state rm"):
+            self.recover()
+            record = self.state.resources().get(address)
+            if record is None:
+                raise StateError(f"no resource {address!r} in the state", hint="see `mlplat state list`")
+            self.state.bump_serial()
+            self.state.remove(address)
+            return record
+
     def import_resource(self, address: str, id: str) -> Change:
         """Adopt the existing object `id` as the stack file's resource `address` (brownfield): the provider checks
         it is an object of that kind and reports it; it is recorded as found. Returns the next plan's change for

@@ -402,6 +402,19 @@ def state_show(address: str, file: StackFile = None, state: StateUrl = None) -> 
     _emit_json(record.to_dict())
 
 
+@state_app.command("rm")
+def state_rm(address: str, file: StackFile = None, state: StateUrl = None, json_out: JsonFlag = False) -> None:
+    """Forget one resource: the object stays where it is, unmanaged (`mlplat import` adopts it again)."""
+    record = _open(file, state, json_mode=True).forget(address)
+    if json_out:
+        _emit_json({"removed": address, "id": record.id, "deposed": record.deposed})
+        return
+    console = _console()
+    console.print(f"Removed {address} from the state; {record.kind} {record.id} still exists, unmanaged.")
+    for id in record.deposed:
+        console.print(f"[yellow]warning:[/] its replaced object {id} was still to be deleted: it is unmanaged too")
+
+
 @state_app.command("migrate")
 def state_migrate(
     to: Annotated[str, typer.Option("--to", help="Destination: sqlite:///path.db, postgresql://host/db or "

@@ -218,6 +218,11 @@ class SimProvider(ResourceProvider):
         obj = self.store.get(id)
         return Observed(obj["inputs"], self._outputs(obj)) if obj else None
 
+    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
+        """The object `id` (as `mlplat state show` prints it), if it is one of this kind."""
+        obj = self.store.get(id)
+        return Observed(obj["inputs"], self._outputs(obj)) if obj and obj["kind"] == self.kind else None
+
     def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         self._work(f"update:{id}")
         obj = self.store.get(id)
@@ -235,6 +240,8 @@ class SimProvider(ResourceProvider):
 class DataProvider(ResourceProvider):
     """`sim.data`: a resource that lives only in the state, like Terraform's `terraform_data` (benchmarks compare
     the two engines on the same graph). Zero latency, no store."""
+
+    importable = False  # nothing exists outside the state to adopt
 
     def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
         id = uuid.uuid4().hex

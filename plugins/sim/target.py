@@ -3,7 +3,9 @@ needs models and a config first), so plans and applies have realistic graphs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +38,8 @@ class SimSettings(BaseModel):
     min_storage_gb: int = Field(1, ge=1, description="The smallest storage the simulated cloud makes")
     model_formats: list[str] | None = Field(None, description="Model frameworks the simulated cloud serves "
                                                               "(default: any)")
+    namespace: bool = Field(False, description="The simulated cloud groups a stack's objects in a namespace: a "
+                                               "stack-scoped `sim.namespace` resource made before them")
     endpoint_keys: bool = Field(False, description="The cloud issues each serving endpoint an access key (as Azure "
                                                    "ML does): a `sim.endpoint_key` resource with a secret output")
 
@@ -55,6 +59,21 @@ class SimTarget(Target):
             auth_modes=frozenset({"none", "key", "iam", *(["minted-key"] if s.endpoint_keys else [])}),
             model_formats=frozenset(s.model_formats) if s.model_formats is not None else None,
             max_concurrency=s.max_concurrency, max_calls_per_s=s.max_calls_per_s)
+
+    def discover(self) -> dict[str, Any]:
+        """What the simulated cloud says about itself: `discovery.json` in its store (tests write it), if any."""
+        path = self.store_path()
+        try:
+            return json.loads((path / "discovery.json").read_text()) if path is not None else {}
+        except FileNotFoundError:
+            return {}
+
+    def lower_stack(self, ctx: LowerContext) -> Lowered:
+        if not self.settings.namespace:
+            return Lowered()
+        address = self.stack_address("namespace", "main")
+        return Lowered([Resource(address, "sim.namespace", self.context.target_name,
+                                 {"name": self.context.stack_name})], {"namespace": Ref(address, "id")})
 
     def store_path(self) -> Path | None:
         store = self.settings.store

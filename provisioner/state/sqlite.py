@@ -260,7 +260,10 @@ class SqliteState(StateBackend):
         lock and no other process has it open; closes this backend. True if removed."""
         with self._lock:
             # leaving WAL mode needs the only connection: another process with the file open keeps it
-            if self._db.execute("PRAGMA journal_mode=DELETE").fetchone()[0].lower() != "delete":
+            try:
+                if self._db.execute("PRAGMA journal_mode=DELETE").fetchone()[0].lower() != "delete":
+                    return False
+            except sqlite3.OperationalError:  # "database is locked": another process is reading it right now
                 return False
             self._db.execute("BEGIN EXCLUSIVE")
             try:
