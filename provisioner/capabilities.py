@@ -7,6 +7,7 @@ field by field: the same component checked against each target's `Capabilities`.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from provisioner.spec.model import Cluster, Component, Platform, Serving, Storage
 from provisioner.target import Capabilities, Reason
@@ -109,3 +110,10 @@ def _serving(serving: Serving, caps: Capabilities, where: str, platform: Platfor
             yield Reason("model-format-unsupported", f"{where} cannot serve model {path.model!r}: its framework "
                          f"{model.framework!r} is not one it serves (served: {_offered(formats)})",
                          ("paths", name, "model"))
+
+
+def differences(a: Capabilities, b: Capabilities) -> dict[str, tuple[Any, Any]]:
+    """Where two targets' capabilities differ, field by field (JSON values): with `check_component` against
+    each, what a migration's compatibility report is made of."""
+    left, right = a.to_json(), b.to_json()
+    return {name: (left[name], right[name]) for name in left if left[name] != right[name]}

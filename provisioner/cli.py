@@ -300,7 +300,9 @@ def plugins(json_out: JsonFlag = False) -> None:
         return
     console = _console()
     for p in listing:
-        console.print(f"[bold]{p['name']}[/]  {p['module']}  ({p['distribution'] or 'not installed'})")
+        offers = "".join(f"  {label}: {', '.join(p[key])}" for key, label in
+                         (("catalog", "catalog for"), ("export_formats", "export formats")) if p[key])
+        console.print(f"[bold]{p['name']}[/]  {p['module']}  ({p['distribution'] or 'not installed'}){offers}")
         for t in p["targets"]:
             sdk = t["sdk"]
             if not sdk["modules"]:
@@ -309,7 +311,7 @@ def plugins(json_out: JsonFlag = False) -> None:
                 status = "SDK " + ", ".join(f"{m} {v}" for m, v in sdk["modules"].items())
             else:
                 status = f"[red]SDK missing[/]: {escape(sdk['install'])}"
-            console.print(f"  target [cyan]{t['name']}[/]: {escape(t['description'])}  [{status}]")
+            console.print(f"  target [cyan]{t['name']}[/]: {escape(t['description'])}  \\[{status}]")
 
 
 @app.command("import")

@@ -144,11 +144,15 @@ def plugin_listing() -> list[dict[str, Any]]:
         impl = getattr(plugin, "mlplat_targets", None)
         if impl is not None:
             targets = [{"name": t.name, "description": t.description, "sdk": sdk_status(t)} for t in impl() or ()]
+        catalog = getattr(plugin, "mlplat_catalog", None)
+        exporters = getattr(plugin, "mlplat_exporters", None)
         dist = next((d for p, d in pm.list_plugin_distinfo() if p is plugin), None)
         out.append({
             "name": name,
             "module": getattr(plugin, "__name__", repr(plugin)),
             "distribution": f"{dist.project_name} {dist.version}" if dist else None,
             "targets": targets,
+            "catalog": sorted(f.target for f in catalog() or ()) if catalog is not None else [],
+            "export_formats": sorted(e.name for e in exporters() or ()) if exporters is not None else [],
         })
     return out

@@ -387,3 +387,14 @@ def test_target_types_in_process_reports_the_conflict(monkeypatch: pytest.Monkey
             plugins.target_types()
     finally:
         pm.unregister(module)
+
+
+def test_two_targets_capabilities_compare_field_by_field() -> None:
+    from provisioner.capabilities import differences
+    from provisioner.target import ShadowCapability
+
+    azure_like = Capabilities(traffic_split=True, shadow=ShadowCapability(max_mirror_percent=50))
+    local_like = Capabilities(traffic_split=True, shadow=ShadowCapability(), max_replicas=1)
+    assert differences(azure_like, local_like) == {"shadow": ({"max_mirror_percent": 50}, {"max_mirror_percent": 100}),
+                                                   "max_replicas": (None, 1)}
+    assert differences(local_like, local_like) == {}
