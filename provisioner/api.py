@@ -166,7 +166,8 @@ class Stack:
             name = self.platform.target_of(component)
             target = self.targets[name]
             where = f"target {name!r} ({target.name})"
-            for reason in check_component(component, target.capabilities(), where, self.platform):
+            for reason in (*check_component(component, target.capabilities(), where, self.platform),
+                           *target.check(component)):
                 found.append(((*loc, *reason.loc), component, reason))
         return found
 
@@ -175,10 +176,12 @@ class Stack:
         are left out. Each target also keeps its own as `discovered`, for lowering."""
         if self._discovery is None or fresh:
             found: dict[str, dict[str, Any]] = {}
+            gates = self.gates()
             for name in self._targets_in_use():
                 target = self.targets[name]
-                try:
-                    facts = json.loads(json.dumps(target.discover(), sort_keys=True))
+                try:  # through the target's gate: a throttled discovery call is retried like any other
+                    facts = gates(name).call(f"{STACK_SCOPE}.{name}", "discover", target.discover)
+                    facts = json.loads(json.dumps(facts, sort_keys=True))
                 except MlplatError as err:
                     raise PlanError(f"target {name!r}: discovery failed: {err.message}", hint=err.hint) from None
                 target.discovered = facts

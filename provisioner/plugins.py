@@ -89,8 +89,9 @@ def manager() -> pluggy.PluginManager:
     try:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         for name in filter(None, (m.strip() for m in os.environ.get("MLPLAT_PLUGINS", "").split(","))):
-            if pm.get_plugin(name) is None:
-                pm.register(importlib.import_module(name), name=name)
+            module = importlib.import_module(name)
+            if pm.get_plugin(name) is None and not pm.is_registered(module):  # an entry point may have it already
+                pm.register(module, name=name)
         pm.check_pending()
     except pluggy.PluginValidationError as err:
         raise PluginError(f"plugin {_plugin_name(pm, err.plugin)}: {err}",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -166,6 +166,12 @@ class Target:
 
     def capabilities(self) -> Capabilities:
         return Capabilities()
+
+    def check(self, component: Component) -> Iterable[Reason]:
+        """Refusals `Capabilities` cannot express (a name too long for this cloud, a combination it rejects),
+        each a coded `Reason` located inside the component, checked at validate with the capabilities.
+        Default: none."""
+        return ()
 
     def discover(self) -> dict[str, Any]:
         """Facts about the live target a plan depends on ("are Kueue CRDs installed?", "which account is

@@ -398,3 +398,50 @@ def test_two_targets_capabilities_compare_field_by_field() -> None:
     assert differences(azure_like, local_like) == {"shadow": ({"max_mirror_percent": 50}, {"max_mirror_percent": 100}),
                                                    "max_replicas": (None, 1)}
     assert differences(local_like, local_like) == {}
+
+
+def test_a_throttled_discovery_is_retried_through_the_targets_gate(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlplat_plugins.sim.target import SimTarget
+    from provisioner.apply import ApplyOptions, RetryPolicy
+    from provisioner.errors import RetryableError
+
+    calls: list[int] = []
+
+    def flaky(self: SimTarget) -> dict[str, object]:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RetryableError("429 Too Many Requests", retry_after=0.01)
+        return {"zone": "z1"}
+
+    monkeypatch.setattr(SimTarget, "discover", flaky)
+    events: list[Event] = []
+    stack = Stack(sim_stack(tmp_path), listeners=[events.append],
+                  options=ApplyOptions(retry=RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.02)))
+    assert stack.plan(refresh=False).discovery == {"sim": {"zone": "z1"}}
+    assert len(calls) == 3 and [e.address for e in events if e.kind == "step-retry"] == ["_stack.sim"] * 2
+
+
+def test_a_target_adds_its_own_coded_refusals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlplat_plugins.sim.target import SimTarget
+    from provisioner.spec.model import Storage
+    from provisioner.target import Reason
+
+    def check(self: SimTarget, component: object) -> list[Reason]:
+        if isinstance(component, Storage) and component.size_gb % 10:
+            return [Reason("size-granularity", "sim storage comes in steps of 10 GB", ("size_gb",))]
+        return []
+
+    monkeypatch.setattr(SimTarget, "check", check)
+    path = sim_stack(tmp_path)
+    path.write_text(path.read_text().replace("size_gb: 10", "size_gb: 15"))
+    stack = Stack(path)
+    assert [(r.code, loc) for loc, _, r in stack.check_capabilities()] == [("size-granularity",
+                                                                             ("storage", 0, "size_gb"))]
+    with pytest.raises(SpecError, match=r"stack\.yaml:7:20: storage\[0\]\.size_gb: sim storage comes in steps"):
+        stack.validate()
+
+
+def test_mlplat_plugins_may_name_a_module_an_entry_point_already_loaded(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    proc = cli("plugins", cwd=tmp_path, env={"MLPLAT_PLUGINS": "mlplat_plugins.sim.plugin"})
+    assert proc.stdout.count("target sim:") == 1
