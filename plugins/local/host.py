@@ -1,4 +1,9 @@
-"""What this machine offers: its CPUs and, when `nvidia-smi` is present, its GPUs (catalog names)."""
+"""What this machine offers: its CPUs and, when `nvidia-smi` is present, its GPUs (catalog names).
+
+The local target's counterpart of aws's sdk.py: the only module of the plugin that touches the host's GPU
+tooling (it runs `nvidia-smi`; nothing imports NVML, CUDA or a framework). runtime/ only passes the
+CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES variables through to the servers it starts.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,12 @@
-"""The local target: the platform on this machine. Settings, capabilities and lowering."""
+"""The local target: the platform on this machine. Settings, capabilities, discovery and lowering.
+
+Lowering (providers in compute.py, storage.py, registry.py, serving.py; providers.py maps kinds to them):
+- cluster  → a `gpu_pool` per pool: a check that this host has the GPUs, naming their devices
+- storage  → a `directory` under <root>/volumes
+- registry → a directory `registry` under <root>/registry, an `image_repository` folder per image, a
+  `model_version` per model (the artifact copied in, with its meta.json)
+- serving  → a `model_server` process per path and a `router` process for the endpoint (runtime/)
+"""
 
 from __future__ import annotations
 
@@ -53,6 +61,16 @@ class LocalTarget(Target):
             model_formats=frozenset({"mlplat-linear"}),  # what runtime/model_server.py loads
             notes=("one node: this machine", "endpoints without auth: key listen on 127.0.0.1 only"),
         )
+
+    def discover(self) -> dict[str, object]:
+        """The host facts a plan depends on: this machine's GPUs, as `nvidia-smi` names them, in index order
+        (capabilities and lowering check pools against them; a pool's devices are their indexes), so a saved plan
+        made on a machine with GPUs is refused on one without, or with others. Cheap: `host.detect()` runs
+        `nvidia-smi` once per process and capabilities, discovery and lowering share its answer; each CLI command
+        is a process of its own, so `mlplat apply plan.json` compares with the host as it is then."""
+        from mlplat_plugins.local.host import detect
+
+        return {"gpus": [gpu.name for gpu in detect().gpus]}
 
     def lower(self, component: Component, ctx: LowerContext) -> Lowered:
         if isinstance(component, Cluster):
@@ -186,7 +204,7 @@ class LocalTarget(Target):
     def leftovers(self) -> list[str]:
         """Directories this target made that hold something (an owner marker and more) and server processes
         still running. A directory holding only its marker is an unfinished create, not a sign of lost state."""
-        from mlplat_plugins.local.providers import MARKER, owner_of
+        from mlplat_plugins.local.base import MARKER, owner_of
         from mlplat_plugins.local.runtime.processes import find_running
 
         if not self.root.is_dir():
@@ -204,8 +222,9 @@ class LocalTarget(Target):
 
         A recorded directory that holds no other recorded one (a volume, an image repository, a model version,
         a server's run directory) is a resource's content, the user's data among it: the sweep never enters it."""
-        from mlplat_plugins.local.providers import MARKER, owner_of, stop_server
+        from mlplat_plugins.local.base import MARKER, owner_of
         from mlplat_plugins.local.runtime.processes import is_partial_write
+        from mlplat_plugins.local.serving import stop_server
 
         if not self.root.is_dir():
             return []
@@ -241,10 +260,10 @@ class LocalTarget(Target):
         return swept
 
     def provider(self, kind: str) -> ResourceProvider:
-        from mlplat_plugins.local import providers
+        from mlplat_plugins.local.providers import PROVIDERS
 
         try:
-            return providers.PROVIDERS[kind](self)
+            return PROVIDERS[kind](self)
         except KeyError:
             raise MlplatError(f"the local target has no resource kind {kind!r}") from None
 
