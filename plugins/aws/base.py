@@ -1,4 +1,5 @@
-"""What every aws resource provider shares: clients, tags, names with content hashes, waits through the engine.
+"""What every aws resource provider shares: clients, tags, and the core's cloud helpers (`provisioner.cloud`:
+find-by-derived-name, waits on long operations) bound to AWS's tags and the target's poll interval.
 
 Long operations (an endpoint going InService, a HyperPod cluster, a file system) are waited on with the step's
 `ctx.wait`: it gives the target's concurrency slot back between polls, honours the kind's timeout (`timeouts`
@@ -9,13 +10,13 @@ issuing the call again.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mlplat_plugins.aws.sdk import unless_missing
-from provisioner.errors import MlplatError
+from provisioner import cloud
+from provisioner.cloud import content_name as content_name  # re-exported: imported from here before provisioner.cloud
+from provisioner.cloud import operation_id as operation_id
+from provisioner.cloud import operation_of as operation_of
 from provisioner.operations import OPERATIONS
 from provisioner.provider import ResourceProvider
 
@@ -60,70 +61,38 @@ class AwsProvider(ResourceProvider):
 
     def find_named(self, name: str, ctx: StepContext, lookup: Callable[[], T | None], arn_of: Callable[[T], str]
                    ) -> T | None:
-        """`find` for a SageMaker object keyed by `name`: never one in `ctx.exclude`, and given a token only the
-        one the create carrying it made (its mlplat:token tag); `lookup()` describes it, None if absent."""
-        found = lookup() if name not in ctx.exclude else None
-        if found is None or (ctx.token and not made_by(self.sagemaker_tags(arn_of(found)), ctx)):
-            return None
-        return found
+        """`cloud.find_own` for a SageMaker object keyed by `name`, its token read from its mlplat:token tag."""
+        return cloud.find_own(name, ctx, lookup, lambda found: tag_value(self.sagemaker_tags(arn_of(found)), TOKEN_TAG))
+
+    @property
+    def intervals(self) -> dict[str, float]:
+        """Waits poll from `poll_interval_s`, backing off to a minute (or the interval)."""
+        interval = self.settings.poll_interval_s
+        return {"interval": interval, "max_interval": max(interval, 60.0)}
 
     def wait(self, ctx: StepContext, check: Callable[[], tuple[bool, T]], what: str) -> T:
-        """Poll `check` through the engine: from `poll_interval_s`, backing off to a minute (or the interval)."""
-        interval = self.settings.poll_interval_s
-        return ctx.wait(check, what=what, interval=interval, max_interval=max(interval, 60.0))
+        """Poll `check` through the engine at the target's intervals."""
+        return ctx.wait(check, what=what, **self.intervals)
 
     def wait_in_service(self, ctx: StepContext, describe: Callable[[], dict[str, Any] | None], what: str, phase: str,
                         *, status_key: str, reason_key: str, failed: tuple[str, ...] = ("Failed",)) -> dict[str, Any]:
         """Poll `describe` until its status is InService; fail fast on a failed status or a vanished object."""
-        def check() -> tuple[bool, Any]:
-            seen = describe()
-            if seen is None:
-                raise MlplatError(f"{what} disappeared while {phase.lower()}")
-            status = seen[status_key]
-            if status in failed:
-                raise MlplatError(f"{what} is {status}: {seen.get(reason_key) or 'no reason given'}")
-            return status == "InService", seen if status == "InService" else status
-
-        return self.wait(ctx, check, f"{what} {phase} → InService")
+        return cloud.wait_for_status(ctx, describe, what, phase, ready="InService", failed=failed,
+                                     status_of=lambda seen: seen[status_key],
+                                     reason_of=lambda seen: seen.get(reason_key), **self.intervals)
 
     def wait_gone(self, ctx: StepContext, describe: Callable[[], dict[str, Any] | None], what: str) -> None:
-        self.wait(ctx, lambda: (describe() is None, "Deleting"), f"{what} deleted")
+        cloud.wait_gone(ctx, describe, what, **self.intervals)
 
     def delete_and_wait(self, ctx: StepContext, action: str, id: str, delete: Callable[[], Any],
                         describe: Callable[[], dict[str, Any] | None], what: str) -> bool:
-        """A long delete: issue it (unless resuming its checkpoint), checkpoint it, wait until the object is gone.
-        False when the object was gone already (nothing was issued)."""
-        if operation_of(ctx, action) is None:
-            if unless_missing(delete) is None:
-                return False
-            ctx.checkpoint(operation_id(action, id))
-        self.wait_gone(ctx, describe, what)
-        return True
+        """`cloud.delete_and_wait` at the target's intervals (False: the object was gone already)."""
+        return cloud.delete_and_wait(ctx, action, id, delete, describe, what, **self.intervals)
 
 
 def made_by(tags: list[dict[str, str]] | None, ctx: StepContext) -> bool:
     """Whether an object's tags name the create carrying `ctx.token` as its maker."""
     return bool(ctx.token) and tag_value(tags, TOKEN_TAG) == ctx.token
-
-
-def operation_id(action: str, *ids: str) -> str:
-    """The id a step checkpoints for a cloud operation it started: the API action and the object(s) it acts on."""
-    return " ".join((action, *ids))
-
-
-def operation_of(ctx: StepContext, action: str) -> list[str] | None:
-    """The object ids of `ctx.operation` when it is an `action` operation (a step resumed after a crash)."""
-    if not ctx.operation:
-        return None
-    parts = ctx.operation.split(" ")
-    return parts[1:] if parts[0] == action and len(parts) > 1 else None
-
-
-def content_name(base: str, inputs: dict[str, Any], *ignore: str) -> str:
-    """`base-<hash of inputs>`: a replacement gets a new name (create-before-destroy), a retried create the same."""
-    content = {k: v for k, v in inputs.items() if k not in ignore and k != "base_name"}
-    digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{base}-{digest}"
 
 
 def tag_value(tags: list[dict[str, str]] | None, key: str = ADDRESS_TAG) -> str | None:

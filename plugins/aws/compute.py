@@ -7,11 +7,12 @@ the group a new name (the accelerator is part of it): UpdateCluster adds the new
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlparse
 
-from mlplat_plugins.aws.base import AwsProvider, operation_id
-from mlplat_plugins.aws.sdk import or_existing, unless_missing
+from mlplat_plugins.aws.base import AwsProvider
+from provisioner.cloud import operation_id, or_existing, unless_missing
 from provisioner.operations import StepContext
 from provisioner.progress import report
 from provisioner.provider import Created, Observed
@@ -25,9 +26,16 @@ echo "mlplat: node $(hostname) ready"
 """
 
 
+#: a SageMaker object name (clusters, models, endpoint configs, endpoints, model package groups): what mlplat
+#: records as their id, so what `mlplat import` takes (an ARN is not a name)
+SAGEMAKER_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+
+
 class HyperPodCluster(AwsProvider):
     """CreateCluster and UpdateCluster are long operations, checkpointed before the wait; a step resumed after a
-    crash waits for the cluster to settle and converges from what it sees, never issuing the call twice."""
+    crash waits for the cluster to settle and converges from what it sees, never issuing the call twice.
+
+    Import ID: the cluster's name (`mlplat import train.hyperpod_cluster.main my-cluster`)."""
 
     force_new = frozenset({"name", "role_arn", "subnets", "security_groups"})
     timeouts = {"create": 3600.0, "update": 3600.0, "delete": 1800.0}
@@ -109,6 +117,25 @@ class HyperPodCluster(AwsProvider):
             return None
         return Observed(self._observed(cluster, inputs), self._outputs(cluster))
 
+    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
+        """`read`'s instance groups, and this cluster's own values of what `read` takes from the record (the
+        stack's, for a cluster mlplat made): name, role, network and lifecycle scripts (HyperPod keeps them per
+        instance group; mlplat uses one for all, and sends them with the groups it adds or resizes). The default
+        scripts are mlplat's to delete with the cluster only where this cluster runs them from the stack's place."""
+        cluster = self._describe(id) if SAGEMAKER_NAME.fullmatch(id) else None
+        if cluster is None or cluster["ClusterStatus"] == "Deleting":
+            return None
+        first = (cluster.get("InstanceGroups") or [{}])[0]
+        life = first.get("LifeCycleConfig") or {}
+        scripts = (life.get("SourceS3Uri"), life.get("OnCreate"))
+        ours = scripts == (inputs["lifecycle_script_uri"], inputs["lifecycle_on_create"])
+        observed = {**self._observed(cluster, inputs), "name": cluster["ClusterName"],
+                    "role_arn": first.get("ExecutionRole"), "lifecycle_script_uri": scripts[0],
+                    "lifecycle_on_create": scripts[1],
+                    "upload_default_lifecycle": bool(inputs["upload_default_lifecycle"] and ours),
+                    **vpc_inputs(cluster.get("VpcConfig"), inputs)}
+        return Observed(observed, self._outputs(cluster))
+
     def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         name = inputs["name"]
         cluster = self.find_named(name, ctx, lambda: self._describe(name), lambda c: c["ClusterArn"])
@@ -120,6 +147,17 @@ class HyperPodCluster(AwsProvider):
             return  # gone already
         if inputs.get("upload_default_lifecycle"):
             self.aws.s3.delete_object(**_script_location(inputs))
+
+
+def vpc_inputs(config: dict[str, Any] | None, inputs: dict[str, Any]) -> dict[str, list[str]]:
+    """`subnets` and `security_groups` as a SageMaker object's VpcConfig has them, in the stack's order where they
+    are the same sets; with no VpcConfig, the stack's where its create would have set none either (it needs both)."""
+    wanted = {"subnets": list(inputs["subnets"]), "security_groups": list(inputs["security_groups"])}
+    if not config:
+        return wanted if not (wanted["subnets"] and wanted["security_groups"]) else {"subnets": [],
+                                                                                     "security_groups": []}
+    seen = {"subnets": list(config.get("Subnets") or []), "security_groups": list(config.get("SecurityGroupIds") or [])}
+    return {k: wanted[k] if sorted(wanted[k]) == sorted(v) else v for k, v in seen.items()}
 
 
 def _script_location(inputs: dict[str, Any]) -> dict[str, str]:

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from mlplat_plugins.aws.base import ADDRESS_TAG, TOKEN_TAG, AwsProvider, made_by
-from mlplat_plugins.aws.sdk import AwsApiError, or_existing, unless_missing
+from mlplat_plugins.aws.compute import SAGEMAKER_NAME
+from mlplat_plugins.aws.sdk import AwsApiError
+from provisioner.cloud import or_existing, unless_missing
 from provisioner.errors import MlplatError
 from provisioner.operations import StepContext
 from provisioner.provider import Created, Observed
 
+#: the ids mlplat records for these kinds, so what `mlplat import` takes
+ECR_NAME = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
+S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+MODEL_PACKAGE_ARN = re.compile(r"arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:model-package/\S+")
+
 
 class EcrRepository(AwsProvider):
+    """Import ID: the repository name (`team/image`). An imported repository keeps its tags: mlplat tags only what
+    it creates, and nothing of an update or delete reads them."""
+
     force_new = frozenset({"name"})
 
     def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
@@ -50,6 +61,9 @@ class EcrRepository(AwsProvider):
                     "scan_on_push": bool(repo.get("imageScanningConfiguration", {}).get("scanOnPush"))}
         return Observed(observed, self._outputs(repo))
 
+    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
+        return self.read(id, inputs) if 2 <= len(id) <= 256 and ECR_NAME.fullmatch(id) else None
+
     def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         if prior.get("tag_mutability") != desired["tag_mutability"]:
             self.aws.ecr.put_image_tag_mutability(repositoryName=id, imageTagMutability=desired["tag_mutability"])
@@ -82,7 +96,10 @@ TOKEN_METADATA = "mlplat-token"
 
 
 class ModelArtifact(AwsProvider):
-    """One model file in S3; the recorded sha256 (in object metadata) makes an edited artifact show as drift."""
+    """One model file in S3; the recorded sha256 (in object metadata) makes an edited artifact show as drift.
+
+    Import ID: `bucket/key`. An object uploaded without mlplat's sha256 metadata (`aws s3 cp`) reports its sha256 as
+    "unknown": the next apply uploads the stack's file over it once, with the metadata."""
 
     force_new = frozenset({"bucket", "key"})
 
@@ -117,6 +134,11 @@ class ModelArtifact(AwsProvider):
         observed = {**inputs, "sha256": head.get("Metadata", {}).get("sha256", "unknown")}
         return Observed(observed, self._outputs(inputs))
 
+    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
+        """The object the id names (`read` looks where the inputs say)."""
+        bucket, _, key = id.partition("/")
+        return self.read(id, {**inputs, "bucket": bucket, "key": key}) if S3_BUCKET.fullmatch(bucket) and key else None
+
     def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         self._put(desired, ctx)
         return self._outputs(desired)
@@ -136,6 +158,8 @@ class ModelArtifact(AwsProvider):
 
 
 class ModelPackageGroup(AwsProvider):
+    """Import ID: the group's name."""
+
     force_new = frozenset({"name"})
 
     def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
@@ -160,6 +184,9 @@ class ModelPackageGroup(AwsProvider):
             return None
         return Observed({"name": group["ModelPackageGroupName"]}, self._outputs(group))
 
+    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
+        return self.read(id, inputs) if SAGEMAKER_NAME.fullmatch(id) else None
+
     def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         name = inputs["name"]
         group = self.find_named(name, ctx, lambda: self._describe(name), lambda g: g["ModelPackageGroupArn"])
@@ -171,7 +198,11 @@ class ModelPackageGroup(AwsProvider):
 
 class ModelPackage(AwsProvider):
     """A versioned package in the group; AWS numbers versions itself, so the declared name:version and the
-    address are kept in CustomerMetadataProperties, which is how a retried create finds its package."""
+    address are kept in CustomerMetadataProperties, which is how a retried create finds its package.
+
+    Import ID: the versioned package's ARN (`arn:aws:sagemaker:<region>:<account>:model-package/<group>/<version>`).
+    A package made without mlplat's metadata reports the stack's `model` and `framework` (nothing else knows them);
+    import its group, and the artifact and ECR repository it uses, first, so the references are known."""
 
     force_new = frozenset({"group", "model", "framework", "model_data_url", "image"})
 
@@ -209,6 +240,19 @@ class ModelPackage(AwsProvider):
                     "model_data_url": containers[0].get("ModelDataUrl", inputs["model_data_url"])}
         return Observed(observed, self._outputs(package))
 
+    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
+        """What `read` reports, and the container's image (`read` takes it from the record): only for a versioned
+        package's ARN (SageMaker answers a group's name with its latest version)."""
+        seen = self.read(id, inputs) if MODEL_PACKAGE_ARN.fullmatch(id) else None
+        if seen is None or seen.outputs["arn"] != id:
+            return None
+        package = self.aws.sagemaker.describe_model_package(ModelPackageName=id)
+        meta = package.get("CustomerMetadataProperties") or {}
+        containers = (package.get("InferenceSpecification") or {}).get("Containers") or [{}]
+        seen.inputs.update(framework=meta.get("mlplat:framework", inputs["framework"]),
+                           image=image_like(containers[0].get("Image"), inputs["image"]))
+        return seen
+
     def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         summaries = unless_missing(lambda: self.aws.sagemaker.paginate("list_model_packages", "ModelPackageSummaryList",
                                                     ModelPackageGroupName=inputs["group"]))
@@ -230,3 +274,12 @@ class ModelPackage(AwsProvider):
 def image_uri(image: Any) -> str:
     """The inference image: a URI, or {repository: <ECR URI>, tag} for the registry's own repository."""
     return image if isinstance(image, str) else f"{image['repository']}:{image['tag']}"
+
+
+def image_like(seen: str | None, desired: Any) -> Any:
+    """An image URI a cloud object reports, in the form of the stack's: {repository, tag} where the stack names the
+    registry's repository (its URI known only once that is in the state), so the two compare."""
+    repository, colon, tag = (seen or "").rpartition(":")
+    if isinstance(desired, dict) and colon and "/" not in tag:
+        return {"repository": repository, "tag": tag}
+    return seen

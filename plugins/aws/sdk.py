@@ -3,21 +3,23 @@
 The only module of the plugin that imports boto3/botocore, and only when a provider first needs a client.
 Credentials come from the standard boto3 chain (env, profile, SSO, instance role); never from the stack file.
 botocore's own retries are off, and nothing here retries either: a throttled or unreachable call raises
-`RetryableError` and the engine retries it — every provider call of a command (apply's writes, refresh's reads,
-recovery's finds) goes through its target's `TargetCalls`, with jittered backoff, `Retry-After` and the
-per-target concurrency cap, and a wait's poll treats a throttled describe as "not done yet". One retry layer:
-retrying here too would multiply the attempts (5 here times 6 there) and hold a concurrency slot while sleeping.
+`RetryableError` (by `provisioner.cloud.retryable`, the rule every plugin shares) and the engine retries it —
+every provider call of a command (apply's writes, refresh's reads, recovery's finds) goes through its target's
+`TargetCalls`, with jittered backoff, `Retry-After` and the per-target concurrency cap, and a wait's poll treats a
+throttled describe as "not done yet". One retry layer: retrying here too would multiply the attempts (5 here times
+6 there) and hold a concurrency slot while sleeping.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
+from provisioner.cloud import CloudApiError, retryable
+from provisioner.cloud import or_existing as or_existing  # re-exported: imported from here before provisioner.cloud
+from provisioner.cloud import unless_missing as unless_missing
 from provisioner.errors import MlplatError, RetryableError
-
-T = TypeVar("T")
 
 THROTTLING_CODES = frozenset({
     "ThrottlingException", "Throttling", "ThrottledException", "TooManyRequestsException", "RequestLimitExceeded",
@@ -30,47 +32,31 @@ NOT_FOUND_CODES = frozenset({
 })
 
 
-class AwsApiError(MlplatError):
-    """An AWS API call failed; `code` is AWS's error code, the message AWS's own."""
+class AwsApiError(CloudApiError):
+    """An AWS API call failed; `code` is AWS's error code, the message AWS's own. AWS's rules refine the core's:
+    SageMaker says "not found" with a ValidationException, and "already exists" is read from codes and messages,
+    never from a 409 (EFS answers FileSystemInUse and MountTargetConflict with 409s)."""
 
-    def __init__(self, operation: str, code: str, message: str, status: int | None = None) -> None:
-        super().__init__(f"{operation}: {code}: {message}")
-        self.operation, self.code, self.aws_message, self.status = operation, code, message, status
+    not_found_codes = NOT_FOUND_CODES
+
+    @property
+    def aws_message(self) -> str:
+        return self.cloud_message
 
     @property
     def not_found(self) -> bool:
-        if self.code in NOT_FOUND_CODES or self.status == 404:
+        if super().not_found:
             return True
-        text = self.aws_message.lower()
-        return self.code == "ValidationException" and ("could not find" in text or "does not exist" in text)
+        text = self.cloud_message.lower()
+        return self.code == "ValidationException" and ("could not find" in text or "does not exist" in text
+                                                       or "not found" in text)
 
     @property
     def already_exists(self) -> bool:
-        text = self.aws_message.lower()
+        text = self.cloud_message.lower()
         return (self.code.endswith("AlreadyExists") or self.code.endswith("AlreadyExistsException")
                 or "already exist" in text or (self.code in {"ResourceInUse", "IncompatibleParameterError"}
                 and "already" in text))
-
-
-def unless_missing(call: Callable[[], T]) -> T | None:
-    """`call()`, or None when AWS answers that the object does not exist (reads, and deletes that may repeat)."""
-    try:
-        return call()
-    except AwsApiError as err:
-        if err.not_found:
-            return None
-        raise
-
-
-def or_existing(create: Callable[[], T], existing: Callable[[], T]) -> T:
-    """`create()`, or `existing()` when AWS answers that the object already exists (a create retried after a
-    crash or a lost response, under the same name)."""
-    try:
-        return create()
-    except AwsApiError as err:
-        if not err.already_exists:
-            raise
-        return existing()
 
 
 def translate(err: Exception, operation: str) -> Exception:
@@ -88,11 +74,9 @@ def translate(err: Exception, operation: str) -> Exception:
         meta = err.response.get("ResponseMetadata", {})
         code, message = str(error.get("Code", "Unknown")), str(error.get("Message", "") or err)
         status = meta.get("HTTPStatusCode")
-        if code in THROTTLING_CODES or status in (429, 503):
-            retry_after = (meta.get("HTTPHeaders") or {}).get("retry-after")
-            return RetryableError(f"{operation}: {code}: {message}",
-                                  retry_after=float(retry_after) if retry_after else None)
-        return AwsApiError(operation, code, message, status)
+        transient = retryable(status, (meta.get("HTTPHeaders") or {}).get("retry-after"),
+                              f"{operation}: {code}: {message}", throttled=code in THROTTLING_CODES)
+        return transient or AwsApiError(operation, code, message, status)
     if isinstance(err, (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError)):
         return RetryableError(f"{operation}: {err}")
     if isinstance(err, NoCredentialsError):
@@ -148,6 +132,7 @@ class Clients:
     def __init__(self, region: str, endpoint_url: str | None = None, profile: str | None = None) -> None:
         self.region, self.endpoint_url, self.profile = region, endpoint_url, profile
         self._clients: dict[str, Client] = {}
+        self._session: Any = None
         self._lock = threading.Lock()
 
     def __getattr__(self, service: str) -> Client:
@@ -161,9 +146,31 @@ class Clients:
 
     def _make(self, service: str) -> Any:
         import boto3
+        import botocore.session
         from botocore.config import Config
 
-        session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
+        if self._session is None:  # one session per target; the parsed service models shared by every session
+            core = botocore.session.get_session()
+            core.register_component("data_loader", _shared_loader())
+            self._session = boto3.session.Session(botocore_session=core, profile_name=self.profile,
+                                                  region_name=self.region)
+        session = self._session
         config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, user_agent_extra="mlplat",
                         connect_timeout=10, read_timeout=60)
         return session.client(service, endpoint_url=self.endpoint_url, config=config)
+
+
+_loaders: dict[str | None, Any] = {}
+
+
+def _shared_loader() -> Any:
+    """One botocore data loader per data path for the process: it caches the parsed service models (read-only
+    JSON, ~0.2 s to parse per service), which a fresh loader per session would parse again for every Stack."""
+    import os
+
+    from botocore.loaders import create_loader
+
+    path = os.environ.get("AWS_DATA_PATH")  # what botocore's own session would search as well
+    if path not in _loaders:
+        _loaders[path] = create_loader(path)
+    return _loaders[path]

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlplat_plugins.aws.base import AwsProvider, content_name, operation_id
-from mlplat_plugins.aws.registry import image_uri
-from mlplat_plugins.aws.sdk import or_existing, unless_missing
+from mlplat_plugins.aws.base import AwsProvider
+from mlplat_plugins.aws.compute import SAGEMAKER_NAME, vpc_inputs
+from mlplat_plugins.aws.registry import image_like, image_uri
+from provisioner.cloud import content_name, operation_id, or_existing, unless_missing
 from provisioner.errors import MlplatError
 from provisioner.operations import StepContext
 from provisioner.progress import report
@@ -20,6 +21,9 @@ from provisioner.provider import Created, Diff, Observed
 
 
 class SageMakerModel(AwsProvider):
+    """Import ID: the model's name (any: mlplat's own are `<base>-<content hash>`, and the id is what is recorded).
+    Import the model package (or artifact and image repository) it serves first, so the references are known."""
+
     replace_mode = "create_before_destroy"
     force_new = frozenset({"base_name", "role_arn", "model", "model_package", "image", "model_data_url", "subnets",
                            "security_groups"})
@@ -48,6 +52,22 @@ class SageMakerModel(AwsProvider):
             return None
         return Observed(dict(inputs), {"name": id, "arn": model["ModelArn"]})
 
+    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
+        """The model's container, role and network (`read` takes them from the record: a model never changes)."""
+        model = unless_missing(lambda: self.aws.sagemaker.describe_model(ModelName=id)) \
+            if SAGEMAKER_NAME.fullmatch(id) else None
+        if model is None:
+            return None
+        container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
+        observed = {"base_name": inputs["base_name"], "role_arn": model.get("ExecutionRoleArn"),
+                    "model": inputs["model"], **vpc_inputs(model.get("VpcConfig"), inputs)}
+        if container.get("ModelPackageName"):
+            observed["model_package"] = container["ModelPackageName"]
+        else:
+            observed.update(image=image_like(container.get("Image"), inputs.get("image")),
+                            model_data_url=container.get("ModelDataUrl"))
+        return Observed(observed, {"name": id, "arn": model["ModelArn"]})
+
     def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         name = content_name(inputs["base_name"], inputs)
         seen = self.find_named(name, ctx, lambda: self.read(name, inputs), lambda o: o.outputs["arn"])
@@ -59,7 +79,9 @@ class SageMakerModel(AwsProvider):
 
 class EndpointConfig(AwsProvider):
     """Variant weights and instance counts here are only the initial ones: the endpoint owns the live values, so
-    changing them never replaces the config (as Terraform's ignore_changes would)."""
+    changing them never replaces the config (as Terraform's ignore_changes would).
+
+    Import ID: the config's name. Import the models its variants serve first, so their names are known."""
 
     replace_mode = "create_before_destroy"
     force_new = frozenset({"base_name", "variants", "shadow_variants"})
@@ -89,6 +111,9 @@ class EndpointConfig(AwsProvider):
                     "shadow_variants": [_from_variant(v) for v in config.get("ShadowProductionVariants", [])]}
         return Observed(observed, {"name": id, "arn": config["EndpointConfigArn"]})
 
+    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
+        return self.read(id, inputs) if SAGEMAKER_NAME.fullmatch(id) else None
+
     def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         name = self._name(inputs)
         seen = self.find_named(name, ctx, lambda: self.read(name, inputs), lambda o: o.outputs["arn"])
@@ -101,7 +126,9 @@ class EndpointConfig(AwsProvider):
 class Endpoint(AwsProvider):
     """Creating an endpoint, and each update, is a long operation: it is checkpointed (CreateEndpoint <name>,
     UpdateEndpoint <name> <config>, ...) before the wait, and a step resumed after a crash waits for the endpoint
-    to settle, then converges from what it sees (an update already applied is not issued again)."""
+    to settle, then converges from what it sees (an update already applied is not issued again).
+
+    Import ID: the endpoint's name. Import its endpoint config first, so `config` is known."""
 
     force_new = frozenset({"name"})
     timeouts = {"create": 3600.0, "update": 3600.0, "delete": 1800.0}
@@ -167,6 +194,9 @@ class Endpoint(AwsProvider):
         if endpoint is None or endpoint["EndpointStatus"] == "Deleting":
             return None
         return Observed(self._observed(endpoint, inputs), self._outputs(endpoint))
+
+    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
+        return self.read(id, inputs) if SAGEMAKER_NAME.fullmatch(id) else None
 
     def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         name = inputs["name"]

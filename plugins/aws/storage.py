@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from mlplat_plugins.aws.base import ADDRESS_TAG, AwsProvider, made_by, operation_id, operation_of, tag_value
-from mlplat_plugins.aws.sdk import AwsApiError, unless_missing
+from mlplat_plugins.aws.base import ADDRESS_TAG, AwsProvider, made_by, tag_value
+from mlplat_plugins.aws.sdk import AwsApiError
+from provisioner.cloud import operation_id, operation_of, unless_missing
 from provisioner.errors import MlplatError
 from provisioner.operations import StepContext
 from provisioner.provider import Created, Observed
 
+#: the ids mlplat records for these kinds, so what `mlplat import` takes
+EFS_ID = re.compile(r"fs-[0-9a-f]{8,40}")
+MOUNT_TARGET_ID = re.compile(r"fsmt-[0-9a-f]{8,40}")
+FSX_ID = re.compile(r"fs-[0-9a-f]{8,21}")
+
 
 class EfsFileSystem(AwsProvider):
     """Idempotent through CreationToken (derived from the address): a retried create finds the first one. The
-    create that made it is named by a tag (the engine's token), which is how `find` tells it from a predecessor."""
+    create that made it is named by a tag (the engine's token), which is how `find` tells it from a predecessor.
+
+    Import ID: the file system id (`fs-…`). An imported file system keeps the CreationToken it was made with; the
+    recorded `token` is the stack's, which only a create of this address (a replacement) uses."""
 
     force_new = frozenset({"token", "performance_mode", "encrypted"})
     timeouts = {"create": 900.0, "update": 900.0, "delete": 900.0}
@@ -59,9 +69,12 @@ class EfsFileSystem(AwsProvider):
             return None
         if not found or found[0]["LifeCycleState"] in ("deleting", "deleted"):
             return None
-        fs = found[0]
-        return Observed({"token": fs["CreationToken"], "performance_mode": fs["PerformanceMode"],
+        fs = found[0]  # its CreationToken never changes, so is never drift: the recorded one (an import's differs)
+        return Observed({"token": inputs.get("token", fs["CreationToken"]), "performance_mode": fs["PerformanceMode"],
                          "encrypted": bool(fs.get("Encrypted"))}, self._outputs(fs))
+
+    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
+        return self.read(id, inputs) if EFS_ID.fullmatch(id) else None
 
     def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         fs = self._by_token(inputs["token"])
@@ -74,6 +87,8 @@ class EfsFileSystem(AwsProvider):
 
 
 class EfsMountTarget(AwsProvider):
+    """Import ID: the mount target id (`fsmt-…`); import its file system first, so `file_system` is known."""
+
     force_new = frozenset({"file_system", "subnet"})
 
     def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
@@ -109,6 +124,9 @@ class EfsMountTarget(AwsProvider):
                     "security_groups": sorted(groups) if inputs["security_groups"] else []}
         return Observed(observed, self._outputs(mt))
 
+    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
+        return self.read(id, inputs) if MOUNT_TARGET_ID.fullmatch(id) else None
+
     def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         self.aws.efs.modify_mount_target_security_groups(MountTargetId=id, SecurityGroups=desired["security_groups"])
         return {"id": id}
@@ -130,7 +148,10 @@ class EfsMountTarget(AwsProvider):
 
 class FsxLustre(AwsProvider):
     """SCRATCH_2 Lustre. ClientRequestToken (the engine's token) makes a retried create return the same file
-    system; the token is also a tag, which is how `find` and a retried create tell it from a predecessor."""
+    system; the token is also a tag, which is how `find` and a retried create tell it from a predecessor.
+
+    Import ID: the file system id (`fs-…`) of a Lustre file system (another FSx type is not this kind). Like
+    `read`, import takes `token` and `security_groups` from the stack (FSx reports network interfaces, not groups)."""
 
     force_new = frozenset({"token", "subnet", "security_groups"})
     timeouts = {"create": 3600.0, "update": 7200.0, "delete": 1800.0}
@@ -187,6 +208,12 @@ class FsxLustre(AwsProvider):
             return None
         observed = {**inputs, "storage_gb": fs["StorageCapacity"], "subnet": fs["SubnetIds"][0]}
         return Observed(observed, self._outputs(fs))
+
+    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
+        fs = self._describe(id) if FSX_ID.fullmatch(id) else None
+        if fs is None or fs.get("FileSystemType") != "LUSTRE":
+            return None
+        return self.read(id, inputs)
 
     def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         if operation_of(ctx, "UpdateFileSystem"):  # resumed after a crash: the resize was issued, wait for it

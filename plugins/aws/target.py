@@ -63,10 +63,11 @@ class AwsTarget(Target):
         self._clients: Any = None
 
     def capabilities(self) -> Capabilities:
-        offered = frozenset(name for name in catalog.names() if catalog.offerings("aws", name))
+        rows = {name: catalog.offerings("aws", name) for name in catalog.names()}
         return Capabilities(
-            training_accelerators=offered,
-            serving_accelerators=offered,
+            training_accelerators=frozenset(name for name, offered in rows.items() if offered),
+            # SageMaker endpoints sell only some EC2 types (the catalog's `serving` column)
+            serving_accelerators=frozenset(name for name, offered in rows.items() if any(o.serving for o in offered)),
             traffic_split=True,
             shadow=ShadowCapability(max_mirror_percent=100),
             storage={"nas": StorageLimits(), "lustre": StorageLimits(max_gb=1_000_000)},
@@ -77,6 +78,12 @@ class AwsTarget(Target):
                    "HyperPod does not autoscale: each pool runs nodes.min instances",
                    "EFS is elastic: storage size_gb applies to FSx for Lustre only"),
         )
+
+    def discover(self) -> dict[str, Any]:
+        """The account the credentials act in (STS GetCallerIdentity) and the region: a plan saved for one account
+        is refused in another. Errors are the sdk's (AwsApiError, RetryableError, missing credentials)."""
+        identity = self.clients().sts.get_caller_identity()
+        return {"account": identity["Account"], "region": self.settings.region}
 
     def clients(self) -> Any:
         if self._clients is None:
