@@ -34,7 +34,8 @@ def _cluster(cluster: Cluster, caps: Capabilities, where: str) -> Iterator[Reaso
         if offered is not None and pool.accelerator not in offered:
             yield Reason("accelerator-not-offered", f"{where} does not offer accelerator {pool.accelerator!r} for "
                          f"training (offered: {_offered(offered)}); choose one of those or put this cluster on "
-                         "another target", (*at, "accelerator"))
+                         "another target" if offered else f"{where} runs no training clusters; put this cluster "
+                         "on another target", (*at, "accelerator"))
         if caps.max_nodes_per_pool is not None and pool.nodes.max > caps.max_nodes_per_pool:
             yield Reason("nodes-over-limit", f"{where} allows at most {caps.max_nodes_per_pool} node(s) per pool, "
                          f"not {pool.nodes.max}", (*at, "nodes", "max"))

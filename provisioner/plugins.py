@@ -99,6 +99,15 @@ def manager() -> pluggy.PluginManager:
     return pm
 
 
+def reset() -> None:
+    """Forget the plugins found so far (the manager and the catalog rows they gave), so the next use loads them
+    again: for tests and tools that change $MLPLAT_PLUGINS in a running process."""
+    from provisioner import catalog
+
+    manager.cache_clear()
+    catalog.forget_plugin_rows()
+
+
 def _plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
     return pm.get_name(plugin) or getattr(plugin, "__name__", repr(plugin))
 

@@ -545,7 +545,70 @@ def aws_objects(account: AwsAccount) -> Counter[str]:
     return found
 
 
-HARNESSES: list[type[Harness]] = [SimHarness, LocalHarness, AwsHarness]
+class ToyHarness(Harness):
+    """The toy target (tests/toy_plugin, a fake cloud of JSON files in tests/toy_cloud.py), loaded for the test
+    through $MLPLAT_PLUGINS; the harness is the toy cloud's console (`ToyCloud.objects/edit/remove`)."""
+
+    target = "toy"
+    expected_kinds = Counter({"toy.space": 1, "toy.share": 1, "toy.model": 2, "toy.deployment": 2,
+                              "toy.endpoint": 1})
+    bad_settings: ClassVar[dict[str, Any]] = {"project": "toy-contract", "endpoint_url": "/nowhere", "colour": "blue"}
+    auth = "none"
+    sdk = ("toy_cloud",)
+
+    def prepare(self, request: pytest.FixtureRequest) -> None:
+        import os
+
+        from toy_cloud import ToyCloud
+
+        from provisioner import plugins
+
+        tests = str(Path(__file__).parent)
+        monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+        plugins_env = os.environ.get("MLPLAT_PLUGINS", "")
+        monkeypatch.setenv("MLPLAT_PLUGINS", ",".join(filter(None, (plugins_env, "toy_plugin.plugin"))))
+        # subprocesses (the no-SDK import check, the CLI) must find toy_plugin and toy_cloud too
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (tests, os.environ.get("PYTHONPATH")))))
+
+        plugins.reset()  # the plugin manager is built once per process: load it again with the toy
+        request.addfinalizer(plugins.reset)
+        self.cloud = ToyCloud(self.directory / "toy-cloud")
+        self.cloud.configure(polls=2)
+
+    def settings(self) -> dict[str, Any]:
+        return {"project": "toy-contract", "endpoint_url": f"file://{self.directory / 'toy-cloud'}",
+                "poll_interval_s": 0.02}
+
+    def cloud_objects(self) -> Counter[str]:
+        from toy_cloud import COLLECTIONS
+
+        found: Counter[str] = Counter()
+        for collection in COLLECTIONS:
+            for obj in self.cloud.objects(collection):
+                found[obj["labels"].get("mlplat-address") or f"{collection}/{obj['name']}"] += 1
+        return found
+
+    def make_drift(self) -> str:
+        endpoint = self.cloud.objects("endpoint")[0]
+        traffic = endpoint["spec"]["traffic"]
+        for path in traffic.values():
+            path["weight"] = 100 // len(traffic)
+        self.cloud.edit("endpoint", endpoint["name"], traffic=traffic)
+        return endpoint["labels"]["mlplat-address"]
+
+    def delete_out_of_band(self, record: ResourceRecord) -> None:
+        self.cloud.remove(record.kind.split(".", 1)[1], record.id)
+
+    @contextmanager
+    def throttled(self, times: int, calls: Calls) -> Iterator[None]:
+        self.cloud.throttle(times, calls)
+        try:
+            yield
+        finally:
+            self.cloud.throttle(0, calls)
+
+
+HARNESSES: list[type[Harness]] = [SimHarness, LocalHarness, AwsHarness, ToyHarness]
 
 
 def state_files(h: Harness) -> bytes:

@@ -445,3 +445,27 @@ def test_a_target_adds_its_own_coded_refusals(tmp_path: Path, monkeypatch: pytes
 def test_mlplat_plugins_may_name_a_module_an_entry_point_already_loaded(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
     proc = cli("plugins", cwd=tmp_path, env={"MLPLAT_PLUGINS": "mlplat_plugins.sim.plugin"})
     assert proc.stdout.count("target sim:") == 1
+
+
+def test_a_target_declares_its_accelerators_from_its_catalog_rows() -> None:
+    from provisioner import catalog
+
+    training, serving = catalog.accelerators_offered("aws"), catalog.accelerators_offered("aws", serving=True)
+    assert {"cpu", "a10g", "h100"} <= serving <= training
+    assert training == {o.accelerator for n in catalog.names() for o in catalog.offerings("aws", n)}
+    with pytest.raises(MlplatError, match="no accelerator catalog for target 'alibaba'"):
+        catalog.accelerators_offered("alibaba")
+
+
+def test_a_target_without_training_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from mlplat_plugins.sim.target import SimTarget
+
+    real = SimTarget.capabilities
+    monkeypatch.setattr(SimTarget, "capabilities", lambda self: replace(real(self), training_accelerators=frozenset()))
+    path = sim_stack(tmp_path)
+    path.write_text(path.read_text() + "clusters:\n  - name: train\n    gpu_pools:\n"
+                    "      - {name: a, accelerator: cpu}\n")
+    with pytest.raises(SpecError, match=r"target 'sim' \(sim\) runs no training clusters; put this cluster on "):
+        Stack(path).validate()

@@ -63,11 +63,10 @@ class AwsTarget(Target):
         self._clients: Any = None
 
     def capabilities(self) -> Capabilities:
-        rows = {name: catalog.offerings("aws", name) for name in catalog.names()}
         return Capabilities(
-            training_accelerators=frozenset(name for name, offered in rows.items() if offered),
+            training_accelerators=catalog.accelerators_offered("aws"),
             # SageMaker endpoints sell only some EC2 types (the catalog's `serving` column)
-            serving_accelerators=frozenset(name for name, offered in rows.items() if any(o.serving for o in offered)),
+            serving_accelerators=catalog.accelerators_offered("aws", serving=True),
             traffic_split=True,
             shadow=ShadowCapability(max_mirror_percent=100),
             storage={"nas": StorageLimits(), "lustre": StorageLimits(max_gb=1_000_000)},

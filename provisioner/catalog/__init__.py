@@ -29,6 +29,7 @@ __all__ = [
     "CatalogFile",
     "Offering",
     "accelerator",
+    "accelerators_offered",
     "instance_for",
     "names",
     "normalize",
@@ -170,6 +171,18 @@ def _files() -> dict[str, tuple[CatalogFile, str]]:
                 )
             found[file.target] = (CatalogFile(file.target, Path(file.path)), plugin)
     return found
+
+
+def forget_plugin_rows() -> None:
+    """Drop the rows read from plugins (`provisioner.plugins.reset` calls this)."""
+    _files.cache_clear()
+    _offerings.cache_clear()
+
+
+def accelerators_offered(target: str, *, serving: bool = False) -> frozenset[str]:
+    """The accelerators `target`'s catalog rows offer (only rows its managed serving sells, with `serving`): what a
+    target declares as `Capabilities.training_accelerators` / `serving_accelerators`."""
+    return frozenset(o.accelerator for o in _offerings(_check_target(target)) if o.serving or not serving)
 
 
 @cache
