@@ -61,7 +61,7 @@ target: {target}
 targets:
   {target}: {settings}
 storage:
-  - {{name: shared, size_gb: 10}}
+  - {{name: shared, size_gb: {size_gb}}}
 registry:
   name: models
   models:
@@ -105,23 +105,30 @@ class Harness:
     def write_stack(self, *, production: int = 80, experimental: int | None = 20, experimental_model: str = "iris:2",
                     shadow: int | None = None, accelerator: str | None = None, framework: str | None = None,
                     auth: str | None = None, api_key: str | None = None, pool_accelerator: str | None = None,
+                    pool_nodes_max: int = 1, spot: bool = False, size_gb: int = 10, replicas: int = 1,
                     settings: dict[str, Any] | None = None) -> Path:
         """Write the contract stack (storage, a registry of two model versions, one endpoint with two paths) and
         return its path. `experimental=None`: production only; `shadow=N`: the experimental path mirrors N% of
         requests instead of taking a weight; `accelerator`: the production path's; `framework`: iris:2's;
-        `pool_accelerator`: add a training cluster with one pool of it; `settings`: instead of `settings()`."""
+        `pool_accelerator`: add a training cluster with one pool of it (`pool_nodes_max` nodes at most, `spot`);
+        `size_gb`: the storage's; `replicas`: the production path's; `settings`: instead of `settings()`."""
         self._stack_args = {"production": production, "experimental": experimental,
                             "experimental_model": experimental_model, "shadow": shadow, "accelerator": accelerator,
                             "framework": framework, "auth": auth, "api_key": api_key,
-                            "pool_accelerator": pool_accelerator}
-        lines = [HEAD.format(target=self.target, settings=json.dumps(self.settings() if settings is None else
-                                                                     settings))]
+                            "pool_accelerator": pool_accelerator, "pool_nodes_max": pool_nodes_max, "spot": spot,
+                            "size_gb": size_gb, "replicas": replicas}
+        lines = [HEAD.format(target=self.target, size_gb=size_gb,
+                             settings=json.dumps(self.settings() if settings is None else settings))]
         if framework is not None:
             lines.append(f"      framework: {framework}\n")
         if pool_accelerator is not None:
             gpus = "" if pool_accelerator == "cpu" else "\n        gpus_per_node: 1"
             lines.append(f"clusters:\n  - name: train\n    gpu_pools:\n      - name: p0\n"
                          f"        accelerator: {pool_accelerator}{gpus}\n")
+            if pool_nodes_max != 1:
+                lines.append(f"        nodes: {{min: 1, max: {pool_nodes_max}}}\n")
+            if spot:
+                lines.append("        spot: true\n")
         lines.append(f"serving:\n  - name: iris\n    auth: {auth or self.auth}\n")
         if api_key is not None:
             lines.append(f"    api_key: {api_key}\n")
@@ -130,6 +137,8 @@ class Harness:
             lines.append(f"        weight: {production}\n")
         if accelerator is not None:
             lines.append(f"        accelerator: {accelerator}\n")
+        if replicas != 1:
+            lines.append(f"        replicas: {replicas}\n")
         if shadow is not None:
             lines.append(f'      experimental:\n        model: "{experimental_model}"\n        mode: shadow\n'
                          f"        mirror_percent: {shadow}\n")

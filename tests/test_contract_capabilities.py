@@ -1,6 +1,7 @@
 """The plugin contract, part two: what a target accepts and refuses is what its `capabilities()` declares. Each
 test reads the target's capabilities and builds the stack from them — a shadow path, a mirror share over its limit,
-an accelerator it does not offer, a model format it does not serve, an auth mode it does not support — and checks
+an accelerator it does not offer, a model format it does not serve, an auth mode it does not support, storage
+outside its sizes, more replicas or nodes than it runs, spot it lacks, a split it cannot make — and checks
 the refusal's Reason code (`Stack.check_capabilities`) and that `validate` reports it at the offending key's
 file:line:col. A capability the target has instead is applied (shadow), or the test says why it has nothing to
 refuse (skip)."""
@@ -127,3 +128,55 @@ def test_an_auth_mode_the_target_does_not_support_is_refused(harness: Harness,
         assert_refused(harness, path, "auth-unsupported", (*SERVING, "api_key"), "api_key:")
     else:
         assert_refused(harness, path, "auth-unsupported", (*SERVING, "auth"), f"auth: {auth}")
+
+
+def test_storage_outside_the_sizes_the_target_makes_is_refused(harness: Harness) -> None:
+    limits = capabilities(harness).storage.get("nas")
+    assert limits is not None, "the contract stack's nas storage fits (test_the_contract_stack_fits_the_target)"
+    sizes = [(limits.min_gb - 1, "storage-size-below-min")] if limits.min_gb > 1 else []
+    sizes += [(limits.max_gb + 1, "storage-size-over-max")] if limits.max_gb is not None else []
+    if not sizes:
+        pytest.skip(f"target {harness.target} makes nas storage of any size")
+    for size, code in sizes:
+        path = harness.write_stack(size_gb=size)
+        assert_refused(harness, path, code, ("storage", 0, "size_gb"), f"size_gb: {size}")
+
+
+def test_more_replicas_than_the_target_runs_is_refused(harness: Harness) -> None:
+    limit = capabilities(harness).max_replicas
+    if limit is None:
+        pytest.skip(f"target {harness.target} runs any number of replicas")
+    path = harness.write_stack(replicas=limit + 1)
+    assert_refused(harness, path, "replicas-over-limit", (*SERVING, "paths", "production", "replicas"),
+                   f"replicas: {limit + 1}")
+
+
+def _training_accelerator(caps: Capabilities) -> str:
+    offered = caps.training_accelerators
+    if offered is not None and not offered:
+        pytest.skip("the target runs no training clusters (refused as accelerator-not-offered)")
+    return "cpu" if offered is None or "cpu" in offered else sorted(offered)[0]
+
+
+def test_a_pool_larger_than_the_target_allows_is_refused(harness: Harness) -> None:
+    caps = capabilities(harness)
+    if caps.max_nodes_per_pool is None:
+        pytest.skip(f"target {harness.target} sets no limit on nodes per pool")
+    path = harness.write_stack(pool_accelerator=_training_accelerator(caps), pool_nodes_max=caps.max_nodes_per_pool + 1)
+    assert_refused(harness, path, "nodes-over-limit", ("clusters", 0, "gpu_pools", 0, "nodes", "max"),
+                   f"max: {caps.max_nodes_per_pool + 1}")
+
+
+def test_spot_the_target_lacks_is_refused(harness: Harness) -> None:
+    caps = capabilities(harness)
+    if caps.spot:
+        pytest.skip(f"target {harness.target} offers spot capacity")
+    path = harness.write_stack(pool_accelerator=_training_accelerator(caps), spot=True)
+    assert_refused(harness, path, "spot-unsupported", ("clusters", 0, "gpu_pools", 0, "spot"), "spot: true")
+
+
+def test_a_split_the_target_cannot_make_is_refused(harness: Harness) -> None:
+    if capabilities(harness).traffic_split:
+        pytest.skip(f"target {harness.target} splits traffic (the contract stack's 80/20 applies)")
+    path = harness.write_stack()
+    assert_refused(harness, path, "split-unsupported", (*EXPERIMENTAL, "weight"), "weight: 20")
