@@ -22,7 +22,7 @@ from provisioner.plan import Change, Plan, input_drift, make_destroy_plan, make_
 from provisioner.provider import Observed, ResourceProvider, mark_secret_outputs, observed_inputs
 from provisioner.recovery import recover
 from provisioner.secrets import contains_secret
-from provisioner.spec.loader import Loc
+from provisioner.spec.loader import Loc, format_loc
 from provisioner.spec.model import Component, component_kind
 from provisioner.state import LockInfo, ResourceRecord, StateBackend, open_state
 from provisioner.state.lease import LeaseKeeper
@@ -142,10 +142,13 @@ class Stack:
         """`validate` without lowering."""
         _ = self.targets  # every target named is known and configured, components or not
         problems: list[str] = []
+        reasons: list[dict[str, str]] = []
         warnings: list[plugins.Finding] = []
         for loc, component, reason in self.check_capabilities():
             if reason.severity == "error":
                 problems.append(self.loaded.problem(loc, reason.message))
+                reasons.append({"at": self.loaded.where(loc), "path": format_loc(loc), "code": reason.code,
+                                "message": reason.message})
             else:
                 warnings.append(plugins.Finding(reason.message, severity="warning", component=component.name))
         findings = [f for batch in plugins.manager().hook.mlplat_validate(platform=self.platform) for f in batch or ()]
@@ -154,7 +157,7 @@ class Stack:
             if f.severity == "error":
                 problems.append(self.loaded.problem(locs.get(f.component or "", ()), f.message))
         if problems:
-            raise SpecError(problems)
+            raise SpecError(problems, reasons=reasons)
         return [*warnings, *(f for f in findings if f.severity != "error")]
 
     def check_capabilities(self) -> list[tuple[Loc, Component, Reason]]:

@@ -496,7 +496,8 @@ def main() -> None:
         if hint:
             console.print(f"[dim]hint:[/] {escape(hint)}", soft_wrap=True)
         if "--json" in sys.argv:
-            _emit_json({"error": message, "hint": hint})
+            reasons = getattr(err, "reasons", None)
+            _emit_json({"error": message, "hint": hint, **({"reasons": reasons} if reasons else {})})
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

@@ -20,8 +20,11 @@ class MlplatError(Exception):
 class SpecError(MlplatError):
     """The stack file is wrong; carries one or more located problems (file:line:col)."""
 
-    def __init__(self, problems: list[str], *, hint: str | None = None) -> None:
+    def __init__(self, problems: list[str], *, hint: str | None = None,
+                 reasons: list[dict[str, str]] | None = None) -> None:
         self.problems = problems
+        #: capability refusals, structured ({"at": file:line:col, "path", "code", "message"}) for --json
+        self.reasons = reasons or []
         super().__init__("\n".join(problems), hint=hint)
 
 

@@ -469,3 +469,12 @@ def test_a_target_without_training_says_so(tmp_path: Path, monkeypatch: pytest.M
                     "      - {name: a, accelerator: cpu}\n")
     with pytest.raises(SpecError, match=r"target 'sim' \(sim\) runs no training clusters; put this cluster on "):
         Stack(path).validate()
+
+
+def test_validate_json_gives_each_refusal_its_code_and_place(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    sim_stack(tmp_path, framework="sklearn", model_formats=["onnx"])
+    proc = cli("validate", "-f", "stack.yaml", "--json", cwd=tmp_path, check=False)
+    assert proc.returncode == 1
+    data = json.loads(proc.stdout)
+    assert [(r["code"], r["path"], r["at"].rsplit("/", 1)[-1]) for r in data["reasons"]] == [
+        ("model-format-unsupported", "serving[0].paths.production.model", "stack.yaml:16:20")]
