@@ -70,14 +70,21 @@ serving:
 EOF
 sed "s/gpus_per_node: $COUNT/gpus_per_node: $((COUNT + 1))/" "$WORK/gpu.yaml" > "$WORK/too-many.yaml"
 
-step "validate, apply, call, destroy"
+step "validate, discovery in a saved plan, apply, call, destroy"
 cd "$WORK"
 python3 -m provisioner.cli validate -f gpu.yaml || exit 1
-python3 -m provisioner.cli apply -f gpu.yaml --yes 2>&1 | tail -4 || exit 1
+python3 -m provisioner.cli preview -f gpu.yaml -o plan.json | grep "discovered on target local" || exit 1
+python3 -c "import json; print('plan discovery:', json.load(open('plan.json'))['discovery'])"
+if MLPLAT_LOCAL_GPUS= python3 -m provisioner.cli apply plan.json -f gpu.yaml --yes 2> refused.txt; then
+    echo "FAIL: a plan made with the GPUs applied on a host without them"; exit 1
+fi
+grep "target 'local': gpus was" refused.txt || { cat refused.txt; exit 1; }
+python3 -m provisioner.cli apply plan.json -f gpu.yaml --yes 2>&1 | tail -4 || exit 1
 python3 -m provisioner.cli state show train.gpu_pool.gpus -f gpu.yaml | tee "$OUT/gpu_pool_record.json"
 URL=$(python3 -m provisioner.cli output iris.url -f gpu.yaml)
 python3 -c "import urllib.request,sys; print(urllib.request.urlopen(urllib.request.Request(sys.argv[1] + '/invocations', data=b'{\"instances\": [[5.1, 3.5, 1.4, 0.2]]}'), timeout=10).read().decode())" "$URL"
 python3 -m provisioner.cli destroy -f gpu.yaml --yes 2>&1 | tail -2
+rm -f plan.json refused.txt
 ls -A "$WORK"
 
 step "a pool asking for more GPUs than the host has"
