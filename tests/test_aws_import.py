@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -422,17 +423,16 @@ def test_discovery_names_the_account_of_the_credentials(tmp_path: Path, aws_acco
 # -- capabilities -------------------------------------------------------------------------------------------------
 def test_serving_accelerators_are_those_sagemaker_sells(tmp_path: Path, aws_account: AwsAccount,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    offerings = catalog.offerings
+    rows = catalog._offerings
 
-    def ec2_only_t4(target: str, accelerator: str) -> list[Any]:
-        rows = offerings(target, accelerator)
-        return [o for o in rows if not o.serving] if accelerator == "t4" else rows
+    def ec2_only_t4(target: str) -> tuple[Any, ...]:  # SageMaker hosting sells no t4 type
+        return tuple(replace(o, serving=False) if o.accelerator == "t4" else o for o in rows(target))
 
     target = registry_stack(tmp_path, aws_account).open().targets["aws"]
     caps = target.capabilities()
     assert "t4" in caps.serving_accelerators and caps.serving_accelerators == caps.training_accelerators
     assert "h100-nvl" not in caps.training_accelerators  # no aws rows at all
-    monkeypatch.setattr(catalog, "offerings", ec2_only_t4)  # only g4dn.metal, which SageMaker does not sell
+    monkeypatch.setattr(catalog, "_offerings", ec2_only_t4)
     caps = target.capabilities()
     assert "t4" in caps.training_accelerators and "t4" not in caps.serving_accelerators
     assert caps.serving_accelerators == caps.training_accelerators - {"t4"}
