@@ -203,3 +203,35 @@ def content_name(base: str, inputs: dict[str, Any], *ignore: str) -> str:
     content = {k: v for k, v in inputs.items() if k not in ignore and k != "base_name"}
     digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{base}-{digest}"
+
+
+class TranslatedClient:
+    """An SDK client whose every method raises mlplat's errors: `translate(err, operation)` maps an SDK exception
+    to a `CloudApiError` / `RetryableError` / `MlplatError` (returning it unchanged lets it through). Each plugin's
+    sdk.py wraps its clients in this (or a subclass naming operations its own way), so no provider sees an SDK
+    exception and the engine's retries see `RetryableError`."""
+
+    def __init__(self, raw: Any, translate: Callable[[Exception, str], Exception]) -> None:
+        self._raw = raw
+        self._translate = translate
+
+    def operation(self, method: str) -> str:
+        """The API operation a method calls, as errors name it (default: the method's name)."""
+        return method
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        method = getattr(self._raw, name)
+        operation = self.operation(name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except Exception as err:
+                translated = self._translate(err, operation)
+                if translated is err:
+                    raise
+                raise translated from None
+
+        return call

@@ -335,3 +335,28 @@ def test_the_core_helpers_import_no_cloud_sdk():
     code = ("import sys, provisioner.cloud; bad = [m for m in ('boto3', 'botocore', 'google', 'azure', "
             "'kubernetes') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_translated_client_raises_mlplat_errors_and_lets_others_through() -> None:
+    from provisioner.cloud import CloudApiError, TranslatedClient
+
+    class Sdk:
+        def get(self, name: str) -> str:
+            if name == "gone":
+                raise KeyError(name)
+            if name == "odd":
+                raise ValueError(name)
+            return name.upper()
+
+    def translate(err: Exception, operation: str) -> Exception:
+        return CloudApiError(operation, "NotFound", str(err), 404) if isinstance(err, KeyError) else err
+
+    client = TranslatedClient(Sdk(), translate)
+    assert client.get("x") == "X"
+    with pytest.raises(CloudApiError) as err:
+        client.get(name="gone")
+    assert err.value.not_found and err.value.operation == "get" and err.value.__cause__ is None
+    with pytest.raises(ValueError, match="odd"):
+        client.get("odd")
+    with pytest.raises(AttributeError):
+        client._private  # noqa: B018

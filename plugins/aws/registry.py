@@ -184,8 +184,7 @@ class ModelPackageGroup(AwsProvider):
             return None
         return Observed({"name": group["ModelPackageGroupName"]}, self._outputs(group))
 
-    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
-        return self.read(id, inputs) if SAGEMAKER_NAME.fullmatch(id) else None
+    import_id = SAGEMAKER_NAME
 
     def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         name = inputs["name"]

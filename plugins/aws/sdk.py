@@ -13,12 +13,9 @@ throttled describe as "not done yet". One retry layer: retrying here too would m
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any
 
-from provisioner.cloud import CloudApiError, retryable
-from provisioner.cloud import or_existing as or_existing  # re-exported: imported from here before provisioner.cloud
-from provisioner.cloud import unless_missing as unless_missing
+from provisioner.cloud import CloudApiError, TranslatedClient, retryable
 from provisioner.errors import MlplatError, RetryableError
 
 THROTTLING_CODES = frozenset({
@@ -86,27 +83,15 @@ def translate(err: Exception, operation: str) -> Exception:
     return err
 
 
-class Client:
+class Client(TranslatedClient):
     """A boto3 client whose calls raise mlplat's errors (the engine retries the retryable ones)."""
 
     def __init__(self, raw: Any, service: str) -> None:
-        self._raw = raw
+        super().__init__(raw, translate)
         self.service = service
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self._raw, name)
-        operation = self._raw.meta.method_to_api_mapping.get(name, name)
-
-        def call(**kwargs: Any) -> Any:
-            try:
-                return method(**kwargs)
-            except Exception as err:
-                translated = translate(err, operation)
-                if translated is err:
-                    raise
-                raise translated from None
-
-        return call
+    def operation(self, method: str) -> str:
+        return self._raw.meta.method_to_api_mapping.get(method, method)
 
     def paginate(self, method: str, key: str, **kwargs: Any) -> list[Any]:
         """All items of a paginated list call (the `key` list of each page)."""

@@ -111,8 +111,7 @@ class EndpointConfig(AwsProvider):
                     "shadow_variants": [_from_variant(v) for v in config.get("ShadowProductionVariants", [])]}
         return Observed(observed, {"name": id, "arn": config["EndpointConfigArn"]})
 
-    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
-        return self.read(id, inputs) if SAGEMAKER_NAME.fullmatch(id) else None
+    import_id = SAGEMAKER_NAME
 
     def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         name = self._name(inputs)
@@ -195,8 +194,7 @@ class Endpoint(AwsProvider):
             return None
         return Observed(self._observed(endpoint, inputs), self._outputs(endpoint))
 
-    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
-        return self.read(id, inputs) if SAGEMAKER_NAME.fullmatch(id) else None
+    import_id = SAGEMAKER_NAME
 
     def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         name = inputs["name"]

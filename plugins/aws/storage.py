@@ -73,8 +73,7 @@ class EfsFileSystem(AwsProvider):
         return Observed({"token": inputs.get("token", fs["CreationToken"]), "performance_mode": fs["PerformanceMode"],
                          "encrypted": bool(fs.get("Encrypted"))}, self._outputs(fs))
 
-    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
-        return self.read(id, inputs) if EFS_ID.fullmatch(id) else None
+    import_id = EFS_ID
 
     def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
         fs = self._by_token(inputs["token"])
@@ -124,8 +123,7 @@ class EfsMountTarget(AwsProvider):
                     "security_groups": sorted(groups) if inputs["security_groups"] else []}
         return Observed(observed, self._outputs(mt))
 
-    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
-        return self.read(id, inputs) if MOUNT_TARGET_ID.fullmatch(id) else None
+    import_id = MOUNT_TARGET_ID
 
     def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         self.aws.efs.modify_mount_target_security_groups(MountTargetId=id, SecurityGroups=desired["security_groups"])

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from typing import Any
-
-from provisioner.cloud import CloudApiError, retryable
+from provisioner.cloud import CloudApiError, TranslatedClient, retryable
 from provisioner.errors import RetryableError
 
 
@@ -30,36 +26,11 @@ def root_of(endpoint_url: str) -> str:
     return endpoint_url.removeprefix("file://")
 
 
-class Client:
-    """A toy_cloud client whose every method raises translated errors; the SDK client is made lazily under a lock
-    (one per target, shared by every worker thread)."""
+class Client(TranslatedClient):
+    """A toy_cloud client whose every method raises translated errors (made once per target, lazily, under the
+    target's lock: `ToyTarget.client`)."""
 
     def __init__(self, endpoint_url: str) -> None:
-        self._root = root_of(endpoint_url)
-        self._api: Any = None
-        self._lock = threading.Lock()
+        from toy_cloud import ToyCloud  # imported here, never at module level
 
-    def _sdk(self) -> Any:
-        if self._api is None:
-            with self._lock:
-                if self._api is None:
-                    from toy_cloud import ToyCloud
-
-                    self._api = ToyCloud(self._root)
-        return self._api
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        method = getattr(self._sdk(), name)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return method(*args, **kwargs)
-            except Exception as err:
-                translated = translate(err, name)
-                if translated is err:
-                    raise
-                raise translated from err
-
-        return call
+        super().__init__(ToyCloud(root_of(endpoint_url)), translate)
