@@ -26,7 +26,7 @@ from provisioner.spec.loader import Loc, format_loc
 from provisioner.spec.model import Component, component_kind
 from provisioner.state import LockInfo, ResourceRecord, StateBackend, open_state
 from provisioner.state.lease import LeaseKeeper
-from provisioner.target import STACK_SCOPE, LowerContext, Reason, Target, TargetContext
+from provisioner.target import STACK_SCOPE, Capabilities, LowerContext, Reason, Target, TargetContext
 from provisioner.timeouts import Timeouts
 
 Listener = Callable[[Event], None]
@@ -105,10 +105,8 @@ class Stack:
                 continue
             missing = target_type.missing_sdk()
             if missing:
-                extra = f"pip install 'mlplat[{target_type.extra}]'" if target_type.extra else \
-                    f"pip install {' '.join(missing)}"
                 problems.append(f"{self.loaded.where(loc)}: target {name!r} ({type_name}) needs "
-                                f"{', '.join(missing)}, which is not installed: {extra}")
+                                f"{', '.join(missing)}, which is not installed: {target_type.install_line(missing)}")
                 continue
             work_dir = self.directory / ".mlplat" / self.name / name
             targets[name] = target_type(model, TargetContext(self.name, name, self.directory, work_dir))
@@ -165,12 +163,14 @@ class Stack:
         from provisioner.capabilities import check_component
 
         found = []
+        caps: dict[str, Capabilities] = {}  # once per target: a cloud's derives from its catalog rows
         for loc, component in self.components():
             name = self.platform.target_of(component)
             target = self.targets[name]
+            if name not in caps:
+                caps[name] = target.capabilities()
             where = f"target {name!r} ({target.name})"
-            for reason in (*check_component(component, target.capabilities(), where, self.platform),
-                           *target.check(component)):
+            for reason in (*check_component(component, caps[name], where, self.platform), *target.check(component)):
                 found.append(((*loc, *reason.loc), component, reason))
         return found
 
@@ -514,7 +514,8 @@ class Stack:
         """Adopt the existing object `id` as the stack file's resource `address` (brownfield): the provider checks
         it is an object of that kind and reports it; it is recorded as found. Returns the next plan's change for
         the address (its differences from the stack file, applied by the next apply)."""
-        self.validate()
+        self.check()
+        self.discovery()  # lowered as the next plan lowers it, so what is recorded compares with it
         with self.locked("import"):
             self.recover()
             desired, _ = self.lower()

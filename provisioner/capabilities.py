@@ -63,23 +63,20 @@ def _storage(storage: Storage, caps: Capabilities, where: str) -> Iterator[Reaso
 
 
 def _auth(serving: Serving, caps: Capabilities, where: str) -> Iterator[Reason]:
+    """`auth: key` needs "key" when the stack gives `api_key`, "minted-key" when it leaves the key to the service."""
     modes = caps.auth_modes
-    if serving.auth == "key":
-        given = serving.api_key is not None
-        if given and "key" not in modes:
-            if "minted-key" in modes:
-                yield Reason("auth-unsupported", f"{where} mints its own endpoint keys and cannot take a given "
-                             "one: remove api_key (the key is the endpoint's `key` output)", ("api_key",))
-            else:
-                yield Reason("auth-unsupported", f"{where} does not support auth 'key' (supported: "
-                             f"{_offered(modes)})", ("auth",))
-        elif not given and "minted-key" not in modes:
-            yield Reason("auth-unsupported", f"{where} does not mint endpoint keys: give the key clients must send, "
-                         "api_key: ${secret:NAME}" if "key" in modes else
-                         f"{where} does not support auth 'key' (supported: {_offered(modes)})", ("auth",))
-    elif serving.auth not in modes:
+    needed = serving.auth if serving.auth != "key" else "key" if serving.api_key is not None else "minted-key"
+    if needed in modes:
+        return
+    if serving.auth != "key" or not {"key", "minted-key"} & modes:
         yield Reason("auth-unsupported", f"{where} does not support auth {serving.auth!r} (supported: "
                      f"{_offered(modes)})", ("auth",))
+    elif needed == "key":
+        yield Reason("auth-unsupported", f"{where} mints its own endpoint keys and cannot take a given one: remove "
+                     "api_key (the key is the endpoint's `key` output)", ("api_key",))
+    else:
+        yield Reason("auth-unsupported", f"{where} does not mint endpoint keys: give the key clients must send, "
+                     "api_key: ${secret:NAME}", ("auth",))
 
 
 def _serving(serving: Serving, caps: Capabilities, where: str, platform: Platform) -> Iterator[Reason]:

@@ -45,16 +45,13 @@ def exporters() -> dict[str, Exporter]:
     """Every export format by name: the core's, then each plugin's. Two claiming one name is an error."""
     from provisioner import plugins
 
-    pm = plugins.manager()
     found = {e.name: e for e in BUILT_IN}
     owner = dict.fromkeys(found, "mlplat (built in)")
-    for impl in pm.hook.mlplat_exporters.get_hookimpls():
-        plugin = pm.get_name(impl.plugin) or repr(impl.plugin)
-        for exporter in impl.function() or ():
-            if exporter.name in found:
-                raise plugins.PluginError(f"two plugins provide export format {exporter.name!r}: "
-                                          f"{owner[exporter.name]} and {plugin}")
-            found[exporter.name], owner[exporter.name] = exporter, plugin
+    for plugin, exporter in plugins.contributions("mlplat_exporters"):
+        if exporter.name in found:
+            raise plugins.PluginError(f"two plugins provide export format {exporter.name!r}: "
+                                      f"{owner[exporter.name]} and {plugin}")
+        found[exporter.name], owner[exporter.name] = exporter, plugin
     return found
 
 

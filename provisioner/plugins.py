@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -112,19 +113,26 @@ def _plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
     return pm.get_name(plugin) or getattr(plugin, "__name__", repr(plugin))
 
 
+def contributions(hook: str) -> Iterator[tuple[str, Any]]:
+    """(plugin name, item) for every item each plugin's implementation of `hook` returns (mlplat_targets,
+    mlplat_catalog, mlplat_exporters): what a caller needs to name both plugins when two claim one name."""
+    pm = manager()
+    for impl in getattr(pm.hook, hook).get_hookimpls():
+        plugin = _plugin_name(pm, impl.plugin)
+        for item in impl.function() or ():
+            yield plugin, item
+
+
 def target_types() -> dict[str, type[Target]]:
     """Every installed target type by name. Two plugins claiming one name is an error naming both."""
-    pm = manager()
     found: dict[str, type[Target]] = {}
     owner: dict[str, str] = {}
-    for impl in pm.hook.mlplat_targets.get_hookimpls():
-        for target in impl.function() or ():
-            plugin = _plugin_name(pm, impl.plugin)
-            if target.name in found and found[target.name] is not target:
-                raise PluginError(f"two plugins provide target type {target.name!r}: {owner[target.name]} "
-                                  f"({found[target.name].__module__}) and {plugin} ({target.__module__})",
-                                  hint="uninstall one of them, or drop one from $MLPLAT_PLUGINS")
-            found[target.name], owner[target.name] = target, plugin
+    for plugin, target in contributions("mlplat_targets"):
+        if target.name in found and found[target.name] is not target:
+            raise PluginError(f"two plugins provide target type {target.name!r}: {owner[target.name]} "
+                              f"({found[target.name].__module__}) and {plugin} ({target.__module__})",
+                              hint="uninstall one of them, or drop one from $MLPLAT_PLUGINS")
+        found[target.name], owner[target.name] = target, plugin
     return found
 
 
@@ -140,9 +148,7 @@ def sdk_status(target: type[Target]) -> dict[str, Any]:
             top = module.split(".")[0]
             names = dists.get(top, [])
             versions[module] = None if module in missing else (metadata.version(names[0]) if names else "installed")
-    install = (f"pip install 'mlplat[{target.extra}]'" if target.extra else f"pip install {' '.join(missing)}") \
-        if missing else None
-    return {"installed": not missing, "modules": versions, "install": install}
+    return {"installed": not missing, "modules": versions, "install": target.install_line(missing) if missing else None}
 
 
 def plugin_listing() -> list[dict[str, Any]]:

@@ -214,6 +214,11 @@ class Target:
         """The `sdk` modules that are not installed (found without importing them)."""
         return [module for module in cls.sdk if not _installed(module)]
 
+    @classmethod
+    def install_line(cls, missing: list[str]) -> str:
+        """What installs the `missing` SDK modules: the target's extra, else the modules themselves."""
+        return f"pip install 'mlplat[{cls.extra}]'" if cls.extra else f"pip install {' '.join(missing)}"
+
 
 def _installed(module: str) -> bool:
     import importlib.util

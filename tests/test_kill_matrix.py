@@ -94,6 +94,19 @@ def converged(directory: Path, stack: Path, state_url: str | None) -> list[str]:
     return problems
 
 
+def kill_and_rerun(point: str, directory: Path, stack: Path, state_args: list[str]) -> list[str]:
+    """`mlplat apply` killed (SIGKILL) at `point`, then the same apply again: what went wrong, [] if both did
+    as they should."""
+    crashed = run_mlplat("apply", "--yes", "-f", str(stack), *state_args, cwd=directory, check=False,
+                         env={"MLPLAT_CRASH_AT": point})
+    if crashed.returncode != -signal.SIGKILL:
+        return [f"the crash point was not reached (exit {crashed.returncode}): {crashed.stderr[-300:]}"]
+    resumed = run_mlplat("apply", "--yes", "-f", str(stack), *state_args, cwd=directory, check=False)
+    if resumed.returncode != 0:
+        return [f"resumed apply failed: {resumed.stderr[-500:]}"]
+    return []
+
+
 def crash_and_resume(base: Path, phase: str, step: int, state_url_for: Any) -> tuple[str, list[str]]:
     point = f"{phase}:{step}"
     directory = base / f"{phase}-{step}"
@@ -104,13 +117,9 @@ def crash_and_resume(base: Path, phase: str, step: int, state_url_for: Any) -> t
     stack.write_text(stack_text(name))
     url = state_url_for(name, directory)
     state_args = ["--state", url] if url else []
-    crashed = run_mlplat("apply", "--yes", "-f", str(stack), *state_args, cwd=directory, check=False,
-                         env={"MLPLAT_CRASH_AT": point})
-    if crashed.returncode != -signal.SIGKILL:
-        return point, [f"the crash point was not reached (exit {crashed.returncode}): {crashed.stderr[-300:]}"]
-    resumed = run_mlplat("apply", "--yes", "-f", str(stack), *state_args, cwd=directory, check=False)
-    if resumed.returncode != 0:
-        return point, [f"resumed apply failed: {resumed.stderr[-500:]}"]
+    failed = kill_and_rerun(point, directory, stack, state_args)
+    if failed:
+        return point, failed
     return point, converged(directory, stack, url)
 
 
@@ -294,13 +303,9 @@ def crash_change_and_resume(root: Path, scenario: ChangeScenario, phase: str, st
     stack = directory / "stack.yaml"
     stack.write_text(change_stack_text(name, changed=True))
     state_args = ["--state", url] if url else []
-    crashed = run_mlplat("apply", "--yes", "-f", str(stack), *state_args, cwd=directory, check=False,
-                         env={"MLPLAT_CRASH_AT": point})
-    if crashed.returncode != -signal.SIGKILL:
-        return point, [f"the crash point was not reached (exit {crashed.returncode}): {crashed.stderr[-300:]}"]
-    resumed = run_mlplat("apply", "--yes", "-f", str(stack), *state_args, cwd=directory, check=False)
-    if resumed.returncode != 0:
-        return point, [f"resumed apply failed: {resumed.stderr[-500:]}"]
+    failed = kill_and_rerun(point, directory, stack, state_args)
+    if failed:
+        return point, failed
     return point, converged_after_change(directory, stack, url, scenario)
 
 

@@ -150,26 +150,23 @@ def _optional(value: str, kind: type) -> int | float | None:
 @lru_cache(maxsize=1)
 def _files() -> dict[str, tuple[CatalogFile, str]]:
     """Target -> (its catalog file, the plugin that gave it), asked of the plugins once, on first use."""
-    from provisioner.plugins import PluginError, manager  # not at import: importing the catalog loads no plugin
+    from provisioner.plugins import PluginError, contributions  # not at import: importing the catalog loads no plugin
 
-    pm = manager()
     found: dict[str, tuple[CatalogFile, str]] = {}
-    for impl in pm.hook.mlplat_catalog.get_hookimpls():
-        plugin = pm.get_name(impl.plugin) or getattr(impl.plugin, "__name__", repr(impl.plugin))
-        for file in impl.function() or ():
-            if not isinstance(file, CatalogFile) or not isinstance(file.target, str) or not _TARGET.match(file.target):
-                raise PluginError(f"plugin {plugin}: mlplat_catalog must return CatalogFile(target, path) with a "
-                                  f"lower-case target name, got {file!r}")
-            if not Path(file.path).is_file():
-                raise PluginError(f"plugin {plugin}: catalog file for target {file.target!r} not found: {file.path}")
-            if file.target in found:
-                other, owner = found[file.target]
-                raise PluginError(
-                    f"two plugins give an accelerator catalog for target {file.target!r}: {owner} ({other.path}) "
-                    f"and {plugin} ({file.path})",
-                    hint="uninstall one of them, or drop one from $MLPLAT_PLUGINS",
-                )
-            found[file.target] = (CatalogFile(file.target, Path(file.path)), plugin)
+    for plugin, file in contributions("mlplat_catalog"):
+        if not isinstance(file, CatalogFile) or not isinstance(file.target, str) or not _TARGET.match(file.target):
+            raise PluginError(f"plugin {plugin}: mlplat_catalog must return CatalogFile(target, path) with a "
+                              f"lower-case target name, got {file!r}")
+        if not Path(file.path).is_file():
+            raise PluginError(f"plugin {plugin}: catalog file for target {file.target!r} not found: {file.path}")
+        if file.target in found:
+            other, owner = found[file.target]
+            raise PluginError(
+                f"two plugins give an accelerator catalog for target {file.target!r}: {owner} ({other.path}) "
+                f"and {plugin} ({file.path})",
+                hint="uninstall one of them, or drop one from $MLPLAT_PLUGINS",
+            )
+        found[file.target] = (CatalogFile(file.target, Path(file.path)), plugin)
     return found
 
 
