@@ -62,3 +62,37 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class ArtifactStore:
+    """A target's store of model artifacts copied from a registry on another target (`Target.artifact_store`).
+
+    The core's copy step fetches an artifact through the store of the registry's target and puts it here;
+    both sides check the sha256. Implementations talk to their storage (a directory, an S3 prefix) and must be
+    safe to call from several threads. Keys are `<model>/<version>/<file name>`.
+    """
+
+    #: URI schemes `fetch` reads ("file" covers plain absolute paths too)
+    schemes: frozenset[str] = frozenset()
+
+    def put(self, source: Path, key: str, sha256: str) -> str:
+        """Store the file `source` under `key` (idempotent: an existing object with this sha256 is kept);
+        return its URI, the form this target's serving reads."""
+        raise NotImplementedError
+
+    def fetch(self, uri: str, dest: Path) -> None:
+        """Write the artifact at `uri` (one of `schemes`) to the local file `dest`."""
+        raise NotImplementedError
+
+    def sha256(self, uri: str) -> str | None:
+        """The sha256 of the artifact at `uri` as the store records or computes it; None when it is absent."""
+        raise NotImplementedError
+
+    def delete(self, uri: str) -> None:
+        """Remove the artifact at `uri`; no error when it is already gone."""
+        raise NotImplementedError
+
+    def reads(self, uri: str) -> bool:
+        """Whether `fetch` can read `uri`."""
+        scheme = uri.split("://", 1)[0].lower() if is_uri(uri) else "file"
+        return scheme in self.schemes

@@ -12,8 +12,9 @@ from provisioner.graph import Resource
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from provisioner.artifacts import ArtifactStore
     from provisioner.provider import ResourceProvider
-    from provisioner.spec.model import Component, Platform
+    from provisioner.spec.model import Component, Platform, Serving
 
 
 #: auth modes a target may declare: no auth, a key the stack gives (`api_key`), a key the service mints (the
@@ -64,6 +65,8 @@ class Capabilities:
     auth_modes: frozenset[str] = frozenset({"none"})
     #: model `framework:` values the target serves; None = any (the serving image decides)
     model_formats: frozenset[str] | None = frozenset()
+    #: the target can be an endpoint's front door (`Target.lower_front_door`): a stable URL with weighted upstreams
+    front_door: bool = False
     #: provider calls in flight at once on this target (API rate limits); None = the apply's --parallelism
     max_concurrency: int | None = None
     #: provider calls started per second on this target (an API's request rate); None = no limit
@@ -137,6 +140,15 @@ class LowerContext:
         return dict(self._outputs.get(component, {}))
 
 
+#: the kind part of a front door's address: `<endpoint>.front_door.<front door target>`
+FRONT_DOOR = "front_door"
+
+#: what a serving lowering exports as its `upstream` output (values may be Refs), for front doors:
+#: url — base URL the front door appends the request path to (`/invocations`);
+#: sign — None, or {"kind": "sigv4", "service", "region", "profile"} (requests signed from the standard
+#:        AWS credential chain); api_key — None, or the key (a secret) sent as X-Api-Key
+UPSTREAM_KEYS = ("url", "sign", "api_key")
+
 #: the component part of a stack-scoped resource's address: `_stack.<target>.<kind>.<name>` (a component name
 #: starts with a letter, so no component can take it)
 STACK_SCOPE = "_stack"
@@ -196,6 +208,32 @@ class Target:
 
     def provider(self, kind: str) -> ResourceProvider:
         raise NotImplementedError
+
+    def lower_front_door(self, serving: Serving, upstreams: list[dict[str, Any]], ctx: LowerContext) -> Lowered:
+        """The front door of `serving` on this target (`serving.front_door` names it): one resource at
+        `front_door_address(serving.name)` whose output `url` is the endpoint's stable URL, forwarding to
+        `upstreams` by weight. Each upstream is what a serving lowering exports as its `upstream` output plus
+        `name` (the target it runs on) and `weight` (0-100, all summing to 100): see `UPSTREAM_KEYS`.
+
+        A change of `upstreams` (weights, one upstream added or removed) must be an in-place update that takes
+        effect when `update` returns and drops no request: a migration shifts traffic in steps through it. The
+        provider may offer `stats(id, inputs)` (see `provisioner.migration.RouteStats`) so the health gates see
+        the destination's real traffic. Default: this target offers no front door."""
+        from provisioner.errors import NotOffered
+
+        raise NotOffered(f"target {self.context.target_name!r} ({self.name}) cannot be a front door",
+                         hint="name a target that offers one (local: a gateway process; aws: Route 53 weighted "
+                              "records) under the endpoint's front_door")
+
+    def front_door_address(self, endpoint: str) -> str:
+        """The address of `endpoint`'s front door on this target."""
+        return f"{endpoint}.{FRONT_DOOR}.{self.context.target_name}"
+
+    def artifact_store(self) -> ArtifactStore | None:
+        """Where this target's serving reads model artifacts from, when a registry on another target holds them:
+        the core's copy step (`core.artifact_copy`) puts them here, sha256 checked. Default: none (a serving
+        path on this target must then use a registry on the same target)."""
+        return None
 
     def leftovers(self) -> list[str]:
         """What this target finds in its own working area (one line each). A new, empty state beside

@@ -209,10 +209,40 @@ class ServingPaths(Strict):
         return pairs
 
 
+class TrafficShift(Strict):
+    """How a migration moves an endpoint's traffic to its new target, through its front door."""
+
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [10, 50, 100], min_length=1,
+        description="Percent of traffic on the destination after each step, rising, ending at 100")
+    window_s: float = Field(30.0, ge=0, le=3600, description="Seconds each step is watched before the next")
+    max_error_rate: float = Field(0.01, ge=0, le=1, description="Most errors (5xx, failed connections) per "
+                                                                "request the destination may show in a window")
+    max_latency_ms: float = Field(2000.0, gt=0, description="Highest p95 latency the destination may show in a "
+                                                            "window")
+
+    @field_validator("steps")
+    @classmethod
+    def _rising_to_100(cls, steps: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)) or steps[-1] != 100:
+            raise ValueError(f"steps must rise and end at 100 (got {steps})")
+        return steps
+
+
 class Serving(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     target: str | None = None
+    front_door: list[str] = Field(
+        default_factory=list,
+        description="Targets that give this endpoint a stable URL surviving a move (local: a gateway; aws: "
+                    "Route 53 weighted records); the first one's URL is the endpoint's `url`")
+    migration: TrafficShift = Field(default_factory=TrafficShift)
     paths: ServingPaths
+
+    @field_validator("front_door", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
     auth: Literal["none", "key", "iam"] = "none"
     api_key: str | None = Field(None, min_length=16, description="auth: key — the key clients send (Authorization: "
                                 "Bearer <key> or X-Api-Key); write ${secret:NAME}, never the key itself. Leave it "
