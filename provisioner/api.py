@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,15 +19,25 @@ from provisioner.errors import MlplatError, PlanError, SpecError, StateError
 from provisioner.events import Event
 from provisioner.graph import Ref, Resource, from_json, resolve, to_json
 from provisioner.operations import CallGates
-from provisioner.plan import Change, Plan, input_drift, make_destroy_plan, make_plan
+from provisioner.plan import SEGMENTS, Change, Plan, input_drift, make_destroy_plan, make_plan
 from provisioner.provider import Observed, ResourceProvider, mark_secret_outputs, observed_inputs
 from provisioner.recovery import recover
 from provisioner.secrets import contains_secret
 from provisioner.spec.loader import Loc, format_loc
-from provisioner.spec.model import Component, component_kind
+from provisioner.spec.model import Component, Serving, component_kind
 from provisioner.state import LockInfo, ResourceRecord, StateBackend, open_state
 from provisioner.state.lease import LeaseKeeper
-from provisioner.target import STACK_SCOPE, Capabilities, LowerContext, Reason, Target, TargetContext
+from provisioner.target import (
+    FRONT_DOOR,
+    STACK_SCOPE,
+    UPSTREAM_KEYS,
+    Capabilities,
+    LowerContext,
+    Lowered,
+    Reason,
+    Target,
+    TargetContext,
+)
 from provisioner.timeouts import Timeouts
 
 Listener = Callable[[Event], None]
@@ -56,6 +67,8 @@ class Stack:
         self.lock_timeout = lock_timeout
         self.force_new_state = force_new_state
         self._lease: LeaseKeeper | None = None
+        #: seconds each phase of each migration took in the last apply (component -> phase -> seconds)
+        self.migration_timings: dict[str, dict[str, float]] = {}
 
     # -- events -----------------------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -77,6 +90,8 @@ class Stack:
         for loc, component in self.components():
             if component.target:
                 used.setdefault(component.target, (*loc, "target"))
+            for i, door in enumerate(getattr(component, "front_door", ())):
+                used.setdefault(door, (*loc, "front_door", i))
         targets: dict[str, Target] = {}
         problems: list[str] = []
         for name, loc in used.items():
@@ -121,12 +136,24 @@ class Stack:
     def provider_for(self, target: str, kind: str) -> ResourceProvider:
         key = (target, kind)
         provider = self._providers.get(key)
+        if provider is None and kind.startswith("core."):
+            provider = self._providers[key] = self._core_provider(target, kind)
         if provider is None:
             if target not in self.targets:
                 raise PlanError(f"the state holds a {kind} on target {target!r}, which this stack no longer "
                                 "declares", hint=f"declare targets.{target} again so mlplat can manage it")
             provider = self._providers[key] = self.targets[target].provider(kind)
         return provider
+
+    def _core_provider(self, target: str, kind: str) -> ResourceProvider:
+        from provisioner.migration.model import COPY_KIND, MIGRATION_KIND
+        from provisioner.migration.providers import ArtifactCopyProvider, MigrationRecordProvider
+
+        if kind == MIGRATION_KIND:
+            return MigrationRecordProvider()
+        if kind == COPY_KIND:
+            return ArtifactCopyProvider(self, target)
+        raise PlanError(f"the state holds a resource of kind {kind!r}, which this version of mlplat does not know")
 
     # -- validate / lower -------------------------------------------------------------------------------------
     def validate(self) -> list[plugins.Finding]:
@@ -170,9 +197,32 @@ class Stack:
             if name not in caps:
                 caps[name] = target.capabilities()
             where = f"target {name!r} ({target.name})"
-            for reason in (*check_component(component, caps[name], where, self.platform), *target.check(component)):
-                found.append(((*loc, *reason.loc), component, reason))
+            reasons = [*check_component(component, caps[name], where, self.platform), *target.check(component)]
+            if isinstance(component, Serving) and component.front_door:
+                reasons = self._front_door_reasons(component, reasons, caps)
+            found.extend(((*loc, *reason.loc), component, reason) for reason in reasons)
         return found
+
+    def _front_door_reasons(self, serving: Serving, reasons: list[Reason],
+                            caps: dict[str, Capabilities]) -> list[Reason]:
+        """Each front door's target must offer one; behind a gateway, clients authenticate at the gateway, so
+        `auth` is checked against the gateway's target instead of the serving one."""
+        from provisioner.capabilities import check_component
+
+        for i, door in enumerate(serving.front_door):
+            if door not in caps:
+                caps[door] = self.targets[door].capabilities()
+            if caps[door].front_door is None:
+                reasons.append(Reason("front-door-unsupported", f"target {door!r} ({self.targets[door].name}) "
+                                      "cannot be a front door (local: a gateway; aws: Route 53 weighted records)",
+                                      ("front_door", i)))
+        first = serving.front_door[0]
+        if caps[first].front_door == "gateway":
+            where = f"front door {first!r} ({self.targets[first].name})"
+            reasons = [r for r in reasons if r.code != "auth-unsupported"]
+            reasons += [r for r in check_component(serving, caps[first], where, self.platform)
+                        if r.code == "auth-unsupported"]
+        return reasons
 
     def discovery(self, *, fresh: bool = False) -> dict[str, dict[str, Any]]:
         """What each target in use discovered (`Target.discover`), once per plan; targets discovering nothing
@@ -180,7 +230,7 @@ class Stack:
         if self._discovery is None or fresh:
             found: dict[str, dict[str, Any]] = {}
             gates = self.gates()
-            for name in self._targets_in_use():
+            for name in self.targets_in_use():
                 target = self.targets[name]
                 try:  # through the target's gate: a throttled discovery call is retried like any other
                     facts = gates(name).call(f"{STACK_SCOPE}.{name}", "discover", target.discover)
@@ -195,8 +245,13 @@ class Stack:
             self._discovery = found
         return self._discovery
 
-    def _targets_in_use(self) -> list[str]:
-        return list(dict.fromkeys(self.platform.target_of(c) for _, c in self.components()))
+    def targets_in_use(self) -> list[str]:
+        """Targets the stack's components run on or have front doors on."""
+        names = []
+        for _, component in self.components():
+            names.append(self.platform.target_of(component))
+            names.extend(getattr(component, "front_door", ()))
+        return list(dict.fromkeys(names))
 
     def lower(self) -> tuple[dict[str, Resource], dict[str, Any]]:
         """Each target's stack-scoped resources, then every component's; component resources on a target depend
@@ -208,7 +263,7 @@ class Stack:
         resources: dict[str, Resource] = {}
         outputs: dict[str, Any] = {}
         scoped: dict[str, list[str]] = {}
-        for target_name in self._targets_in_use():
+        for target_name in self.targets_in_use():
             target = self.targets[target_name]
             lowered = target.lower_stack(ctx)
             prefix = f"{STACK_SCOPE}.{target_name}"
@@ -219,24 +274,87 @@ class Stack:
         for loc, component in self.components():
             target_name = self.platform.target_of(component)
             try:
-                lowered = self.targets[target_name].lower(component, ctx)
+                copies = self._artifact_copies(component, target_name, ctx) if isinstance(component, Serving) \
+                    else Lowered()
+                view = ctx if not copies.resources else LowerContext(self.platform, {
+                    **component_outputs, **copies.outputs})
+                lowered = self.targets[target_name].lower(component, view)
+                lowered.resources[:0] = copies.resources
+                upstream = lowered.outputs.pop("upstream", None)  # for front doors, not an output of the stack
+                doors = self._front_doors(component, target_name, lowered, upstream, ctx) if isinstance(
+                    component, Serving) else []
             except MlplatError as err:
                 raise SpecError([f"{self.loaded.where(loc)}: {component_kind(component)} {component.name!r} on "
                                  f"target {target_name!r}: {err.message}"], hint=err.hint) from None
             self._add(resources, lowered.resources, target_name, f"{component.name}.",
                       f"target {target_name!r} lowered component {component.name!r} to a resource outside "
                       f"{component.name}.")
-            first = scoped[target_name]
-            for res in lowered.resources if first else ():
-                # an edge to another component resource on this target already orders it after the first ones
-                if not any(e in resources and e not in first and resources[e].target == target_name
-                           for e in res.edges):
-                    res.depends_on = (*res.depends_on, *(a for a in first if a not in res.edges))
-                    res.edges = res.edges | frozenset(first)
+            self._after_stack_scope(resources, lowered.resources, scoped[target_name], target_name)
+            for door, front in doors:
+                self._add(resources, front.resources, door, f"{component.name}.{FRONT_DOOR}.",
+                          f"target {door!r} lowered the front door of {component.name!r} outside "
+                          f"{component.name}.{FRONT_DOOR}.")
+                self._after_stack_scope(resources, front.resources, scoped[door], door)
             component_outputs[component.name] = lowered.outputs
             outputs.update({f"{component.name}.{k}": v for k, v in lowered.outputs.items()})
         self._lowered = (resources, outputs)
         return self._lowered
+
+    @staticmethod
+    def _after_stack_scope(resources: dict[str, Resource], new: list[Resource], first: list[str],
+                           target: str) -> None:
+        """Order `new` resources on `target` after its stack-scoped ones (made first, deleted last)."""
+        for res in new if first else ():
+            # an edge to another component resource on this target already orders it after the first ones
+            if not any(e in resources and e not in first and resources[e].target == target for e in res.edges):
+                res.depends_on = (*res.depends_on, *(a for a in first if a not in res.edges))
+                res.edges = res.edges | frozenset(first)
+
+    def _artifact_copies(self, serving: Serving, target_name: str, ctx: LowerContext) -> Lowered:
+        """A `core.artifact_copy` per model a serving component reads from a registry on another target, when its
+        own target has an artifact store; `outputs` is the registry's outputs as the serving target sees them
+        (each model's URI the copy's)."""
+        registry = self.platform.registry
+        if registry is None or self.platform.target_of(registry) == target_name:
+            return Lowered()
+        store = self.targets[target_name].artifact_store()
+        seen = ctx.outputs_of(registry.name)
+        if store is None:
+            return Lowered()
+        from provisioner.migration.model import COPY_KIND
+
+        resources, patched = [], dict(seen)
+        for ref in dict.fromkeys(path.model for _, path in serving.paths.items()):
+            model = self.platform.model(ref)
+            if model is None or f"model.{ref}" not in seen or f"sha256.{ref}" not in seen:
+                continue  # an unknown model is the target's error to report; no checksum, nothing to check
+            address = LowerContext.address(serving.name, "artifact_copy", ref)
+            resources.append(Resource(address, COPY_KIND, target_name, {
+                "source": seen[f"model.{ref}"], "sha256": seen[f"sha256.{ref}"],
+                "key": f"{model.name}/{model.version}/{Path(model.artifact).name}",
+                "source_target": self.platform.target_of(registry)}))
+            patched[f"model.{ref}"] = Ref(address, "uri")
+        return Lowered(resources, {registry.name: patched})
+
+    def _front_doors(self, serving: Serving, target_name: str, lowered: Lowered, upstream: Any,
+                     ctx: LowerContext) -> list[tuple[str, Lowered]]:
+        """Each of the endpoint's front doors, forwarding to it; the first one's URL becomes the endpoint's `url`
+        (the target's own is kept as `direct_url`)."""
+        if not serving.front_door:
+            return []
+        if not isinstance(upstream, dict):
+            raise MlplatError(f"target {target_name!r} ({self.targets[target_name].name}) exports no upstream for "
+                              "a front door to forward to", hint="remove front_door, or serve on a target that "
+                                                                 "supports one")
+        upstreams = [{"name": target_name, "weight": 100, **{k: upstream.get(k) for k in UPSTREAM_KEYS}}]
+        doors = []
+        for door in serving.front_door:
+            front = self.targets[door].lower_front_door(serving, upstreams, ctx)
+            doors.append((door, front))
+            lowered.outputs[f"front_door.{door}.url"] = front.outputs["url"]
+        lowered.outputs["direct_url"] = lowered.outputs.get("url")
+        lowered.outputs["url"] = doors[0][1].outputs["url"]
+        return doors
 
     @staticmethod
     def _add(resources: dict[str, Resource], new: list[Resource], target: str, prefix: str, outside: str) -> None:
@@ -354,7 +472,13 @@ class Stack:
             return dict(pool.map(read, records.values()))
 
     # -- plan / apply -----------------------------------------------------------------------------------------
-    def plan(self, *, refresh: bool = True, destroy: bool = False) -> Plan:
+    def plan(self, *, refresh: bool = True, destroy: bool = False, keep_source: frozenset[str] = frozenset(),
+             finish: frozenset[str] = frozenset()) -> Plan:
+        """The changes apply would make. A component whose `target:` changed is planned as a migration
+        (`provisioner.migration`): `keep_source` names components whose source stays after their move, `finish`
+        components whose kept source goes now."""
+        from provisioner.migration.planner import finish_plan, plan_migrations
+
         self.recover()
         meta = self.state.meta()
         records = self.state.resources()
@@ -367,9 +491,11 @@ class Stack:
             if any(contains_secret(r.inputs) or self.provider_for(r.target, r.kind).secret_outputs
                    for r in desired.values()):
                 self.state.codec.require_key()  # refuse now, not after the cloud call returned a secret
-            refreshed = self.observe(records) if refresh else None
-            plan = make_plan(desired, records, self.provider_for, stack=self.name, lineage=meta.lineage,
+            planned = plan_migrations(self, desired, records, keep_source=keep_source, finish=finish)
+            refreshed = self.observe(planned.view) if refresh else None
+            plan = make_plan(desired, planned.view, self.provider_for, stack=self.name, lineage=meta.lineage,
                              serial=meta.serial, refreshed=refreshed, outputs=outputs)
+            finish_plan(plan, planned)
             plan.discovery = discovery
         plan.stack_file = str(self.loaded.path.resolve())  # a saved plan is applied from any directory
         return plan
@@ -393,11 +519,57 @@ class Stack:
             self._record_drift(plan)
             if not plan.destroy:  # before any step: outputs are references resolved against records, so a
                 self.state.set_outputs(to_json(plan.outputs))  # kill at any point leaves them right
-            result = Applier(self.state, self.provider_for, self.emit, self._options_for(plan)).run(plan)
+            result = self._apply_segments(plan)
             if plan.destroy:
                 self.state.set_outputs({})
             self.sweep()
             return result
+
+    def _apply_segments(self, plan: Plan) -> ApplyResult:
+        """The plan's changes; with migrations, around them: hold the sources, provision, cut over (transfer,
+        health-check, traffic shift), tear down, finish (see `provisioner.migration.runner`)."""
+        options = self._options_for(plan)
+        if not plan.migrations:
+            return Applier(self.state, self.provider_for, self.emit, options).run(plan)
+        from provisioner.migration.runner import MigrationRunner
+
+        started = time.perf_counter()
+        runner = MigrationRunner(self, plan, uuid.uuid4().hex[:12])
+        runner.hold()
+        done = 0
+        records: dict[str, ResourceRecord] = {}
+        for segment in SEGMENTS:
+            if segment == "shift":
+                runner.cutover()
+                continue
+            part = Applier(self.state, self.provider_for, self.emit, options).run(plan.segment(segment))
+            done, records = done + part.done, part.records
+            if segment == "teardown":
+                runner.finish()
+        self.migration_timings = runner.timings
+        return ApplyResult(done, self.state.resources() if records else records, time.perf_counter() - started)
+
+    def compatibility(self, component: Component, source: str, destination: str) -> dict[str, Any]:
+        """How a component fits its source and its destination: the destination's refusals (errors, which
+        `check` already raised at their place in the stack file), its warnings, and the capabilities that
+        differ in what this kind of component uses."""
+        from provisioner.capabilities import check_component, differences
+
+        relevant = {"cluster": ("training_accelerators", "spot", "autoscaling", "max_nodes_per_pool"),
+                    "storage": ("storage",),
+                    "registry": ("model_formats",),
+                    "serving": ("serving_accelerators", "traffic_split", "shadow", "max_replicas", "auth_modes",
+                                "model_formats", "front_door")}[component_kind(component)]
+        report: dict[str, Any] = {"errors": [], "warnings": [], "differences": {}}
+        if source not in self.targets or destination not in self.targets:
+            return report
+        src, dst = self.targets[source].capabilities(), self.targets[destination].capabilities()
+        where = f"target {destination!r} ({self.targets[destination].name})"
+        for reason in check_component(component, dst, where, self.platform):
+            report["errors" if reason.severity == "error" else "warnings"].append(
+                {"code": reason.code, "message": reason.message})
+        report["differences"] = {k: list(v) for k, v in differences(src, dst).items() if k in relevant}
+        return report
 
     def _check_discovery(self, plan: Plan) -> None:
         """A plan is applied against what its targets discovered when it was made, or not at all."""

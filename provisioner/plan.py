@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from provisioner.errors import PlanError
 from provisioner.graph import Ref, Resource, check_edges, from_json, resolve, to_json, topological_order
+from provisioner.migration.model import Migration
 from provisioner.provider import Observed, ResourceProvider
 from provisioner.state.base import ResourceRecord
 
 PLAN_FORMAT = 1
 ACTIONS = ("create", "update", "replace", "delete", "noop")
+#: apply runs a plan's changes in these segments, in order ("shift" changes are made by the traffic shift)
+SEGMENTS = ("", "shift", "teardown", "after")
 
 
 if TYPE_CHECKING:
@@ -39,6 +42,9 @@ class Change:
     prior_depends_on: list[str] = field(default_factory=list)  # recorded edges, for ordering deletes
     deposed: list[str] = field(default_factory=list)  # replaced objects still to delete (never forgotten)
     recreate_in_place: bool = False  # replace_mode "in_place_recreate": one create call replaces the object
+    #: the segment of apply that runs it (`SEGMENTS`): "" first; a migration's traffic shift, its teardown, then
+    #: what waits for a rolled-back source to be restored
+    phase: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -65,6 +71,8 @@ class Plan:
     stack_file: str = ""
     #: what each target discovered when the plan was made (`Target.discover`); apply refuses if it changed
     discovery: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: components moving between targets (`provisioner.migration`)
+    migrations: list[Migration] = field(default_factory=list)
     format: int = PLAN_FORMAT
 
     def summary(self) -> dict[str, int]:
@@ -79,13 +87,18 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        return any(c.action != "noop" or c.deposed for c in self.changes)
+        return any(c.action != "noop" or c.deposed for c in self.changes) or any(
+            m.mode != "kept" for m in self.migrations)
+
+    def segment(self, phase: str) -> Plan:
+        """The plan restricted to the changes of one apply segment."""
+        return replace(self, changes=[c for c in self.changes if c.phase == phase])
 
     def to_json(self) -> dict[str, Any]:
         return {"format": self.format, "stack": self.stack, "lineage": self.lineage, "serial": self.serial,
                 "destroy": self.destroy, "created_at": self.created_at, "stack_file": self.stack_file,
                 "summary": self.summary(), "outputs": to_json(self.outputs), "discovery": self.discovery,
-                "changes": [c.to_json() for c in self.changes]}
+                "migrations": [m.to_json() for m in self.migrations], "changes": [c.to_json() for c in self.changes]}
 
     def dumps(self, codec: StateCodec | None = None) -> str:
         """The plan as JSON; with the state's codec, secret values are sealed as they are in the state."""
@@ -103,7 +116,8 @@ class Plan:
             return cls(stack=data["stack"], lineage=data["lineage"], serial=data["serial"],
                        changes=[Change.from_json(c) for c in data["changes"]], outputs=from_json(data["outputs"]),
                        destroy=data["destroy"], created_at=data["created_at"], stack_file=data["stack_file"],
-                       discovery=data.get("discovery") or {})
+                       discovery=data.get("discovery") or {},
+                       migrations=[Migration.from_json(m) for m in data.get("migrations") or []])
         except (ValueError, KeyError, TypeError) as err:
             raise PlanError(f"not a saved mlplat plan: {err}") from None
 

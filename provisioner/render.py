@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from provisioner.graph import UNKNOWN, Ref
+from provisioner.migration.model import Migration
 from provisioner.plan import Change, Plan
 from provisioner.secrets import MASK, is_secret
 
@@ -47,6 +48,8 @@ def render_plan(console: Console, plan: Plan, cost: float | None = None) -> None
         return
     verb = "destroy" if plan.destroy else "change"
     console.print(f"mlplat will {verb} stack [bold]{plan.stack}[/] as follows:\n")
+    for migration in plan.migrations:
+        render_migration(console, migration)
     changes = sorted((c for c in plan.changes if c.action != "noop" or c.deposed or c.drift), key=lambda c: c.target)
     for target, group in groupby(changes, key=lambda c: c.target):
         console.print(f"[bold underline]target {escape(target)}[/]")
@@ -60,6 +63,47 @@ def render_plan(console: Console, plan: Plan, cost: float | None = None) -> None
         console.print(f"Estimated cost after apply: [bold]${cost:,.2f}/hour[/]")
 
 
+MODE_TEXT = {"move": "move", "rollback": "roll back", "finish": "finish moving", "kept": "moved"}
+
+
+def render_migration(console: Console, m: Migration) -> None:
+    """A component's move: phases, resources per target, compatibility, notes."""
+    head = f"[bold cyan]migration[/] {escape(m.kind)} [bold]{escape(m.component)}[/]: {MODE_TEXT[m.mode]} " \
+           f"{escape(m.source)} → {escape(m.destination)}"
+    if m.mode == "rollback":
+        head = f"[bold cyan]migration[/] {escape(m.kind)} [bold]{escape(m.component)}[/]: roll back to " \
+               f"{escape(m.source)} (from {escape(m.destination)})"
+    if m.started and m.mode == "move":
+        head += f" [dim](resuming: {escape(m.phase)}, {m.traffic} % of traffic on {escape(m.destination)})[/]"
+    if m.mode == "kept":
+        head += f" [dim](source kept on {escape(m.source)}: mlplat migrate --finish {escape(m.component)} deletes " \
+                f"it, --rollback {escape(m.component)} returns to it)[/]"
+    console.print(head)
+    for i, (phase, text) in enumerate(m.phases(), 1):
+        console.print(f"  {i}. [bold]{escape(phase)}[/]: {escape(text)}")
+    if m.source_resources:
+        console.print(f"  on {escape(m.source)}: {len(m.source_resources)} resource(s): "
+                      f"{escape(', '.join(m.source_resources))}", soft_wrap=True)
+    if m.destination_resources:
+        console.print(f"  on {escape(m.destination)}: {len(m.destination_resources)} resource(s): "
+                      f"{escape(', '.join(m.destination_resources))}", soft_wrap=True)
+    report = m.compatibility or {}
+    for item in report.get("errors", ()):
+        console.print(f"  [red]✗ {escape(item['message'])}[/]")
+    for item in report.get("warnings", ()):
+        console.print(f"  [yellow]! {escape(item['message'])}[/]")
+    differences = report.get("differences") or {}
+    if differences:
+        console.print(f"  [dim]capabilities that differ ({escape(m.source)} → {escape(m.destination)}):[/]")
+        for name, (before, after) in sorted(differences.items()):
+            console.print(f"    [dim]{escape(name)}: {escape(fmt(before, 50))} → {escape(fmt(after, 50))}[/]")
+    elif not report.get("errors"):
+        console.print(f"  [green]✓[/] {escape(m.destination)} offers everything {escape(m.component)} uses")
+    for note in m.notes:
+        console.print(f"  [yellow]note:[/] {escape(note)}", soft_wrap=True)
+    console.print()
+
+
 def _change(console: Console, c: Change) -> None:
     symbol, color = SYMBOLS[c.action]
     note = ""
@@ -67,6 +111,9 @@ def _change(console: Console, c: Change) -> None:
         note = f" (replace: {', '.join(c.forces_replacement)} forces it" + \
                ("; new one first)" if c.create_before_destroy else "; recreated under its name)"
                 if c.recreate_in_place else ")")
+    if c.phase:
+        note += {"shift": " (by the traffic shift)", "teardown": " (after the traffic shift)",
+                 "after": " (once the source is restored)"}[c.phase]
     console.print(f"  [{color}]{symbol}[/] [bold]{escape(c.address)}[/] [dim]{escape(c.kind)}[/]{escape(note)}")
     if c.drift:
         if c.drift.get("$gone"):

@@ -65,8 +65,10 @@ class Capabilities:
     auth_modes: frozenset[str] = frozenset({"none"})
     #: model `framework:` values the target serves; None = any (the serving image decides)
     model_formats: frozenset[str] | None = frozenset()
-    #: the target can be an endpoint's front door (`Target.lower_front_door`): a stable URL with weighted upstreams
-    front_door: bool = False
+    #: the target can be an endpoint's front door (`Target.lower_front_door`), a stable URL with weighted upstreams:
+    #: "gateway" — a proxy clients call (it authenticates them and signs for the upstream, so an endpoint's `auth`
+    #: is checked against the gateway's target); "dns" — weighted DNS records (clients reach the upstream itself)
+    front_door: str | None = None
     #: provider calls in flight at once on this target (API rate limits); None = the apply's --parallelism
     max_concurrency: int | None = None
     #: provider calls started per second on this target (an API's request rate); None = no limit

@@ -14,6 +14,9 @@ Every response carries ``X-Mlplat-Model``. Runtime-file and signal handling: see
 With ``--internal-token-file`` every request but ``/-/healthz`` must carry the token in ``X-Mlplat-Internal``
 (403 otherwise): the router in front holds it, so an endpoint's ``auth: key`` cannot be bypassed by calling
 the model server directly.
+
+Failure tests: with ``MLPLAT_FAIL_UNDER=DIR`` in its environment, a server whose runtime file lies under DIR
+answers every prediction with 500 (how a migration test makes a destination unhealthy); unset in normal use.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class ModelServer(RuntimeServer):
         self.internal_token = internal_token
         self.stats = Stats()
         self.started = time.time()
+        self.failing = False  # MLPLAT_FAIL_UNDER (failure tests)
         super().__init__(address, ModelHandler, component=f"model_server[{model_id}]", access_log=not quiet)
 
 
@@ -98,6 +102,8 @@ class ModelHandler(BaseHandler):
     def _predict(self) -> None:
         count = 0
         try:
+            if self.server.failing:
+                raise HTTPError(500, "failing on purpose (MLPLAT_FAIL_UNDER)")
             body = self.read_body()
             try:
                 doc: Any = model_format.loads(body)
@@ -137,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"model_server: {exc}", file=sys.stderr)
         return 2
+    fail_under = os.environ.get("MLPLAT_FAIL_UNDER")
+    server.failing = bool(fail_under) and args.runtime_file.resolve().is_relative_to(Path(fail_under).resolve())
     info = {"kind": "model_server", "model_id": model_id, "artifact": str(args.artifact.resolve())}
     return serve(server, args.runtime_file, info)
 
