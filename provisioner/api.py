@@ -348,8 +348,12 @@ class Stack:
                                                                  "supports one")
         upstreams = [{"name": target_name, "weight": 100, **{k: upstream.get(k) for k in UPSTREAM_KEYS}}]
         doors = []
+        serving_addresses = tuple(r.address for r in lowered.resources)
         for door in serving.front_door:
             front = self.targets[door].lower_front_door(serving, upstreams, ctx)
+            for res in front.resources:  # made after the endpoint it forwards to, deleted before it
+                res.depends_on = (*res.depends_on, *(a for a in serving_addresses if a not in res.edges))
+                res.edges = res.edges | frozenset(serving_addresses)
             doors.append((door, front))
             lowered.outputs[f"front_door.{door}.url"] = front.outputs["url"]
         lowered.outputs["direct_url"] = lowered.outputs.get("url")
@@ -365,6 +369,27 @@ class Stack:
                 raise PlanError(f"two resources share the address {res.address}")
             res.target = target
             resources[res.address] = res
+
+    def cost_reports(self) -> tuple[Any, Any]:
+        """(after apply, now): the platform priced from the catalog on the targets its components are declared
+        on, and on the targets the state records them on (a component not yet made costs nothing now)."""
+        from provisioner import cost
+        from provisioner.migration.model import component_of, is_held, original_address
+
+        types = {name: target.name for name, target in self.targets.items()}
+        after = cost.estimate_platform(self.platform, types)
+        where: dict[str, str] = {}
+        for address, record in self.state.resources().items():
+            if address.startswith("_") or ".front_door." in address:
+                continue
+            name = component_of(address)
+            target = original_address(address)[1] if is_held(address) else record.target
+            if not is_held(address) or name not in where:  # held (a move's source) only where nothing else is
+                where[name] = target
+        now = cost.CostReport([cost.estimate_component(c, self.platform, where[c.name], types.get(where[c.name],
+                                                                                               where[c.name]))
+                               for c in self.platform.components() if c.name in where])
+        return after, now
 
     def estimate_cost(self) -> float | None:
         hook = plugins.manager().hook.mlplat_estimate_cost

@@ -112,12 +112,16 @@ def preview(
     """Show what apply would change (create / update / replace / delete)."""
     stack = _open(file, state, json_mode=json_out, force_new_state=force_new_state)
     plan = stack.plan(refresh=refresh, destroy=destroy)
-    cost = None if destroy else stack.estimate_cost()
+    cost = None if destroy else stack.cost_reports()
     if out is not None:
         out.write_text(plan.dumps(stack.state.codec))  # secrets sealed, as in the state
     if json_out:
+        from provisioner.cost import delta
+
         data = plan.to_json()
-        data["estimated_cost_usd_hour"] = cost
+        if cost is not None:
+            data["estimated_cost_usd_hour"] = round(cost[0].hourly, 4)
+            data["cost"] = {"after": cost[0].to_json(), "now": cost[1].to_json(), "delta": delta(*cost)}
         _emit_json(data)
     else:
         from provisioner.render import render_plan
@@ -184,15 +188,84 @@ def destroy(
         _console().print(f"The state is kept at {kept}.")
 
 
-def _run_plan(stack: Stack, saved: Plan | None, *, yes: bool, json_out: bool, refresh: bool, verb: str) -> None:
+@app.command()
+def migrate(
+    components: Annotated[list[str], typer.Argument(help="Components to move (their names in the stack file)")],
+    to: Annotated[str | None, typer.Option("--to", help="The target to move them to")] = None,
+    file: StackFile = None,
+    keep_source: Annotated[bool, typer.Option("--keep-source", help="Keep the source running after the move "
+                                                                    "(--finish deletes it later)")] = False,
+    rollback: Annotated[bool, typer.Option("--rollback", help="Return the components to the target they are "
+                                                              "moving from (while it still exists)")] = False,
+    finish: Annotated[bool, typer.Option("--finish", help="Delete the source a --keep-source move kept")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
+    json_out: JsonFlag = False,
+    parallelism: Annotated[int, typer.Option(min=1)] = 10,
+    state: StateUrl = None,
+    lock_timeout: LockTimeout = 0.0,
+) -> None:
+    """Move components to another target: rewrites their `target:` in the stack file (comments and layout
+    kept), shows the migration preview and applies it after confirmation. The stack file is left as it was if
+    the move is cancelled or cannot be planned."""
+    from provisioner.errors import MlplatError
+    from provisioner.migration.stackfile import set_targets
+
+    if sum(bool(x) for x in (to, rollback, finish)) != 1:
+        raise MlplatError("say where to: --to TARGET, --rollback or --finish (exactly one)",
+                          hint="mlplat migrate iris --to aws -f stack.yaml")
+    path = _stack_path(file)
+    stack = _open(path, state, json_mode=json_out, parallelism=parallelism, lock_timeout=lock_timeout)
+    unknown = sorted(set(components) - {c.name for c in stack.platform.components()})
+    if unknown:
+        raise MlplatError(f"{path} declares no component {', '.join(map(repr, unknown))}",
+                          hint=f"components: {', '.join(c.name for c in stack.platform.components())}")
+    moves: dict[str, str | None] = {}
+    if rollback:
+        from provisioner.migration.model import migration_address
+
+        records = stack.state.resources()
+        for name in components:
+            marker = records.get(migration_address(name))
+            if marker is None:
+                raise MlplatError(f"{name!r} is not moving: there is nothing to roll back",
+                                  hint="a finished move is undone by moving back: mlplat migrate "
+                                       f"{name} --to <its old target>")
+            moves[name] = marker.inputs["source"]
+    elif to is not None:
+        if to not in stack.targets:
+            raise MlplatError(f"{path} declares no target {to!r}",
+                              hint=f"declared targets: {', '.join(sorted(stack.targets))}; add it under targets:")
+        moves = dict.fromkeys(components, to)
+    default = stack.platform.target
+    original = path.read_text(encoding="utf-8")
+    if moves:  # a target equal to the stack's default is written as no key, as the file had it
+        path.write_text(set_targets(path, {n: (None if t == default else t) for n, t in moves.items()}),
+                        encoding="utf-8")
+    stack.close()
+    try:
+        stack = _open(path, state, json_mode=json_out, parallelism=parallelism, lock_timeout=lock_timeout)
+        _run_plan(stack, None, yes=yes, json_out=json_out, refresh=True, verb="apply",
+                  keep_source=frozenset(components) if keep_source else frozenset(),
+                  finish=frozenset(components) if finish else frozenset())
+    except BaseException as err:
+        from provisioner.migration.runner import MigrationFailed
+
+        if not isinstance(err, MigrationFailed | KeyboardInterrupt) and not stack.state.resources().get(
+                f"_migration.{components[0]}"):
+            path.write_text(original, encoding="utf-8")  # nothing moved: the file says what is deployed
+        raise
+
+
+def _run_plan(stack: Stack, saved: Plan | None, *, yes: bool, json_out: bool, refresh: bool, verb: str,
+              **plan_options: Any) -> None:
     from provisioner.errors import MlplatError
     from provisioner.render import render_plan
 
     console = _console()
     with stack.locked(verb):
-        plan = saved or stack.plan(refresh=refresh, destroy=verb == "destroy")
+        plan = saved or stack.plan(refresh=refresh, destroy=verb == "destroy", **plan_options)
         if not json_out and saved is None:
-            render_plan(console, plan, None if verb == "destroy" else stack.estimate_cost())
+            render_plan(console, plan, None if verb == "destroy" else stack.cost_reports())
         if not plan.has_changes:
             if plan.has_drift:
                 stack.apply(plan)  # records what the refresh saw
@@ -213,9 +286,12 @@ def _run_plan(stack: Stack, saved: Plan | None, *, yes: bool, json_out: bool, re
     outputs = stack.outputs()
     if json_out:
         _emit_json({"applied": result.done, "summary": plan.summary(), "elapsed_s": round(result.elapsed, 3),
-                    "outputs": outputs})
+                    "outputs": outputs, **({"migrations": stack.migration_timings} if plan.migrations else {})})
         return
     console.print(f"\n[bold green]{verb.capitalize()} complete![/] {result.done} step(s) in {result.elapsed:.1f}s.")
+    for component, phases in stack.migration_timings.items():
+        took = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in phases.items())
+        console.print(f"Migration of {component}: {took}")
     if outputs:
         console.print("\nOutputs:")
         for key, value in outputs.items():
@@ -376,6 +452,34 @@ def schema() -> None:
     data["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     data["title"] = "mlplat stack file"
     _emit_json(data)
+
+
+
+@app.command("cost")
+def cost_(
+    file: StackFile = None,
+    compare: Annotated[str | None, typer.Option("--compare", help="Price the platform on each of these target "
+                                                                  "types instead, side by side (e.g. aws,gcp,azure)")]
+    = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """What the platform costs per hour and month, from the accelerator catalog (no credentials, no cloud calls)."""
+    from provisioner import cost
+
+    platform = cost.load_platform(_stack_path(file))
+    if compare is None:
+        report = cost.estimate_platform(platform, cost.stack_target_types(platform))
+        if json_out:
+            _emit_json(report.to_json())
+        else:
+            cost.render_costs(_console(), report, items=True)
+        return
+    types = cost.check_types(list(dict.fromkeys(t.strip() for t in compare.split(",") if t.strip())))
+    reports = {t: cost.estimate_platform(platform, {}, override=t) for t in types}
+    if json_out:
+        _emit_json({"compare": {t: r.to_json() for t, r in reports.items()}})
+    else:
+        cost.render_compare(_console(), reports)
 
 
 @state_app.command("list")

@@ -37,11 +37,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def render_plan(console: Console, plan: Plan, cost: float | None = None) -> None:
+def render_plan(console: Console, plan: Plan, cost: tuple[Any, Any] | None = None) -> None:
+    """The plan for people; `cost` is (after apply, now) as `Stack.cost_reports` gives them."""
     for target, facts in sorted(plan.discovery.items()):
         shown = ", ".join(f"{key}={fmt(value, 60)}" for key, value in sorted(facts.items()))
         console.print(f"[dim]discovered on target {escape(target)}: {escape(shown)}[/]")
     if not plan.has_changes:
+        for migration in plan.migrations:  # kept sources
+            render_migration(console, migration)
         console.print(f"[green]No changes.[/] Stack [bold]{plan.stack}[/] matches its stack file "
                       f"({len(plan.changes)} resources).")
         _drift_only(console, plan)
@@ -60,7 +63,10 @@ def render_plan(console: Console, plan: Plan, cost: float | None = None) -> None
     console.print(f"[bold]Plan:[/] {s['create']} to create, {s['update']} to update, {s['replace']} to replace, "
                   f"{s['delete']} to delete, {s['noop']} unchanged.")
     if cost is not None:
-        console.print(f"Estimated cost after apply: [bold]${cost:,.2f}/hour[/]")
+        from provisioner.cost import render_costs
+
+        console.print("\n[bold]Cost after apply[/] (Δ: against what the state records now):")
+        render_costs(console, cost[0], cost[1])
 
 
 MODE_TEXT = {"move": "move", "rollback": "roll back", "finish": "finish moving", "kept": "moved"}

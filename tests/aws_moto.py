@@ -23,7 +23,12 @@ Additions installed by :func:`install_extensions` (moto 5.2.5 lacks them): SageM
 ``ShadowProductionVariants`` on endpoint configs/endpoints, ``ListTags``/``AddTags`` on model
 package ARNs, monotonically increasing model package versions after deletes, ``ThreadsPerCore``
 optional in ``CreateCluster``, ``UpdateEndpointWeightsAndCapacities`` keeping the half (weight or
-instance count) a variant spec leaves out, and ``FileSystemId`` in EFS's ``FileSystemAlreadyExists`` error.
+instance count) a variant spec leaves out, and ``FileSystemId`` in EFS's ``FileSystemAlreadyExists`` error;
+Route 53's ``CreateHealthCheck`` idempotent per ``CallerReference``, weighted record ``DELETE`` matching name, type,
+set identifier and values (moto drops every set with that identifier in the zone), atomic change batches, the CNAME
+conflict rule, changes that are ``PENDING`` until read with ``GetChange``, and its own throttling error (400
+``Throttling``); SageMaker runtime ``InvokeEndpoint`` named in the call log and refusing an endpoint that does not
+exist.
 """
 
 import contextlib
@@ -142,6 +147,7 @@ class _RestIndex:
 
 
 _REST = _RestIndex()
+_RUNTIME = re.compile(r"/endpoints/[^/]+/(async-)?invocations$")
 
 
 def _signing_service(environ: dict[str, Any]) -> str:
@@ -165,9 +171,10 @@ def identify(environ: dict[str, Any], body: bytes) -> AwsRequest:
         form.update(parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True))
     if "Action" in form:
         return AwsRequest(service, "ec2" if service == "ec2" else "query", form["Action"][0], {})
-    protocol, ops = _REST.model(service)
     method = environ.get("REQUEST_METHOD", "GET")
     path = environ.get("PATH_INFO", "/") or "/"
+    # the SageMaker runtime signs as "sagemaker" too; its paths tell it from the (json) control plane
+    protocol, ops = _REST.model("sagemaker-runtime" if service == "sagemaker" and _RUNTIME.match(path) else service)
     query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
     best, best_score = "", -1
     for op in ops:
@@ -182,9 +189,16 @@ def identify(environ: dict[str, Any], body: bytes) -> AwsRequest:
 # --------------------------------------------------------------------------------------------
 
 
-def throttling_response(protocol: str) -> tuple[str, list[tuple[str, str]], bytes]:
-    """(status, headers, body) of the real throttling error for ``protocol``."""
+def throttling_response(protocol: str, service: str = "") -> tuple[str, list[tuple[str, str]], bytes]:
+    """(status, headers, body) of the real throttling error for ``protocol`` (and ``service`` where it has its own)."""
     rid = str(uuid.uuid4())
+    if service == "route53":  # rest-xml, but Route 53's own: 400 Throttling in an ErrorResponse
+        body = (
+            '<?xml version="1.0"?>\n<ErrorResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><Error>'
+            "<Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error>"
+            f"<RequestId>{rid}</RequestId></ErrorResponse>"
+        ).encode()
+        return "400 Bad Request", [("Content-Type", "text/xml"), ("x-amzn-RequestId", rid)], body
     if protocol == "json":
         body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
         return "400 Bad Request", [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", rid)], body
@@ -411,7 +425,7 @@ class MotoServer:
             if throttled:
                 self.throttled.append(name)
         if throttled:
-            status, headers, payload = throttling_response(req.protocol)
+            status, headers, payload = throttling_response(req.protocol, req.service)
             start_response(status, [*headers, ("Content-Length", str(len(payload)))])
             return [payload]
         if req.service != "sagemaker" or not (req.action in _DELAYED or self._arms_delay(req.action)):
@@ -487,6 +501,8 @@ def install_extensions() -> None:
         _install_efs()
         _install_fsx()
         _install_s3_conditional_writes()
+        _install_route53()
+        _install_sagemaker_runtime()
         _installed = True
 
 
@@ -508,6 +524,138 @@ def _install_s3_conditional_writes() -> None:
 
     S3Response.put_object = serialized(S3Response.put_object)
     S3Response.delete_object = serialized(S3Response.delete_object)
+
+
+def _install_sagemaker_runtime() -> None:
+    """InvokeEndpoint on an endpoint that does not exist (or is not InService) is a ValidationError, as on AWS;
+    moto answers any name with its static result."""
+    from moto.core.exceptions import ServiceException
+    from moto.sagemaker.models import sagemaker_backends
+    from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
+
+    class ValidationError(ServiceException):  # outside moto's packages: serialized with sagemaker-runtime's model
+        code = "ValidationError"
+
+    original = SageMakerRuntimeResponse.invoke_endpoint
+
+    def invoke_endpoint(self: Any) -> Any:
+        name = self.path.split("/")[2]
+        endpoint = sagemaker_backends[self.current_account][self.region].endpoints.get(name)
+        if endpoint is None:
+            raise ValidationError(f"Endpoint {name} of account {self.current_account} not found.")
+        if endpoint.endpoint_status != "InService":
+            raise ValidationError(f"Endpoint {name} is not in service.")
+        return original(self)
+
+    SageMakerRuntimeResponse.invoke_endpoint = invoke_endpoint
+
+
+def _install_route53() -> None:
+    """Route 53 as its API reference says, where moto differs:
+
+    - CreateHealthCheck with a CallerReference already used returns that health check when the settings are the
+      same and it still exists; otherwise (other settings, or deleted) it is HealthCheckAlreadyExists (409).
+    - A change batch is atomic: it is checked whole, and applied whole or not at all. DELETE must name an existing
+      set by name, type and (weighted) SetIdentifier, with its current values; a CNAME cannot share its name with
+      another record. (moto deletes every set with the SetIdentifier, in any name.)
+    - ChangeResourceRecordSets answers PENDING with a new change id; GetChange answers INSYNC for it (NoSuchChange
+      for an id never issued).
+    """
+    from moto.core.responses import ActionResult
+    from moto.route53 import models as r53
+    from moto.route53.exceptions import Route53ClientError
+    from moto.route53.responses import Route53
+
+    backend_cls = r53.Route53Backend
+
+    def error(code: str, message: str) -> Route53ClientError:
+        return Route53ClientError(code, message)
+
+    original_create_check = backend_cls.create_health_check
+
+    def create_health_check(self: Any, caller_reference: str, health_check_args: dict[str, Any]) -> Any:
+        used: dict[str, tuple[str, dict[str, Any]]] = self.__dict__.setdefault("_mlplat_references", {})
+        if caller_reference in used:
+            check_id, args = used[caller_reference]
+            if check_id in self.health_checks and args == health_check_args:
+                return self.health_checks[check_id]
+            raise error("HealthCheckAlreadyExists", f"A health check with the CallerReference {caller_reference} "
+                                                    "already exists, or was deleted, with other settings.")
+        check = original_create_check(self, caller_reference, health_check_args)
+        used[caller_reference] = (check.id, dict(health_check_args))
+        return check
+
+    def same_name(a: str, b: str) -> bool:
+        return a.rstrip(".").lower() == b.rstrip(".").lower()
+
+    def values(ttl: Any, records: list[str], weight: Any, check: Any, alias: Any) -> tuple[Any, ...]:
+        number = lambda v: None if v is None else int(v)  # noqa: E731  (the XML parser may give strings)
+        return number(ttl), sorted(records), number(weight), check, alias
+
+    def stored_values(rrset: Any) -> tuple[Any, ...]:
+        return values(rrset.ttl, rrset.records or [], rrset.weight, rrset.health_check_id, rrset.alias_target)
+
+    def given_values(rrset: dict[str, Any]) -> tuple[Any, ...]:
+        records = [r["Value"] for r in rrset.get("ResourceRecords") or []]
+        return values(rrset.get("TTL"), records, rrset.get("Weight"), rrset.get("HealthCheckId"),
+                      rrset.get("AliasTarget"))
+
+    original_change = backend_cls.change_resource_record_sets
+
+    def change_resource_record_sets(self: Any, zoneid: str, change_list: list[dict[str, Any]]) -> None:
+        zone = self.get_hosted_zone(zoneid)
+        saved_sets, saved_journal = list(zone.rrsets), list(zone.rr_changes)
+        try:
+            for change in change_list:
+                rrset = change["ResourceRecordSet"]
+                if change["Action"] != "DELETE" or rrset.get("SetIdentifier") is None:
+                    original_change(self, zoneid, [change])
+                    continue
+                key = (rrset["Name"], rrset["Type"], rrset["SetIdentifier"])
+                match = next((r for r in zone.rrsets if same_name(r.name, key[0]) and r.type == key[1]
+                              and r.set_identifier == key[2]), None)
+                where = f"[name='{key[0].rstrip('.')}.', type='{key[1]}', set-identifier='{key[2]}']"
+                if match is None:
+                    raise error("InvalidChangeBatch", f"Tried to delete resource record set {where} but it was not "
+                                                      "found")
+                if stored_values(match) != given_values(rrset):
+                    raise error("InvalidChangeBatch", f"Tried to delete resource record set {where} but the values "
+                                                      "provided do not match the current values")
+                zone.rrsets.remove(match)
+                zone.rr_changes.append(json.loads(json.dumps(change)))
+            for cname in [r for r in zone.rrsets if r.type == "CNAME"]:
+                if any(same_name(r.name, cname.name) and r.type != "CNAME" for r in zone.rrsets):
+                    raise error("InvalidChangeBatch", f"RRSet of type CNAME with DNS name {cname.name} is not "
+                                                      "permitted as it conflicts with other records with the same "
+                                                      "DNS name in zone " + zone.name)
+        except Exception:
+            zone.rrsets[:] = saved_sets
+            zone.rr_changes[:] = saved_journal
+            raise
+        issued.change = f"C{uuid.uuid4().hex[:20].upper()}"
+        self.__dict__.setdefault("_mlplat_changes", {})[issued.change] = "PENDING"
+
+    issued = threading.local()  # the id of the change this request thread just made, for its response
+
+    def change_response(self: Any) -> ActionResult:
+        original_change_response(self)
+        change = issued.change
+        return ActionResult({"ChangeInfo": {"Id": f"/change/{change}", "Status": "PENDING", "SubmittedAt": _now()}})
+
+    def get_change_response(self: Any) -> ActionResult:
+        change = self._get_param("Id").rsplit("/", 1)[-1]
+        known: dict[str, str] = self.backend.__dict__.get("_mlplat_changes", {})
+        if change not in known:
+            raise error("NoSuchChange", f"A change with the specified change ID {change} does not exist.")
+        known[change] = "INSYNC"  # propagated by the time anyone asks
+        return ActionResult({"ChangeInfo": {"Id": f"/change/{change}", "Status": "INSYNC", "SubmittedAt": _now()}})
+
+    original_change_response = Route53.change_resource_record_sets
+    backend_cls.create_health_check = create_health_check
+    backend_cls.change_resource_record_sets = change_resource_record_sets
+    Route53.change_resource_record_sets = change_response
+    Route53.get_change = get_change_response
+
 
 
 def _install_fsx() -> None:

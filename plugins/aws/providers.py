@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mlplat_plugins.aws.compute import HyperPodCluster
+from mlplat_plugins.aws.front_door import FrontDoor
 from mlplat_plugins.aws.registry import EcrRepository, ModelArtifact, ModelPackage, ModelPackageGroup
 from mlplat_plugins.aws.serving import Endpoint, EndpointConfig, SageMakerModel
 from mlplat_plugins.aws.storage import EfsFileSystem, EfsMountTarget, FsxLustre
@@ -19,4 +20,5 @@ PROVIDERS = {
     "aws.model": SageMakerModel,
     "aws.endpoint_config": EndpointConfig,
     "aws.endpoint": Endpoint,
+    "aws.front_door": FrontDoor,
 }

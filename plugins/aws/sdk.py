@@ -25,7 +25,7 @@ THROTTLING_CODES = frozenset({
 })
 NOT_FOUND_CODES = frozenset({
     "ResourceNotFound", "ResourceNotFoundException", "NotFound", "NoSuchKey", "404", "FileSystemNotFound",
-    "MountTargetNotFound", "RepositoryNotFoundException", "NoSuchBucket",
+    "MountTargetNotFound", "RepositoryNotFoundException", "NoSuchBucket", "NoSuchHostedZone", "NoSuchHealthCheck",
 })
 
 
@@ -107,7 +107,7 @@ class Client(TranslatedClient):
 
 
 def _token_names(service: str) -> tuple[str, str]:
-    return {"efs": ("Marker", "NextMarker"), "ecr": ("nextToken", "nextToken"),
+    return {"efs": ("Marker", "NextMarker"), "ecr": ("nextToken", "nextToken"), "route53": ("Marker", "NextMarker"),
             "s3": ("ContinuationToken", "NextContinuationToken")}.get(service, ("NextToken", "NextToken"))
 
 

@@ -5,12 +5,13 @@ Lowering:
 - storage  → EFS + a mount target per subnet (`kind: lustre` → FSx for Lustre)
 - registry → an ECR repository per image, a model package group, and per model an S3 artifact + a model package
 - serving  → a SageMaker model per path, an endpoint config (variants, or a shadow variant), the endpoint
+- front door (`serving.front_door: [aws]`) → Route 53 weighted records, one per upstream, each with a health check
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +22,13 @@ from provisioner.graph import Ref, Resource
 from provisioner.provider import ResourceProvider
 from provisioner.spec.model import Cluster, Component, Registry, Serving, Storage
 from provisioner.target import Capabilities, LowerContext, Lowered, ShadowCapability, StorageLimits, Target
+
+if TYPE_CHECKING:
+    from provisioner.artifacts import ArtifactStore
+
+
+#: a lower-case DNS name (labels of letters, digits and inner hyphens), an optional final dot
+DNS_NAME = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.?$"
 
 
 class AwsSettings(BaseModel):
@@ -49,6 +57,9 @@ class AwsSettings(BaseModel):
                                                            "bounds every create/update/delete wait of every kind; "
                                                            "unset, each kind has its own default")
     max_concurrency: int = Field(8, ge=1, description="AWS calls in flight at once (API rate limits)")
+    dns_zone: str | None = Field(None, pattern=DNS_NAME, max_length=254,
+                                 description="An existing public Route 53 hosted zone, e.g. ml.example.com: required "
+                                             "for front doors (records <endpoint>.<stack>.<zone>)")
 
 
 class AwsTarget(Target):
@@ -72,8 +83,11 @@ class AwsTarget(Target):
             storage={"nas": StorageLimits(), "lustre": StorageLimits(max_gb=1_000_000)},
             auth_modes=frozenset({"iam"}),
             model_formats=None,  # the serving image decides what it loads
+            front_door="dns",
             max_concurrency=self.settings.max_concurrency,
             notes=("SageMaker endpoints are always SigV4 (IAM) authenticated: declare auth: iam",
+                   "a front door is Route 53 weighted records (TTL 60 s) in targets.<aws>.dns_zone: resolvers see a "
+                   "weight change within a minute, and clients sign requests for each upstream themselves",
                    "HyperPod does not autoscale: each pool runs nodes.min instances",
                    "EFS is elastic: storage size_gb applies to FSx for Lustre only"),
         )
@@ -91,6 +105,14 @@ class AwsTarget(Target):
             s = self.settings
             self._clients = Clients(s.region, s.endpoint_url, s.profile)
         return self._clients
+
+    def artifact_store(self) -> ArtifactStore | None:
+        """s3://<bucket>/<prefix>/artifacts/... when `bucket` is set (SageMaker reads models only from S3)."""
+        if not self.settings.bucket:
+            return None
+        from mlplat_plugins.aws.artifact_store import S3ArtifactStore
+
+        return S3ArtifactStore(self.clients(), self.settings.bucket, self.settings.prefix)
 
     def provider(self, kind: str) -> ResourceProvider:
         from mlplat_plugins.aws.providers import PROVIDERS
@@ -192,13 +214,15 @@ class AwsTarget(Target):
             source = artifact_path(model, self.context.stack_dir, registry.artifact_roots)
             artifact = ctx.address(registry.name, "model_artifact", model.ref)
             key = f"{self.settings.prefix.strip('/')}/models/{model.name}/{model.version}/{source.name}"
+            digest = sha256_file(source)
             resources.append(self._resource(artifact, "model_artifact", {
-                "bucket": bucket, "key": key, "source": str(source), "sha256": sha256_file(source)}))
+                "bucket": bucket, "key": key, "source": str(source), "sha256": digest}))
             package = ctx.address(registry.name, "model_package", model.ref)
             resources.append(self._resource(package, "model_package", {
                 "group": Ref(group, "name"), "model": model.ref, "framework": model.framework,
                 "model_data_url": Ref(artifact, "uri"), "image": image}))
             outputs[f"model.{model.ref}"] = Ref(artifact, "uri")
+            outputs[f"sha256.{model.ref}"] = digest
             outputs[f"package.{model.ref}"] = Ref(package, "arn")
         return Lowered(resources, outputs)
 
@@ -251,11 +275,34 @@ class AwsTarget(Target):
             "base_name": _name(self.context.stack_name, serving.name, limit=54),
             "variants": variants, "shadow_variants": shadow_variants}))
         endpoint = ctx.address(serving.name, "endpoint", "main")
+        name = _name(self.context.stack_name, serving.name)
         resources.append(self._resource(endpoint, "endpoint", {
-            "name": _name(self.context.stack_name, serving.name), "config": Ref(config, "name"),
-            "weights": weights, "instances": instances}))
+            "name": name, "config": Ref(config, "name"), "weights": weights, "instances": instances}))
         return Lowered(resources, {"name": Ref(endpoint, "name"), "arn": Ref(endpoint, "arn"),
-                                   "url": Ref(endpoint, "url")})
+                                   "url": Ref(endpoint, "url"), "upstream": self._upstream(name)})
+
+    def _upstream(self, endpoint: str) -> dict[str, Any]:
+        """What a front door forwards to (`UPSTREAM_KEYS`): the base URL `/invocations` is appended to, signed
+        SigV4 for `sagemaker` (the signing name of the runtime API) from the standard credential chain."""
+        base = (self.settings.endpoint_url.rstrip("/") if self.settings.endpoint_url
+                else f"https://runtime.sagemaker.{self.settings.region}.amazonaws.com")
+        return {"url": f"{base}/endpoints/{endpoint}",
+                "sign": {"kind": "sigv4", "service": "sagemaker", "region": self.settings.region,
+                         "profile": self.settings.profile},
+                "api_key": None}
+
+    def lower_front_door(self, serving: Serving, upstreams: list[dict[str, Any]], ctx: LowerContext) -> Lowered:
+        """Route 53 weighted records `<endpoint>.<stack>.<dns_zone>`, one per upstream (its target's name as the
+        SetIdentifier), each with a health check; a weight change is an in-place UPSERT."""
+        zone = self._require("dns_zone", "for front doors (an existing public Route 53 hosted zone)")
+        zone = zone.rstrip(".")
+        record = f"{_slug(serving.name)}.{_slug(self.context.stack_name)}.{zone}"
+        if len(record) > 253:
+            raise MlplatError(f"front door record {record!r} is longer than DNS allows (253 characters)",
+                              hint=f"use a shorter targets.{self.context.target_name}.dns_zone or endpoint name")
+        address = self.front_door_address(serving.name)
+        resource = self._resource(address, "front_door", {"zone": zone, "record": record, "upstreams": upstreams})
+        return Lowered([resource], {"url": Ref(address, "url")})
 
     def _s3_uri(self, suffix: str) -> str:
         bucket = self._require("bucket", "for HyperPod lifecycle scripts (or set lifecycle_script_uri)")

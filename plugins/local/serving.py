@@ -1,5 +1,6 @@
 """Serving on the local target: per path a model-server process (`local.model_server`), per endpoint a router
-process (`local.router`), each in its own run directory and found again through the runtime file it writes.
+process (`local.router`), each in its own run directory and found again through the runtime file it writes. (An
+endpoint's front door, `local.front_door`, is a router too: front_door.py.)
 
 Import id: the server's run directory (absolute), as `mlplat state show` prints it. Only a server mlplat started
 can be adopted — back, after `mlplat state rm` or with a state restored from an older copy: its run directory
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import socket
 import time
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
 
 MODEL_SERVER = "mlplat_plugins.local.runtime.model_server"
 ROUTER = "mlplat_plugins.local.runtime.router"
+#: a router's port, kept in its run directory so that a router started again gets it back
+PORT_FILE = "port"
 
 
 class ProcessProvider(LocalProvider):
@@ -35,6 +39,8 @@ class ProcessProvider(LocalProvider):
     #: the `kind` the server writes in its runtime file, and what messages call it
     runtime_kind: str
     noun: str
+    #: environment variables (none of them secret) the process gets beyond `processes.ENV_ALLOWED`, when set
+    child_env: tuple[str, ...] = ()
 
     def _run_dir(self, inputs: dict[str, Any]) -> Path:
         raise NotImplementedError
@@ -101,6 +107,7 @@ class ProcessProvider(LocalProvider):
                  "--quiet"],
                 runtime_file=run_dir / "runtime.json",
                 log_file=run_dir / "server.log",
+                env={k: os.environ[k] for k in self.child_env if k in os.environ},
             )
         except RuntimeError as err:
             raise MlplatError(f"the server process did not start: {err}") from None
@@ -187,48 +194,71 @@ class RouterProvider(ProcessProvider):
     """The endpoint: a router process. Weight and route changes are applied live (config file + SIGHUP)."""
 
     force_new = frozenset({"endpoint", "host", "work_dir"})
-    LIVE_FIELDS = ("mode", "mirror_percent", "routes")
     runtime_kind = noun = "router"
 
     def _run_dir(self, inputs: dict[str, Any]) -> Path:
         return Path(inputs["work_dir"]) / "router"
 
+    def _work_dir(self, run_dir: Path) -> Path:
+        """The `work_dir` input of the process in `run_dir` (import)."""
+        return run_dir.parent
+
     def _config(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        """The router's config file; of an API key only its SHA-256 is written (the key is a secret)."""
-        key = inputs.get("api_key")
-        return {"endpoint": inputs["endpoint"], **{k: inputs[k] for k in self.LIVE_FIELDS},
-                "key_sha256": hashlib.sha256(key.encode()).hexdigest() if key else None}
+        """The router's config file; of an API key only its SHA-256 is written (the key is a secret). Every route
+        is one of the endpoint's own model servers: internal (they get the stack's internal token)."""
+        return {"endpoint": inputs["endpoint"], "mode": inputs["mode"], "mirror_percent": inputs["mirror_percent"],
+                "routes": [{**route, "internal": True} for route in inputs["routes"]],
+                "key_sha256": key_sha256(inputs.get("api_key"))}
 
-    def _write_config(self, run_dir: Path, inputs: dict[str, Any]) -> Path:
+    def _seen(self, live: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+        """`inputs` as the live configuration `live` (from /-/config) shows them."""
+        routes = [{k: v for k, v in route.items() if k != "internal"} for route in live.get("routes") or []]
+        return {**inputs, "mode": live.get("mode"), "mirror_percent": live.get("mirror_percent"), "routes": routes}
+
+    def _write_config(self, run_dir: Path, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Write the config file (checked first: a config the router would refuse is an error here); returns it
+        as the router shows it once loaded."""
         from mlplat_plugins.local.runtime.processes import write_json_atomic
+        from mlplat_plugins.local.runtime.router import ConfigError, parse_config
 
-        path = run_dir / "config.json"
-        write_json_atomic(path, self._config(inputs))
-        return path
+        config = self._config(inputs)
+        try:
+            wanted = parse_config(config)
+        except ConfigError as err:
+            raise MlplatError(f"the {self.noun} of {inputs['endpoint']!r} cannot be configured: {err}") from None
+        self._write_files(run_dir, inputs)
+        write_json_atomic(run_dir / "config.json", config)
+        return wanted
+
+    def _write_files(self, run_dir: Path, inputs: dict[str, Any]) -> None:
+        """Files the config names, written before it. Default: none."""
 
     def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
+        from mlplat_plugins.local.runtime.processes import write_text_atomic
+
         run_dir = self._run_dir(inputs)
         found = self._found(run_dir)
         if found is not None:  # created before a crash: bring it to the desired config
             self.update(str(run_dir), {}, inputs, ctx)
             return found
         claim(run_dir, address)
-        config = self._write_config(run_dir, inputs)
-        args = ["--config", str(config), "--host", inputs["host"]]
+        self._write_config(run_dir, inputs)
+        args = ["--config", str(run_dir / "config.json"), "--host", inputs["host"], "--kind", self.runtime_kind]
         port = _previous_port(run_dir, inputs["host"])
         if port:  # a router recreated after a reboot or a kill keeps its URL when it can
             args += ["--port", str(port)]
-        return self._spawn(ROUTER, args, run_dir, address)
+        created = self._spawn(ROUTER, args, run_dir, address)
+        write_text_atomic(run_dir / PORT_FILE, f"{created.outputs['port']}\n")
+        return created
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
         found = self._found(Path(id))
         if found is None:
             return None
-        live = _get_json(found.outputs["url"] + "/-/config", inputs.get("api_key"))
-        if live is None:
+        live = get_json(found.outputs["url"] + "/-/config", inputs.get("api_key"))
+        if not isinstance(live, dict):
             return None
-        current = {**inputs, **{k: live.get(k) for k in self.LIVE_FIELDS}}
-        return Observed(current, found.outputs)
+        return Observed(self._seen(live, inputs), found.outputs)
 
     def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         from mlplat_plugins.local.runtime.processes import reload
@@ -237,42 +267,52 @@ class RouterProvider(ProcessProvider):
         found = self._found(run_dir)
         if found is None:
             raise MlplatError(
-                f"the router in {id} is not running", hint="run mlplat apply again to recreate it"
+                f"the {self.noun} in {id} is not running", hint="run mlplat apply again to recreate it"
             )
-        self._write_config(run_dir, desired)
+        wanted = self._write_config(run_dir, desired)
         reload(found.outputs["pid"])
-        wanted = self._config(desired)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # confirm the live config before declaring success
-            live = _get_json(found.outputs["url"] + "/-/config", desired.get("api_key")) or {}
+            live = get_json(found.outputs["url"] + "/-/config", desired.get("api_key")) or {}
             if {k: live.get(k) for k in wanted} == wanted:
                 return found.outputs
             time.sleep(0.02)
-        raise MlplatError(f"the router in {id} did not take the new configuration (see {run_dir}/server.log)")
+        raise MlplatError(f"the {self.noun} in {id} did not take the new configuration (see {run_dir}/server.log)")
 
     def _observe(self, address: str, run_dir: Path, info: ProcessInfo, inputs: dict[str, Any]) -> Observed:
         """Its live configuration (as `read` sees it), its endpoint (runtime file) and where it listens."""
         seen = self.read(str(run_dir), inputs)
         if seen is None:
-            raise ProviderError(address, f"the router of {run_dir} does not show its configuration",
+            raise ProviderError(address, f"the {self.noun} of {run_dir} does not show its configuration",
                                 hint="with auth: key, the stack file's api_key must be the one the router has")
         current = {**seen.inputs, "endpoint": info.meta.get("endpoint"),
-                   "host": _seen_host(inputs.get("host"), info.host), "work_dir": str(run_dir.parent)}
+                   "host": _seen_host(inputs.get("host"), info.host), "work_dir": str(self._work_dir(run_dir))}
         return Observed(current, seen.outputs)
 
 
+def key_sha256(key: str | None) -> str | None:
+    return hashlib.sha256(str(key).encode()).hexdigest() if key else None
+
+
 def _previous_port(run_dir: Path, host: str) -> int | None:
+    """The port the server of `run_dir` listened on, if it is free now: from its runtime file (after a kill), else
+    from the port file `create` wrote (a clean stop, a reboot's, removes the runtime file)."""
     from mlplat_plugins.local.runtime.processes import read_runtime
 
     info = read_runtime(run_dir / "runtime.json")
-    if info is None:
+    try:
+        port = info.port if info is not None else int((run_dir / PORT_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not 0 < port < 65536:
         return None
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no obstacle
         try:
-            probe.bind((host, info.port))
+            probe.bind((host, port))
         except OSError:
             return None
-    return info.port
+    return port
 
 
 def _seen_host(wanted: Any, bound: str) -> Any:
@@ -288,7 +328,7 @@ def _seen_host(wanted: Any, bound: str) -> Any:
         return wanted
 
 
-def _get_json(url: str, api_key: str | None = None) -> Any:
+def get_json(url: str, api_key: str | None = None) -> Any:
     import urllib.request
 
     request = urllib.request.Request(url, headers={"X-Api-Key": api_key} if api_key else {})

@@ -6,6 +6,9 @@ Lowering (providers in compute.py, storage.py, registry.py, serving.py; provider
 - registry → a directory `registry` under <root>/registry, an `image_repository` folder per image, a
   `model_version` per model (the artifact copied in, with its meta.json)
 - serving  → a `model_server` process per path and a `router` process for the endpoint (runtime/)
+- an endpoint's front door (`lower_front_door`) → a `front_door` process under <root>/front_doors, a router
+  forwarding to whole endpoints on any target (front_door.py)
+- artifacts a registry on another target holds → files under <root>/artifacts (`artifact_store`)
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +27,9 @@ from provisioner.graph import Ref, Resource
 from provisioner.provider import ResourceProvider
 from provisioner.spec.model import Cluster, Component, Registry, Serving, Storage
 from provisioner.target import Capabilities, LowerContext, Lowered, ShadowCapability, StorageLimits, Target
+
+if TYPE_CHECKING:
+    from mlplat_plugins.local.artifact_store import LocalArtifactStore
 
 
 class LocalSettings(BaseModel):
@@ -59,7 +66,9 @@ class LocalTarget(Target):
             storage={"nas": StorageLimits()},
             auth_modes=frozenset({"none", "key"}),
             model_formats=frozenset({"mlplat-linear"}),  # what runtime/model_server.py loads
-            notes=("one node: this machine", "endpoints without auth: key listen on 127.0.0.1 only"),
+            front_door="gateway",
+            notes=("one node: this machine", "endpoints without auth: key listen on 127.0.0.1 only",
+                   "front door: a gateway process forwarding to any http(s) endpoint (SigV4 or a key as needed)"),
         )
 
     def discover(self) -> dict[str, object]:
@@ -135,6 +144,7 @@ class LocalTarget(Target):
             }
             resources.append(Resource(address, "local.model_version", self.context.target_name, inputs))
             outputs[f"model.{model.ref}"] = Ref(address, "uri")
+            outputs[f"sha256.{model.ref}"] = inputs["sha256"]
         return Lowered(resources, outputs)
 
     def _lower_serving(self, serving: Serving, ctx: LowerContext) -> Lowered:
@@ -173,9 +183,41 @@ class LocalTarget(Target):
         }
         router = ctx.address(serving.name, "router", "main")
         resources.append(Resource(router, "local.router", self.context.target_name, router_inputs))
-        return Lowered(resources, {"url": Ref(router, "url")})
+        upstream = {"url": Ref(router, "url"), "sign": None, "api_key": router_inputs["api_key"]}
+        return Lowered(resources, {"url": Ref(router, "url"), "upstream": upstream})
+
+    def lower_front_door(self, serving: Serving, upstreams: list[dict[str, Any]], ctx: LowerContext) -> Lowered:
+        """A `local.front_door` router forwarding to `upstreams`. It asks clients for the endpoint's key as the
+        endpoint does (`auth: key`); without one it may listen on loopback only, like an endpoint."""
+        from mlplat_plugins.local.runtime.processes import is_loopback
+
+        host = self.settings.host
+        if serving.auth != "key" and not is_loopback(host):
+            raise MlplatError(f"the front door of {serving.name!r} would listen on {host} without authentication",
+                              hint=f"set auth: key on the endpoint, or remove targets.{self.context.target_name}"
+                                   ".host (without auth the local target serves loopback only)")
+        address = self.front_door_address(serving.name)
+        inputs = {
+            "endpoint": serving.name,
+            "upstreams": upstreams,
+            "api_key": serving.api_key if serving.auth == "key" else None,
+            "host": host,
+            "work_dir": str(self.root / "front_doors" / serving.name),
+        }
+        door = Resource(address, "local.front_door", self.context.target_name, inputs)
+        return Lowered([door], {"url": Ref(address, "url")})
 
     # -- this target's own working area --------------------------------------------------------------------
+    @property
+    def artifacts_dir(self) -> Path:
+        """Where `artifact_store` keeps its files (absolute, normalized: their paths are the copies' ids)."""
+        return Path(os.path.abspath(self.root / "artifacts"))
+
+    def artifact_store(self) -> LocalArtifactStore:
+        from mlplat_plugins.local.artifact_store import LocalArtifactStore
+
+        return LocalArtifactStore(self.artifacts_dir)
+
     def internal_token_file(self) -> Path:
         """The stack's internal token (mode 0600), made on first use: routers send it, model servers require
         it, so nothing but the endpoint's router can call a model server."""
@@ -199,7 +241,14 @@ class LocalTarget(Target):
         return path
 
     def _run_dirs(self) -> list[Path]:
-        return sorted(d for d in (self.root / "serving").glob("*/*") if d.is_dir())
+        """Server run directories: model servers' and routers' (serving/<endpoint>/*), front doors'."""
+        found = [*(self.root / "serving").glob("*/*"), *(self.root / "front_doors").glob("*")]
+        return sorted(d for d in found if d.is_dir())
+
+    def _artifact_files(self) -> list[Path]:
+        from mlplat_plugins.local.runtime.processes import is_partial_write
+
+        return sorted(p for p in self.artifacts_dir.rglob("*") if p.is_file() and not is_partial_write(p.name))
 
     def leftovers(self) -> list[str]:
         """Directories this target made that hold something (an owner marker and more) and server processes
@@ -213,6 +262,7 @@ class LocalTarget(Target):
                  if owner_of(m.parent) and any(c.name != MARKER for c in m.parent.iterdir())]
         found += [f"a server (pid {info.pid}) in {d}" for d in self._run_dirs()
                   if (info := find_running(d / "runtime.json", timeout=0.5)) is not None]
+        found += [f"{path} (an artifact copy)" for path in self._artifact_files()]
         return found
 
     def sweep(self, recorded: frozenset[str]) -> list[str]:
@@ -221,7 +271,9 @@ class LocalTarget(Target):
         nothing recorded, the internal token and the root too. Returns what was removed.
 
         A recorded directory that holds no other recorded one (a volume, an image repository, a model version,
-        a server's run directory) is a resource's content, the user's data among it: the sweep never enters it."""
+        a server's run directory) is a resource's content, the user's data among it: the sweep never enters it.
+        Artifact copies are files, recorded by their path: one under <root>/artifacts that no record names is
+        removed."""
         from mlplat_plugins.local.base import MARKER, owner_of
         from mlplat_plugins.local.runtime.processes import is_partial_write
         from mlplat_plugins.local.serving import stop_server
@@ -229,6 +281,10 @@ class LocalTarget(Target):
         if not self.root.is_dir():
             return []
         swept = []
+        for artifact in self._artifact_files():
+            if os.path.abspath(artifact) not in recorded:
+                artifact.unlink(missing_ok=True)
+                swept.append(f"{artifact} (an artifact copy no record names)")
         for run_dir in self._run_dirs():
             if str(run_dir) in recorded:
                 continue

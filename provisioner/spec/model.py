@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Annotated, Any, Literal
 
@@ -224,7 +225,7 @@ class TrafficShift(Strict):
     @field_validator("steps")
     @classmethod
     def _rising_to_100(cls, steps: list[int]) -> list[int]:
-        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)) or steps[-1] != 100:
+        if any(b <= a for a, b in itertools.pairwise(steps)) or steps[-1] != 100:
             raise ValueError(f"steps must rise and end at 100 (got {steps})")
         return steps
 

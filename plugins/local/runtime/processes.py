@@ -50,6 +50,7 @@ ENV_ALLOWED = frozenset({
     "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SHELL",
     "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
     "NVIDIA_VISIBLE_DEVICES", "COVERAGE_PROCESS_START",
+    "MLPLAT_FAIL_UNDER",  # a failure-test hook (model_server.py), never set in normal use
 })
 ENV_ALLOWED_PREFIXES = ("LC_",)
 
