@@ -102,23 +102,32 @@ class Harness:
         directory (and nothing that makes it refuse the contract stack). Default: none."""
         return {}
 
+    def front_door_settings(self) -> dict[str, Any]:
+        """Settings added to `settings()` for the endpoint to have a front door on this target (a DNS zone the
+        harness made in its fake cloud). Default: none needed."""
+        return {}
+
     def write_stack(self, *, production: int = 80, experimental: int | None = 20, experimental_model: str = "iris:2",
                     shadow: int | None = None, accelerator: str | None = None, framework: str | None = None,
                     auth: str | None = None, api_key: str | None = None, pool_accelerator: str | None = None,
                     pool_nodes_max: int = 1, spot: bool = False, size_gb: int = 10, replicas: int = 1,
-                    settings: dict[str, Any] | None = None) -> Path:
+                    settings: dict[str, Any] | None = None, front_door: bool = False) -> Path:
         """Write the contract stack (storage, a registry of two model versions, one endpoint with two paths) and
         return its path. `experimental=None`: production only; `shadow=N`: the experimental path mirrors N% of
         requests instead of taking a weight; `accelerator`: the production path's; `framework`: iris:2's;
         `pool_accelerator`: add a training cluster with one pool of it (`pool_nodes_max` nodes at most, `spot`);
-        `size_gb`: the storage's; `replicas`: the production path's; `settings`: instead of `settings()`."""
+        `size_gb`: the storage's; `replicas`: the production path's; `settings`: instead of `settings()`;
+        `front_door`: the endpoint gets a front door on the target (with `front_door_settings()`)."""
         self._stack_args = {"production": production, "experimental": experimental,
                             "experimental_model": experimental_model, "shadow": shadow, "accelerator": accelerator,
                             "framework": framework, "auth": auth, "api_key": api_key,
                             "pool_accelerator": pool_accelerator, "pool_nodes_max": pool_nodes_max, "spot": spot,
-                            "size_gb": size_gb, "replicas": replicas}
-        lines = [HEAD.format(target=self.target, size_gb=size_gb,
-                             settings=json.dumps(self.settings() if settings is None else settings))]
+                            "size_gb": size_gb, "replicas": replicas, "settings": settings,
+                            "front_door": front_door}
+        chosen = self.settings() if settings is None else settings
+        if front_door:
+            chosen = {**chosen, **self.front_door_settings()}
+        lines = [HEAD.format(target=self.target, size_gb=size_gb, settings=json.dumps(chosen))]
         if framework is not None:
             lines.append(f"      framework: {framework}\n")
         if pool_accelerator is not None:
@@ -130,6 +139,8 @@ class Harness:
             if spot:
                 lines.append("        spot: true\n")
         lines.append(f"serving:\n  - name: iris\n    auth: {auth or self.auth}\n")
+        if front_door:
+            lines.append(f"    front_door: {self.target}\n")
         if api_key is not None:
             lines.append(f"    api_key: {api_key}\n")
         lines.append('    paths:\n      production:\n        model: "iris:1"\n')
@@ -470,6 +481,13 @@ class AwsHarness(Harness):
     def settings(self) -> dict[str, Any]:
         return self.account.settings(serving_image="123456789012.dkr.ecr.us-east-1.amazonaws.com/iris:latest")
 
+    def front_door_settings(self) -> dict[str, Any]:
+        zone = "contract.example.com"
+        route53 = self.account.server.client("route53")
+        if not route53.list_hosted_zones_by_name(DNSName=zone)["HostedZones"]:
+            route53.create_hosted_zone(Name=zone, CallerReference=f"contract-{self.directory.name}")
+        return {"dns_zone": zone}
+
     def cloud_objects(self) -> Counter[str]:
         return aws_objects(self.account)
 
@@ -547,6 +565,21 @@ def aws_objects(account: AwsAccount) -> Counter[str]:
     for repo in ecr.describe_repositories()["repositories"]:
         tags = ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"])["tags"]
         found[next((t["Value"] for t in tags if t["Key"] == "mlplat:address"), repo["repositoryArn"])] += 1
+    route53 = server.client("route53")
+    checks = {}  # health check id -> the front door its tag names
+    for check in route53.list_health_checks()["HealthChecks"]:
+        tags = route53.list_tags_for_resource(ResourceType="healthcheck", ResourceId=check["Id"])
+        checks[check["Id"]] = next((t["Value"] for t in tags["ResourceTagSet"]["Tags"]
+                                    if t["Key"] == "mlplat:address"), f"health check {check['Id']}")
+    used = set()
+    for zone in route53.list_hosted_zones()["HostedZones"]:  # a front door: weighted sets under one name
+        names: dict[str, str] = {}
+        for rrset in route53.list_resource_record_sets(HostedZoneId=zone["Id"])["ResourceRecordSets"]:
+            if "SetIdentifier" in rrset:
+                used.add(rrset.get("HealthCheckId"))
+                names.setdefault(rrset["Name"], checks.get(rrset.get("HealthCheckId"), f"record {rrset['Name']}"))
+        found.update(names.values())
+    found.update(address for id, address in checks.items() if id not in used)  # a health check left behind
     for obj in server.client("s3").list_objects_v2(Bucket=account.bucket).get("Contents", []):
         parts = obj["Key"].split("/")  # <prefix>/models/<name>/<version>/<file>
         address = f"models.model_artifact.{parts[-3]}:{parts[-2]}" if "models" in parts else obj["Key"]
