@@ -579,6 +579,10 @@ def _progress_printer() -> Any:
             console.print(f"  [cyan]recovered[/] {event.address} ({event.action}): {escape(redact(event.message))}")
         elif event.kind == "warning":
             console.print(f"[yellow]warning:[/] {escape(redact(event.message))}")
+        elif event.kind == "migration" and event.message != "started":
+            took = f" ({event.elapsed:.1f}s)" if event.message == "done" and event.elapsed else ""
+            console.print(f"  [cyan]migration[/] {escape(event.address.split('.', 1)[1])} {escape(event.action)}: "
+                          f"{escape(redact(event.message))}{took}")
 
     return on_event
 
