@@ -105,6 +105,15 @@ def render_migration(console: Console, m: Migration) -> None:
             console.print(f"    [dim]{escape(name)}: {escape(fmt(before, 50))} → {escape(fmt(after, 50))}[/]")
     elif not report.get("errors"):
         console.print(f"  [green]✓[/] {escape(m.destination)} offers everything {escape(m.component)} uses")
+    src, dst = (m.cost or {}).get("source"), (m.cost or {}).get("destination")
+    if src and dst and m.mode == "move":
+        def price(c: dict[str, Any]) -> str:
+            return f"${c['hourly']:,.2f}/h (${c['monthly']:,.0f}/month)" + (
+                f" + {c['unpriced']} unpriced" if c["unpriced"] else "")
+
+        change = dst["hourly"] - src["hourly"]
+        console.print(f"  cost: {price(src)} on {escape(m.source)} → {price(dst)} on {escape(m.destination)} "
+                      f"(Δ {'+' if change >= 0 else '-'}${abs(change):,.2f}/h)")
     for note in m.notes:
         console.print(f"  [yellow]note:[/] {escape(note)}", soft_wrap=True)
     console.print()

@@ -80,6 +80,8 @@ class Migration:
     #: compatibility of the component with both targets: errors, warnings, capability differences
     compatibility: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: the component priced on each target: {"source": {"hourly", "monthly", "unpriced"}, "destination": …}
+    cost: dict[str, Any] = field(default_factory=dict)
 
     def phases(self) -> list[tuple[str, str]]:
         """(phase, what it does) in order, for preview."""

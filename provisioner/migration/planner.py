@@ -148,8 +148,23 @@ def _new(stack: Stack, component: Any, kind: str, source: str, destination: str,
         migration.steps, migration.window_s = list(shift.steps), shift.window_s
         migration.max_error_rate, migration.max_latency_ms = shift.max_error_rate, shift.max_latency_ms
     migration.compatibility = stack.compatibility(component, source, destination)
+    migration.cost = _cost(stack, component, source, destination)
     migration.notes = _notes(component, kind, source, destination)
     return migration
+
+
+def _cost(stack: Stack, component: Any, source: str, destination: str) -> dict[str, Any]:
+    from provisioner.cost import estimate_component
+
+    out = {}
+    for side, name in (("source", source), ("destination", destination)):
+        target = stack.targets.get(name)
+        if target is None:
+            continue
+        priced = estimate_component(component, stack.platform, name, target.name)
+        out[side] = {"hourly": round(priced.hourly, 4), "monthly": round(priced.monthly, 2),
+                     "unpriced": priced.unpriced_count}
+    return out
 
 
 def _notes(component: Any, kind: str, source: str, destination: str) -> list[str]:
