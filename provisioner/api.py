@@ -187,21 +187,27 @@ class Stack:
 
     def check_capabilities(self) -> list[tuple[Loc, Component, Reason]]:
         """Every component checked against its target's capabilities: (stack-file location, component, reason)."""
-        from provisioner.capabilities import check_component
 
         found = []
         caps: dict[str, Capabilities] = {}  # once per target: a cloud's derives from its catalog rows
         for loc, component in self.components():
-            name = self.platform.target_of(component)
-            target = self.targets[name]
-            if name not in caps:
-                caps[name] = target.capabilities()
-            where = f"target {name!r} ({target.name})"
-            reasons = [*check_component(component, caps[name], where, self.platform), *target.check(component)]
-            if isinstance(component, Serving) and component.front_door:
-                reasons = self._front_door_reasons(component, reasons, caps)
+            reasons = self._reasons(component, self.platform.target_of(component), caps)
             found.extend(((*loc, *reason.loc), component, reason) for reason in reasons)
         return found
+
+    def _reasons(self, component: Component, name: str, caps: dict[str, Capabilities]) -> list[Reason]:
+        """Why `component` does not fit target `name` (its front doors' rules included); `caps` caches each
+        target's capabilities."""
+        from provisioner.capabilities import check_component
+
+        target = self.targets[name]
+        if name not in caps:
+            caps[name] = target.capabilities()
+        where = f"target {name!r} ({target.name})"
+        reasons = [*check_component(component, caps[name], where, self.platform), *target.check(component)]
+        if isinstance(component, Serving) and component.front_door:
+            reasons = self._front_door_reasons(component, reasons, caps)
+        return reasons
 
     def _front_door_reasons(self, serving: Serving, reasons: list[Reason],
                             caps: dict[str, Capabilities]) -> list[Reason]:
@@ -569,6 +575,8 @@ class Stack:
                 continue
             part = Applier(self.state, self.provider_for, self.emit, options).run(plan.segment(segment))
             done, records = done + part.done, part.records
+            if segment in ("", "teardown"):  # one apply segment for every moving component: each gets its time
+                runner.segment_took("provision" if segment == "" else "teardown", part.elapsed)
             if segment == "teardown":
                 runner.finish()
         self.migration_timings = runner.timings
@@ -578,7 +586,7 @@ class Stack:
         """How a component fits its source and its destination: the destination's refusals (errors, which
         `check` already raised at their place in the stack file), its warnings, and the capabilities that
         differ in what this kind of component uses."""
-        from provisioner.capabilities import check_component, differences
+        from provisioner.capabilities import differences
 
         relevant = {"cluster": ("training_accelerators", "spot", "autoscaling", "max_nodes_per_pool"),
                     "storage": ("storage",),
@@ -588,12 +596,12 @@ class Stack:
         report: dict[str, Any] = {"errors": [], "warnings": [], "differences": {}}
         if source not in self.targets or destination not in self.targets:
             return report
-        src, dst = self.targets[source].capabilities(), self.targets[destination].capabilities()
-        where = f"target {destination!r} ({self.targets[destination].name})"
-        for reason in check_component(component, dst, where, self.platform):
+        caps: dict[str, Capabilities] = {}
+        for reason in self._reasons(component, destination, caps):
             report["errors" if reason.severity == "error" else "warnings"].append(
                 {"code": reason.code, "message": reason.message})
-        report["differences"] = {k: list(v) for k, v in differences(src, dst).items() if k in relevant}
+        src = caps.get(source) or self.targets[source].capabilities()
+        report["differences"] = {k: list(v) for k, v in differences(src, caps[destination]).items() if k in relevant}
         return report
 
     def _check_discovery(self, plan: Plan) -> None:

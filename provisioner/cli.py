@@ -238,7 +238,14 @@ def migrate(
         moves = dict.fromkeys(components, to)
     default = stack.platform.target
     original = path.read_text(encoding="utf-8")
-    if moves:  # a target equal to the stack's default is written as no key, as the file had it
+    if moves:
+        # checked first on the file as it is (errors name its lines), the moved components' targets set in memory
+        for component in stack.platform.components():
+            if component.name in moves:
+                component.target = moves[component.name]
+        stack.check()
+        stack.lower()
+        # a target equal to the stack's default is written as no key, as the file had it
         path.write_text(set_targets(path, {n: (None if t == default else t) for n, t in moves.items()}),
                         encoding="utf-8")
     stack.close()

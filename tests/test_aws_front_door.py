@@ -323,7 +323,7 @@ def test_lowering_the_front_door_upstream_and_checksums(tmp_path: Path, aws_acco
         "sign": {"kind": "sigv4", "service": "sagemaker", "region": "us-east-1", "profile": None}}]
     digest = hashlib.sha256((tmp_path / "models" / "iris-v1.json").read_bytes()).hexdigest()
     assert outputs["models.sha256.iris:1"] == digest
-    assert stack.targets["aws"].capabilities().front_door is True
+    assert stack.targets["aws"].capabilities().front_door == "dns"
 
     on_aws = Stack(write_stack(tmp_path / "real", aws_account, front_door=True, dns_zone=ZONE, endpoint_url=None))
     assert [u["url"] for u in on_aws.lower()[0][ADDRESS].inputs["upstreams"]] == [EAST]

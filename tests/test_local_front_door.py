@@ -574,7 +574,7 @@ def test_lowering_exports_upstream_and_sha256_and_lowers_a_front_door(tmp_path: 
     shutil.copyfile(MODELS / "iris-v1.json", tmp_path / "iris-v1.json")
     platform = loads(STACK, tmp_path / "stack.yaml").platform
     target = local_target(tmp_path)
-    assert target.capabilities().front_door is True
+    assert target.capabilities().front_door == "gateway"
     outputs: dict[str, dict[str, Any]] = {}
     ctx = LowerContext(platform, outputs)
     outputs["models"] = target.lower(platform.registry, ctx).outputs

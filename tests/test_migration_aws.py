@@ -63,6 +63,7 @@ class Platform:
         credentials.chmod(0o600)
         self.env = {**account.env(), "AWS_SHARED_CREDENTIALS_FILE": str(credentials)}
         self.server = account.server
+        self.zone_id = ""  # the Route 53 hosted zone of targets.aws.dns_zone, where the stack has one
 
     @property
     def local_root(self) -> Path:
@@ -106,7 +107,7 @@ def hosted_zone(account: AwsAccount) -> str:
 def quickstart(tmp_path: Path, aws_account: AwsAccount) -> Iterator[Platform]:
     """The quickstart platform applied on local, with its aws front door's hosted zone."""
     platform = Platform(tmp_path, aws_account, quickstart_doc(aws_account), "quickstart")
-    platform.zone_id = hosted_zone(aws_account)  # type: ignore[attr-defined]
+    platform.zone_id = hosted_zone(aws_account)
     platform.cli("apply", "--yes")
     try:
         yield platform
@@ -193,7 +194,7 @@ class WeightPoller:
 
     def __init__(self, platform: Platform, record: str, deadline_s: float = 300) -> None:
         self.route53 = platform.client("route53")
-        self.zone_id, self.record = platform.zone_id, record  # type: ignore[attr-defined]
+        self.zone_id, self.record = platform.zone_id, record
         self.seen: list[dict[str, int]] = []
         self.reads = 0
         self.without_health_check: list[dict[str, Any]] = []
@@ -260,7 +261,7 @@ def test_quickstart_round_trip_local_aws_local(quickstart: Platform) -> None:
     route53, record = platform.client("route53"), f"iris.quickstart.{ZONE}"
 
     def health_checks_match_the_record() -> None:
-        sets = record_sets(route53, platform.zone_id, record)  # type: ignore[attr-defined]
+        sets = record_sets(route53, platform.zone_id, record)
         checks = {c["Id"] for c in route53.list_health_checks()["HealthChecks"]}
         assert checks == {s["HealthCheckId"] for s in sets}, (checks, sets)
 
@@ -269,7 +270,7 @@ def test_quickstart_round_trip_local_aws_local(quickstart: Platform) -> None:
     report_hop("local → aws", report, load, poller)
     assert load.failures == [], f"{len(load.failures)} failed requests: {load.failures[:5]}"
     assert set(report["migrations"]) == set(COMPONENTS)
-    assert set(report["migrations"]["iris"]) == {"transfer", "health-check", "shift"}
+    assert set(report["migrations"]["iris"]) == {"provision", "transfer", "health-check", "shift", "teardown"}
     routes = load.routes()
     assert routes["local"] > 0 and routes["aws"] > 0, routes
     assert load.last(50) == Counter({"aws": 50}), "after the move every request reaches aws"
@@ -361,14 +362,17 @@ def test_keep_source_then_finish(quickstart: Platform) -> None:
     serving = platform.local_root / "serving"
     running = servers_under(serving)
     assert running
+    doc = yaml.safe_load(platform.path.read_text())  # the registry stays local: SageMaker needs its own image
+    doc["targets"]["aws"]["serving_image"] = "123456789012.dkr.ecr.us-east-1.amazonaws.com/iris:latest"
+    platform.path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
     report = json.loads(platform.cli("migrate", "iris", "--to", "aws", "--keep-source", "--yes", "--json").stdout)
-    assert set(report["migrations"]["iris"]) == {"transfer", "health-check", "shift"}
+    assert set(report["migrations"]["iris"]) == {"provision", "transfer", "health-check", "shift", "teardown"}
     assert servers_under(serving) == running, "--keep-source keeps the local servers running"
     record = f"iris.quickstart.{ZONE}"
     route53 = platform.client("route53")
-    assert {s["SetIdentifier"]: s["Weight"] for s in record_sets(route53, platform.zone_id, record)} == {  # type: ignore[attr-defined]
-        "aws": 100}
+    weights = {s["SetIdentifier"]: s["Weight"] for s in record_sets(route53, platform.zone_id, record)}
+    assert weights == {"aws": 100}, "the front doors send everything to aws; the kept source serves nothing"
     url = platform.outputs()["iris.url"]
     with urllib.request.urlopen(invocation(url), timeout=10) as resp:
         assert resp.status == 200 and resp.headers["X-Mlplat-Path"] == "aws"
@@ -446,6 +450,7 @@ def test_migration_preview_shows_phases_cost_and_compatibility(quickstart: Platf
     original = platform.path.read_text()
     doc = yaml.safe_load(original)
     doc["serving"][0]["target"] = "aws"
+    doc["targets"]["aws"]["serving_image"] = "123456789012.dkr.ecr.us-east-1.amazonaws.com/iris:latest"
     moved = yaml.safe_dump(doc, sort_keys=False)
     platform.path.write_text(moved)
     preview = platform.cli("preview").stdout
@@ -464,6 +469,7 @@ def test_migration_preview_shows_phases_cost_and_compatibility(quickstart: Platf
     assert "iris.router.main" in on_local and "iris.model_server.production" in on_local, on_local
     assert "iris.endpoint.main" in on_aws and "iris.endpoint_config.main" in on_aws, on_aws
     assert "iris.artifact_copy.iris:1" in on_aws, "serving on aws reads the local registry's artifacts via S3"
+    assert "capabilities that differ (local → aws):" in preview and "front_door: \"gateway\" → \"dns\"" in preview
     assert "Cost after apply" in preview and "Δ" in preview
     iris_cost = next(line for line in lines if line.startswith("iris (aws):"))
     assert re.search(r"\(Δ \+\$0\.\d+/h\)", iris_cost), iris_cost
@@ -489,6 +495,18 @@ def test_migration_preview_shows_phases_cost_and_compatibility(quickstart: Platf
 
     platform.path.write_text(original)
     assert "No changes" in platform.cli("preview").stdout
+
+
+def test_preview_of_a_move_the_checks_accept_shows_no_refusal(quickstart: Platform) -> None:
+    platform = quickstart
+    doc = yaml.safe_load(platform.path.read_text())
+    doc["serving"][0]["target"] = "aws"
+    doc["targets"]["aws"]["serving_image"] = "123456789012.dkr.ecr.us-east-1.amazonaws.com/iris:latest"
+    platform.path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    plan = json.loads(platform.cli("preview", "--json").stdout)  # check() passed: the move is valid
+    [move] = plan["migrations"]
+    assert move["compatibility"]["errors"] == [], move["compatibility"]
+    assert "✗" not in platform.cli("preview").stdout
 
 
 @pytest.fixture
@@ -524,9 +542,6 @@ def test_migrate_to_a_target_lacking_the_storage_kind_is_refused(lustre_on_aws: 
     assert "No changes" in platform.cli("preview").stdout
 
 
-@pytest.mark.xfail(strict=True, reason="a refused `mlplat migrate` reports the line:col of the stack file as it "
-                                       "rewrote it (with the inserted `target:` line), then restores the file, so "
-                                       "the location is one line off in the file the user opens")
 def test_refused_migrate_names_the_place_in_the_file_as_left(lustre_on_aws: Platform) -> None:
     platform = lustre_on_aws
     before = platform.path.read_text()

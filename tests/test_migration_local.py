@@ -129,7 +129,7 @@ def test_move_between_local_targets_fails_no_request(moving: Path) -> None:
     seen = load.upstreams()
     assert seen["local"] > 0 and seen["local2"] > 0, seen
     assert load.last(50) == Counter({"local2": 50}), "after the move every request reaches the new target"
-    assert set(report["migrations"]["iris"]) == {"transfer", "health-check", "shift"}
+    assert set(report["migrations"]["iris"]) == {"provision", "transfer", "health-check", "shift", "teardown"}
     assert mlplat(moving, "output", "iris.url").strip() == url, "the front door's URL survives the move"
     assert source_servers(moving) == {}, "the source's processes are gone"
     text = moving.read_text()

@@ -226,6 +226,12 @@ class AwsTarget(Target):
             outputs[f"package.{model.ref}"] = Ref(package, "arn")
         return Lowered(resources, outputs)
 
+    @staticmethod
+    def _is_aws(target: str, ctx: LowerContext) -> bool:
+        """Whether the stack's target `target` is of type aws (its registry's images are ECR repositories)."""
+        settings = ctx.platform.targets.get(target) or {}
+        return settings.get("type", target) == "aws"
+
     def _serving_image(self, registry: Registry | None, registry_outputs: dict[str, Any]) -> Any:
         """The inference image: the setting, else the registry's first image (when the registry is on aws)."""
         if self.settings.serving_image:
@@ -236,7 +242,8 @@ class AwsTarget(Target):
                 return {"repository": repository, "tag": "latest"}
         raise MlplatError(f"no inference image for SageMaker on target {self.context.target_name!r}",
                           hint=f"set targets.{self.context.target_name}.serving_image, or declare an image under "
-                               "registry.images (its ECR repository's `latest` tag is used)")
+                               "registry.images of a registry on aws (its ECR repository's `latest` tag is used; "
+                               "SageMaker cannot pull from another target's registry)")
 
     def _lower_serving(self, serving: Serving, ctx: LowerContext) -> Lowered:
         registry = ctx.platform.registry
@@ -256,7 +263,8 @@ class AwsTarget(Target):
             try:  # registry on aws: serve the versioned model package
                 inputs["model_package"] = ctx.output(registry.name, f"package.{path.model}")
             except KeyError:  # registry elsewhere (hybrid): an image plus the artifact, which must be in S3
-                inputs["image"] = self._serving_image(registry, ctx.outputs_of(registry.name))
+                on_aws = self._is_aws(ctx.platform.target_of(registry), ctx)
+                inputs["image"] = self._serving_image(registry, ctx.outputs_of(registry.name) if on_aws else {})
                 inputs["model_data_url"] = ctx.output(registry.name, f"model.{path.model}")
             resources.append(self._resource(model_address, "model", inputs))
             offering = catalog.instance_for("aws", path.accelerator, path.gpu_count, serving=True)

@@ -71,6 +71,12 @@ class MigrationRunner:
         self.timings.setdefault(m.component, {})[phase] = round(elapsed, 3)
         self._say(m, phase, "done", elapsed)
 
+    def segment_took(self, phase: str, seconds: float) -> None:
+        """The time of an apply segment (provision, teardown), which every moving component shares."""
+        for m in self.active:
+            if m.mode in ("move", "rollback", "finish"):
+                self.timings.setdefault(m.component, {})[phase] = round(seconds, 3)
+
     def _mark(self, m: Migration, **changes: Any) -> None:
         """Write the migration record (where the move stands)."""
         address = migration_address(m.component)
