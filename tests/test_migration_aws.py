@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
+from front_door_load import Load, invocation
 
 from conftest import STACKS, AwsAccount, require_module, run_mlplat
 from contract_targets import aws_objects
@@ -32,7 +33,6 @@ from local_processes import kill_all, servers_under
 require_module("boto3", "the aws extra is part of the test extra")
 
 ZONE = "ml.example.com"
-BODY = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
 COMPONENTS = ("train", "shared", "models", "iris")
 MODELS = {"iris:1": STACKS / "models" / "iris-v1.json", "iris:2": STACKS / "models" / "iris-v2.json"}
 
@@ -121,71 +121,6 @@ def quickstart(tmp_path: Path, aws_account: AwsAccount) -> Iterator[Platform]:
 def record_sets(route53: Any, zone_id: str, record: str) -> list[dict[str, Any]]:
     found = route53.list_resource_record_sets(HostedZoneId=zone_id, StartRecordName=record)["ResourceRecordSets"]
     return [s for s in found if s["Name"] == f"{record}." and s.get("SetIdentifier")]
-
-
-def invocation(url: str, suffix: str = "/invocations") -> urllib.request.Request:
-    """A POST of the iris instance, as JSON: moto's runtime 404s a body sent as urllib's default
-    application/x-www-form-urlencoded (it routes it as a query-protocol call), SageMaker would pass it on."""
-    return urllib.request.Request(url + suffix, data=BODY, method="POST", headers={"Content-Type": "application/json"})
-
-
-# -- load and observation --------------------------------------------------------------------------------------
-
-
-class Load:
-    """Client threads POSTing through a front door until stopped (or until a request cap or deadline): each
-    response's route (X-Mlplat-Path), each non-200 and connection error."""
-
-    def __init__(self, url: str, threads: int = 8, max_requests: int = 60_000, deadline_s: float = 300) -> None:
-        self.url = url + "/invocations"
-        self.served: list[tuple[float, str]] = []
-        self.failures: list[str] = []
-        self.bodies: list[dict[str, Any]] = []
-        self._max, self._deadline = max_requests, time.monotonic() + deadline_s
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def _count(self) -> int:
-        with self._lock:
-            return len(self.served) + len(self.failures)
-
-    def _run(self) -> None:
-        while not self._stop.is_set() and self._count() < self._max and time.monotonic() < self._deadline:
-            try:
-                with urllib.request.urlopen(invocation(self.url, suffix=""), timeout=10) as resp:
-                    route = resp.headers.get("X-Mlplat-Path", "?")
-                    payload = resp.read()
-                with self._lock:
-                    self.served.append((time.monotonic(), route))
-                    if len(self.bodies) < 200 or route != self.bodies[-1].get("_route"):
-                        self.bodies.append({"_route": route, "body": payload.decode(errors="replace")})
-            except urllib.error.HTTPError as err:
-                with self._lock:
-                    self.failures.append(f"{err.code} from {err.headers.get('X-Mlplat-Path')}: "
-                                         f"{err.read()[:200]!r}")
-            except OSError as err:
-                with self._lock:
-                    self.failures.append(f"connection: {err}")
-            time.sleep(0.005)  # bounded: at most ~200 requests a second per thread
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=15)
-
-    def routes(self) -> Counter[str]:
-        with self._lock:
-            return Counter(route for _, route in self.served)
-
-    def last(self, n: int) -> Counter[str]:
-        with self._lock:
-            return Counter(route for _, route in self.served[-n:])
 
 
 class WeightPoller:

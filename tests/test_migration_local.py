@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -14,11 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from front_door_load import Load, invocation
 
 from conftest import STACKS, run_mlplat
 from local_processes import servers_under
-
-BODY = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
 
 STACK = """\
 # two local targets; the endpoint moves between them behind a front door on `local`
@@ -42,53 +40,6 @@ serving:
       production: {model: "iris:1", weight: 80}
       experimental: {model: "iris:2", weight: 20}
 """
-
-
-class Load:
-    """Clients sending requests through the front door until stopped: each response's upstream, each failure."""
-
-    def __init__(self, url: str, threads: int = 8) -> None:
-        self.url = url + "/invocations"
-        self.served: list[tuple[float, str]] = []
-        self.failures: list[str] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            request = urllib.request.Request(self.url, data=BODY, method="POST",
-                                             headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=10) as resp:
-                    upstream = resp.headers.get("X-Mlplat-Path", "?")
-                    resp.read()
-                with self._lock:
-                    self.served.append((time.monotonic(), upstream))
-            except urllib.error.HTTPError as err:
-                with self._lock:
-                    self.failures.append(f"{err.code} from {err.headers.get('X-Mlplat-Path')}")
-            except OSError as err:
-                with self._lock:
-                    self.failures.append(f"connection: {err}")
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=15)
-
-    def upstreams(self) -> Counter[str]:
-        with self._lock:
-            return Counter(name for _, name in self.served)
-
-    def last(self, n: int) -> Counter[str]:
-        with self._lock:
-            return Counter(name for _, name in self.served[-n:])
 
 
 def mlplat(stack: Path, *args: str, **kw: object) -> str:
@@ -125,8 +76,10 @@ def test_move_between_local_targets_fails_no_request(moving: Path) -> None:
         out = mlplat(moving, "migrate", "iris", "--to", "local2", "--yes", "--json")
         time.sleep(1.0)
     report = json.loads(out)
+    print(f"\n[local → local2] failed requests: {len(load.failures)} of {len(load.served) + len(load.failures)}; "
+          f"served per route: {dict(load.routes())}; phases: {report['migrations']['iris']}")
     assert load.failures == [], f"{len(load.failures)} failed requests: {load.failures[:5]}"
-    seen = load.upstreams()
+    seen = load.routes()
     assert seen["local"] > 0 and seen["local2"] > 0, seen
     assert load.last(50) == Counter({"local2": 50}), "after the move every request reaches the new target"
     assert set(report["migrations"]["iris"]) == {"provision", "transfer", "health-check", "shift", "teardown"}
@@ -193,7 +146,6 @@ def test_a_killed_migration_resumes_and_converges(moving: Path, crash_at: str) -
     assert not [a for a in addresses if "~" in a or a.startswith("_migration")]
     assert {addresses[a]["target"] for a in addresses if a.startswith("iris.") and ".front_door." not in a} \
         == {"local2"}
-    with urllib.request.urlopen(urllib.request.Request(url + "/invocations", data=BODY, method="POST"),
-                                timeout=10) as resp:
+    with urllib.request.urlopen(invocation(url), timeout=10) as resp:
         assert resp.headers["X-Mlplat-Path"] == "local2"
     assert "No changes" in mlplat(moving, "preview")
