@@ -187,7 +187,6 @@ class Stack:
 
     def check_capabilities(self) -> list[tuple[Loc, Component, Reason]]:
         """Every component checked against its target's capabilities: (stack-file location, component, reason)."""
-
         found = []
         caps: dict[str, Capabilities] = {}  # once per target: a cloud's derives from its catalog rows
         for loc, component in self.components():
