@@ -21,7 +21,15 @@ from provisioner.errors import MlplatError
 from provisioner.graph import Ref, Resource
 from provisioner.provider import ResourceProvider
 from provisioner.spec.model import Cluster, Component, Registry, Serving, Storage
-from provisioner.target import Capabilities, LowerContext, Lowered, ShadowCapability, StorageLimits, Target
+from provisioner.target import (
+    Capabilities,
+    LowerContext,
+    Lowered,
+    Reason,
+    ShadowCapability,
+    StorageLimits,
+    Target,
+)
 
 if TYPE_CHECKING:
     from provisioner.artifacts import ArtifactStore
@@ -91,6 +99,18 @@ class AwsTarget(Target):
                    "HyperPod does not autoscale: each pool runs nodes.min instances",
                    "EFS is elastic: storage size_gb applies to FSx for Lustre only"),
         )
+
+    def check(self, component: Component) -> list[Reason]:
+        """GPU counts the catalog has no instance type for (capabilities name accelerators, not counts), at the
+        pool's `gpus_per_node` or the path's `gpus` — so a move's report and validate show them where written."""
+        found = []
+        if isinstance(component, Cluster):
+            for i, pool in enumerate(component.gpu_pools):
+                found += _count_reason(pool.accelerator, pool.gpus_per_node, False, ("gpu_pools", i, "gpus_per_node"))
+        elif isinstance(component, Serving):
+            for name, path in component.paths.items():
+                found += _count_reason(path.accelerator, path.gpu_count, True, ("paths", name, "gpus"))
+        return found
 
     def discover(self) -> dict[str, Any]:
         """The account the credentials act in (STS GetCallerIdentity) and the region: a plan saved for one account
@@ -315,6 +335,16 @@ class AwsTarget(Target):
     def _s3_uri(self, suffix: str) -> str:
         bucket = self._require("bucket", "for HyperPod lifecycle scripts (or set lifecycle_script_uri)")
         return f"s3://{bucket}/{self.settings.prefix.strip('/')}/{suffix}"
+
+
+def _count_reason(accelerator: str, gpus: int, serving: bool, loc: tuple[str | int, ...]) -> list[Reason]:
+    if accelerator == "cpu" or accelerator not in catalog.accelerators_offered("aws", serving=serving):
+        return []  # cpu sizes are picked by vCPUs; an accelerator not offered at all is a capability refusal
+    try:
+        catalog.instance_for("aws", accelerator, gpus, serving=serving)
+    except MlplatError as err:
+        return [Reason("accelerator-count-not-offered", err.message + (f"; {err.hint}" if err.hint else ""), loc)]
+    return []
 
 
 def _slug(text: str) -> str:
