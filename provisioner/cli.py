@@ -251,7 +251,9 @@ def migrate(
     stack.close()
     try:
         stack = _open(path, state, json_mode=json_out, parallelism=parallelism, lock_timeout=lock_timeout)
-        _run_plan(stack, None, yes=yes, json_out=json_out, refresh=True, verb="apply",
+        again = f"mlplat migrate {' '.join(components)} " + (f"--to {to}" if to else "--rollback" if rollback
+                                                                else "--finish") + f" -f {path}"
+        _run_plan(stack, None, yes=yes, json_out=json_out, refresh=True, verb="apply", command=again,
                   keep_source=frozenset(components) if keep_source else frozenset(),
                   finish=frozenset(components) if finish else frozenset())
     except BaseException as err:
@@ -264,7 +266,8 @@ def migrate(
 
 
 def _run_plan(stack: Stack, saved: Plan | None, *, yes: bool, json_out: bool, refresh: bool, verb: str,
-              **plan_options: Any) -> None:
+              command: str | None = None, **plan_options: Any) -> None:
+    """Plan (or take the saved plan), show it, confirm, apply. `command`: what to run again with --yes."""
     from provisioner.errors import MlplatError
     from provisioner.render import render_plan
 
@@ -285,7 +288,8 @@ def _run_plan(stack: Stack, saved: Plan | None, *, yes: bool, json_out: bool, re
         if not yes:
             if not sys.stdin.isatty():
                 raise MlplatError(f"refusing to {verb} without --yes: standard input is not a terminal",
-                                  hint=f"review with `mlplat preview`, then run `mlplat {verb} --yes`")
+                                  hint=f"the plan is shown above; run `{command} --yes` to make it" if command
+                                  else f"review with `mlplat preview`, then run `mlplat {verb} --yes`")
             answer = typer.prompt(f"\nDo you want to {verb} these changes? Only 'yes' will be accepted")
             if answer.strip() != "yes":
                 raise MlplatError(f"{verb} cancelled")
