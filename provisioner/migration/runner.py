@@ -228,8 +228,11 @@ class MigrationRunner:
     def _shift(self, m: Migration, changes: list[Change]) -> None:
         doors = self._doors(m, changes)
         if not doors:
+            said = ("nothing to shift (no traffic)" if m.kind != "serving" else
+                    f"all traffic already on {m.destination}" if m.traffic >= 100 else
+                    "cut over at once (no front door: the endpoint's URL changed)")
             self._mark(m, traffic=100)
-            self._say(m, "shift", "cut over (no front door)")
+            self._say(m, "shift", said)
             return
         origin = {record.address: _upstream(record.inputs, m.source) for record, _ in doors}
         for percent in [p for p in m.steps if p > m.traffic]:
