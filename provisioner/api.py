@@ -6,7 +6,7 @@ import difflib
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
@@ -312,8 +312,7 @@ class Stack:
         for res in new if first else ():
             # an edge to another component resource on this target already orders it after the first ones
             if not any(e in resources and e not in first and resources[e].target == target for e in res.edges):
-                res.depends_on = (*res.depends_on, *(a for a in first if a not in res.edges))
-                res.edges = res.edges | frozenset(first)
+                _depend_on(res, first)
 
     def _artifact_copies(self, serving: Serving, target_name: str, ctx: LowerContext) -> Lowered:
         """A `core.artifact_copy` per model a serving component reads from a registry on another target, when its
@@ -322,10 +321,9 @@ class Stack:
         registry = self.platform.registry
         if registry is None or self.platform.target_of(registry) == target_name:
             return Lowered()
-        store = self.targets[target_name].artifact_store()
-        seen = ctx.outputs_of(registry.name)
-        if store is None:
+        if self.targets[target_name].artifact_store() is None:
             return Lowered()
+        seen = ctx.outputs_of(registry.name)
         from provisioner.migration.model import COPY_KIND
 
         resources, patched = [], dict(seen)
@@ -357,8 +355,7 @@ class Stack:
         for door in serving.front_door:
             front = self.targets[door].lower_front_door(serving, upstreams, ctx)
             for res in front.resources:  # made after the endpoint it forwards to, deleted before it
-                res.depends_on = (*res.depends_on, *(a for a in serving_addresses if a not in res.edges))
-                res.edges = res.edges | frozenset(serving_addresses)
+                _depend_on(res, serving_addresses)
             doors.append((door, front))
             lowered.outputs[f"front_door.{door}.url"] = front.outputs["url"]
         lowered.outputs["direct_url"] = lowered.outputs.get("url")
@@ -379,18 +376,16 @@ class Stack:
         """(after apply, now): the platform priced from the catalog on the targets its components are declared
         on, and on the targets the state records them on (a component not yet made costs nothing now)."""
         from provisioner import cost
-        from provisioner.migration.model import component_of, is_held, original_address
+        from provisioner.migration.model import component_of, is_held
+        from provisioner.migration.planner import owned_by_component
 
         types = {name: target.name for name, target in self.targets.items()}
         after = cost.estimate_platform(self.platform, types)
         where: dict[str, str] = {}
         for address, record in self.state.resources().items():
-            if address.startswith("_") or ".front_door." in address:
-                continue
             name = component_of(address)
-            target = original_address(address)[1] if is_held(address) else record.target
-            if not is_held(address) or name not in where:  # held (a move's source) only where nothing else is
-                where[name] = target
+            if owned_by_component(address) and (not is_held(address) or name not in where):
+                where[name] = record.target  # a held record (a move's source) counts only where nothing else is
         now = cost.CostReport([cost.estimate_component(c, self.platform, where[c.name], types.get(where[c.name],
                                                                                                where[c.name]))
                                for c in self.platform.components() if c.name in where])
@@ -567,19 +562,18 @@ class Stack:
         runner = MigrationRunner(self, plan, uuid.uuid4().hex[:12])
         runner.hold()
         done = 0
-        records: dict[str, ResourceRecord] = {}
         for segment in SEGMENTS:
             if segment == "shift":
                 runner.cutover()
                 continue
             part = Applier(self.state, self.provider_for, self.emit, options).run(plan.segment(segment))
-            done, records = done + part.done, part.records
+            done += part.done
             if segment in ("", "teardown"):  # one apply segment for every moving component: each gets its time
                 runner.segment_took("provision" if segment == "" else "teardown", part.elapsed)
             if segment == "teardown":
                 runner.finish()
         self.migration_timings = runner.timings
-        return ApplyResult(done, self.state.resources() if records else records, time.perf_counter() - started)
+        return ApplyResult(done, self.state.resources(), time.perf_counter() - started)
 
     def compatibility(self, component: Component, source: str, destination: str) -> dict[str, Any]:
         """How a component fits its source and its destination: the destination's refusals (errors, which
@@ -774,3 +768,9 @@ class Stack:
             self._state.close()
             self._state = None
 
+
+def _depend_on(res: Resource, addresses: Iterable[str]) -> None:
+    """Add ordering edges from `res` to `addresses` (it is made after them and deleted before them)."""
+    addresses = list(addresses)
+    res.depends_on = (*res.depends_on, *(a for a in addresses if a not in res.edges))
+    res.edges = res.edges | frozenset(addresses)

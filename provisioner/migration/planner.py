@@ -49,7 +49,7 @@ def is_front_door(address: str) -> bool:
     return len(parts) >= 3 and parts[1] == FRONT_DOOR
 
 
-def _owned(address: str) -> bool:
+def owned_by_component(address: str) -> bool:
     """A component resource (not stack-scoped, not a front door, not a migration record)."""
     return not address.startswith(STACK_SCOPE + ".") and not is_front_door(address) and not address.startswith("_")
 
@@ -69,7 +69,7 @@ def plan_migrations(stack: Stack, desired: dict[str, Resource], records: dict[st
             held[component_of(address)].append(record)
         else:
             view[address] = record
-            if _owned(address):
+            if owned_by_component(address):
                 real[component_of(address)].append(record)
     planned = Planned(view)
     for name in sorted(set(markers) | set(held) | set(real)):
@@ -120,7 +120,8 @@ def plan_migrations(stack: Stack, desired: dict[str, Resource], records: dict[st
             view.pop(record.address, None)
         own = {r.address if not is_held(r.address) else original_address(r.address)[0] for r in sources}
         migration.source_resources = sorted(own)
-        migration.destination_resources = sorted(a for a in desired if component_of(a) == name and _owned(a))
+        migration.destination_resources = sorted(a for a in desired
+                                                 if component_of(a) == name and owned_by_component(a))
         if not migration.keep_source:
             for record in sources:
                 planned.teardown.append(_delete(_as_held(record, own), phase="teardown"))

@@ -99,8 +99,7 @@ class MigrationRunner:
                 continue
             self._mark(m, keep_source=m.keep_source, phase=m.phase if m.started else "provision")
             records = self.state.resources()
-            own = {a for a, r in records.items() if not is_held(a) and component_of(a) == m.component
-                   and r.target == m.source and a in set(m.source_resources)}
+            own = {a for a in m.source_resources if a in records and records[a].target == m.source}
             for address in sorted(own):
                 record = records[address]
                 deps = [held_address(d, m.source) if d in own else d for d in record.depends_on]
