@@ -585,7 +585,7 @@ class Stack:
                     "storage": ("storage",),
                     "registry": ("model_formats",),
                     "serving": ("serving_accelerators", "traffic_split", "shadow", "max_replicas", "auth_modes",
-                                "model_formats", "front_door")}[component_kind(component)]
+                                "model_formats", "front_door", "monitoring")}[component_kind(component)]
         report: dict[str, Any] = {"errors": [], "warnings": [], "differences": {}}
         if source not in self.targets or destination not in self.targets:
             return report

@@ -94,6 +94,11 @@ def _serving(serving: Serving, caps: Capabilities, where: str, platform: Platfor
             yield Reason("mirror-over-limit", f"{where} mirrors at most {caps.shadow.max_mirror_percent}% of "
                          f"requests, not {exp.mirror_percent}%; lower mirror_percent",
                          ("paths", "experimental", "mirror_percent"))
+    if serving.monitoring is not None:
+        for feature in sorted(serving.monitoring.features() - caps.monitoring):
+            yield Reason("monitoring-unsupported", f"{where} does not offer monitoring {feature} (offers: "
+                         f"{_offered(caps.monitoring)}); remove it or put this endpoint on a target that does",
+                         ("monitoring", feature))
     for name, path in serving.paths.items():
         if caps.max_replicas is not None and path.replicas > caps.max_replicas:
             yield Reason("replicas-over-limit", f"{where} runs at most {caps.max_replicas} replica(s) per path, not "

@@ -13,8 +13,10 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from provisioner.artifacts import ArtifactStore
+    from provisioner.monitoring import MonitorSource, Usage
     from provisioner.provider import ResourceProvider
     from provisioner.spec.model import Component, Platform, Serving
+    from provisioner.state.base import ResourceRecord
 
 
 #: auth modes a target may declare: no auth, a key the stack gives (`api_key`), a key the service mints (the
@@ -69,6 +71,9 @@ class Capabilities:
     #: "gateway" — a proxy clients call (it authenticates them and signs for the upstream, so an endpoint's `auth`
     #: is checked against the gateway's target); "dns" — weighted DNS records (clients reach the upstream itself)
     front_door: str | None = None
+    #: monitoring features an endpoint's `monitoring:` may use (`spec.model.MONITORING_FEATURES`: capture, drift,
+    #: alerts, shadow_comparison); what `mlplat monitor` and `mlplat top` read is `Target.monitor_source`/`usage`
+    monitoring: frozenset[str] = frozenset()
     #: provider calls in flight at once on this target (API rate limits); None = the apply's --parallelism
     max_concurrency: int | None = None
     #: provider calls started per second on this target (an API's request rate); None = no limit
@@ -236,6 +241,20 @@ class Target:
         the core's copy step (`core.artifact_copy`) puts them here, sha256 checked. Default: none (a serving
         path on this target must then use a registry on the same target)."""
         return None
+
+    def monitor_source(self, serving: Serving, records: list[ResourceRecord]) -> MonitorSource | None:
+        """Where `mlplat monitor` reads `serving`'s captured rows and shadow pairs (`provisioner.monitoring`),
+        given the state's records of the endpoint (its resources on this target). Default: None (this target keeps
+        no capture mlplat can read; its own service may still check drift, as SageMaker Model Monitor does)."""
+        return None
+
+    def usage(self, records: list[ResourceRecord], window_s: float) -> Usage:
+        """Utilisation, request rate, error rate and p95 latency per pool and per endpoint path over the last
+        `window_s` seconds, from this target's metrics source, for `mlplat top`; `records` are the state's records
+        on this target. Default: nothing, with a note saying so."""
+        from provisioner.monitoring import Usage
+
+        return Usage(notes=[f"target {self.context.target_name!r} ({self.name}) has no metrics source"])
 
     def leftovers(self) -> list[str]:
         """What this target finds in its own working area (one line each). A new, empty state beside

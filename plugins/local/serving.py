@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 MODEL_SERVER = "mlplat_plugins.local.runtime.model_server"
 ROUTER = "mlplat_plugins.local.runtime.router"
+#: router inputs (and config keys) of an endpoint's `monitoring:` (target.py `_lower_serving`): `capture` = {dir,
+#: sample_percent, request, response} or None, `compare_shadow` = whether mirrored answers are compared
+MONITORING_KEYS = ("capture", "compare_shadow")
 #: a router's port, kept in its run directory so that a router started again gets it back
 PORT_FILE = "port"
 
@@ -150,7 +153,7 @@ class ModelServerProvider(ProcessProvider):
     """One model server per path. Any change replaces it blue/green: new process first, then the router moves,
     then the old process stops — no request is dropped."""
 
-    force_new = frozenset({"endpoint", "path", "model", "artifact", "host", "work_dir"})
+    force_new = frozenset({"endpoint", "path", "model", "framework", "artifact", "host", "work_dir"})
     replace_mode = "create_before_destroy"
     runtime_kind = noun = "model_server"
 
@@ -162,7 +165,8 @@ class ModelServerProvider(ProcessProvider):
         run_dir = self._run_dir(inputs)
         return self._found(run_dir) or self._spawn(
             MODEL_SERVER,
-            ["--artifact", inputs["artifact"], "--model-id", inputs["model"], "--host", inputs["host"]],
+            ["--artifact", inputs["artifact"], "--model-id", inputs["model"], "--host", inputs["host"],
+             "--framework", inputs.get("framework", "mlplat-linear")],
             run_dir,
             address,
         )
@@ -206,14 +210,22 @@ class RouterProvider(ProcessProvider):
     def _config(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """The router's config file; of an API key only its SHA-256 is written (the key is a secret). Every route
         is one of the endpoint's own model servers: internal (they get the stack's internal token)."""
-        return {"endpoint": inputs["endpoint"], "mode": inputs["mode"], "mirror_percent": inputs["mirror_percent"],
-                "routes": [{**route, "internal": True} for route in inputs["routes"]],
-                "key_sha256": key_sha256(inputs.get("api_key"))}
+        config = {"endpoint": inputs["endpoint"], "mode": inputs["mode"], "mirror_percent": inputs["mirror_percent"],
+                  "routes": [{**route, "internal": True} for route in inputs["routes"]],
+                  "key_sha256": key_sha256(inputs.get("api_key"))}
+        for key in MONITORING_KEYS:  # written only when set, so endpoints without monitoring keep their config
+            if inputs.get(key):
+                config[key] = inputs[key]
+        return config
 
     def _seen(self, live: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
         """`inputs` as the live configuration `live` (from /-/config) shows them."""
         routes = [{k: v for k, v in route.items() if k != "internal"} for route in live.get("routes") or []]
-        return {**inputs, "mode": live.get("mode"), "mirror_percent": live.get("mirror_percent"), "routes": routes}
+        seen = {**inputs, "mode": live.get("mode"), "mirror_percent": live.get("mirror_percent"), "routes": routes}
+        for key in MONITORING_KEYS:
+            if key in inputs or live.get(key):
+                seen[key] = live.get(key) or (None if key == "capture" else False)
+        return seen
 
     def _write_config(self, run_dir: Path, inputs: dict[str, Any]) -> dict[str, Any]:
         """Write the config file (checked first: a config the router would refuse is an error here); returns it

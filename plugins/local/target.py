@@ -165,6 +165,7 @@ class LocalTarget(Target):
                 "endpoint": serving.name,
                 "path": path_name,
                 "model": path.model,
+                "framework": ctx.platform.model(path.model).framework,
                 "artifact": ctx.output(registry.name, f"model.{path.model}"),
                 "host": "127.0.0.1",  # only the router is reachable from elsewhere; it holds the internal token
                 "work_dir": str(self.root / "serving" / serving.name),
@@ -181,10 +182,54 @@ class LocalTarget(Target):
             "host": self.settings.host,
             "work_dir": str(self.root / "serving" / serving.name),
         }
+        monitoring = serving.monitoring
+        if monitoring is not None:
+            monitor = self._lower_monitor(serving, ctx)
+            resources.append(monitor)
+            capture = monitoring.capture
+            router_inputs["capture"] = None if capture is None else {
+                "dir": Ref(monitor.address, "capture_dir"), "sample_percent": capture.sample_percent,
+                "request": capture.request, "response": capture.response}
+            router_inputs["compare_shadow"] = monitoring.shadow_comparison is not None
         router = ctx.address(serving.name, "router", "main")
         resources.append(Resource(router, "local.router", self.context.target_name, router_inputs))
         upstream = {"url": Ref(router, "url"), "sign": None, "api_key": router_inputs["api_key"]}
         return Lowered(resources, {"url": Ref(router, "url"), "upstream": upstream})
+
+    def _lower_monitor(self, serving: Serving, ctx: LowerContext) -> Resource:
+        """`local.monitor`: the endpoint's capture directory (the router writes JSONL there) and its monitoring
+        settings, so a change to any of them shows in the plan; `mlplat monitor` checks drift from what it holds."""
+        monitoring = serving.monitoring
+        assert monitoring is not None
+        capture = monitoring.capture
+        if capture is not None and capture.destination:
+            if "://" in capture.destination:
+                raise MlplatError(f"monitoring.capture.destination {capture.destination!r} is not a directory: the "
+                                  "local target captures to a directory on this machine",
+                                  hint="give a directory (relative to the stack file), or leave it out")
+            capture_dir = Path(os.path.abspath(self.context.stack_dir / capture.destination))
+        else:
+            capture_dir = Path(os.path.abspath(self.root / "capture" / serving.name))
+        drift = None
+        if monitoring.drift is not None:
+            baseline = Path(os.path.abspath(self.context.stack_dir / monitoring.drift.baseline))
+            if not baseline.is_file():
+                raise MlplatError(f"monitoring.drift.baseline {monitoring.drift.baseline!r} is not a file "
+                                  f"({baseline})", hint="give a CSV file with a header row (or JSON lines), relative "
+                                                        "to the stack file")
+            drift = {**monitoring.drift.model_dump(), "baseline": str(baseline),
+                     "baseline_sha256": sha256_file(baseline)}
+        inputs = {
+            "endpoint": serving.name,
+            "path": str(capture_dir),
+            "capture": capture.model_dump() if capture is not None else None,
+            "drift": drift,
+            "alerts": monitoring.alerts.model_dump() if monitoring.alerts is not None else None,
+            "shadow_comparison": (monitoring.shadow_comparison.model_dump()
+                                  if monitoring.shadow_comparison is not None else None),
+        }
+        address = ctx.address(serving.name, "monitor", "main")
+        return Resource(address, "local.monitor", self.context.target_name, inputs)
 
     def lower_front_door(self, serving: Serving, upstreams: list[dict[str, Any]], ctx: LowerContext) -> Lowered:
         """A `local.front_door` router forwarding to `upstreams`. It asks clients for the endpoint's key as the

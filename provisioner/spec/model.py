@@ -230,6 +230,107 @@ class TrafficShift(Strict):
         return steps
 
 
+class Capture(Strict):
+    """Which requests and responses are kept, and where (monitoring.capture)."""
+
+    sample_percent: StrictInt = Field(ge=1, le=100, description="Percent of requests captured (SageMaker takes a "
+                                      "whole percent, so this does too)")
+    request: StrictBool = Field(True, description="Keep request bodies (needed for drift checks)")
+    response: StrictBool = Field(True, description="Keep response bodies")
+    destination: str | None = Field(None, description="Where captured rows go: a directory (local, relative to the "
+                                    "stack file) or an s3:// URI (aws); default: the target's own place "
+                                    "(local: <root>/capture/<endpoint>; aws: s3://<bucket>/<prefix>/capture/...)")
+
+    @model_validator(mode="after")
+    def _something_kept(self) -> Capture:
+        if not (self.request or self.response):
+            raise located("capture keeps nothing: set request: true and/or response: true, or remove capture",
+                          "request")
+        return self
+
+
+class DriftCheck(Strict):
+    """Compare captured request features with a baseline dataset (monitoring.drift)."""
+
+    baseline: str = Field(description="Baseline dataset: a CSV file with a header row (or JSON lines, one object "
+                          "per row), path relative to the stack file; its columns are the model's features in "
+                          "input order")
+    features: list[str] = Field(default_factory=list, description="Features to check (default: every baseline "
+                                "column)")
+    metric: Literal["psi", "jensen_shannon", "ks"] = Field("psi", description="psi: population stability index; "
+                                                           "jensen_shannon: JS distance (base 2); ks: "
+                                                           "Kolmogorov-Smirnov statistic")
+    threshold: float = Field(0.2, gt=0, le=100, description="A feature whose score exceeds this has drifted "
+                             "(PSI > 0.2 is the usual 'significant shift')")
+    schedule: Literal["hourly", "daily"] = Field("hourly", description="How often the check runs (aws: the "
+                                                 "monitoring schedule; local: `mlplat monitor` without --once)")
+    min_rows: StrictInt = Field(50, ge=1, description="Captured rows needed before a score is computed")
+
+    @field_validator("features")
+    @classmethod
+    def _unique_features(cls, features: list[str]) -> list[str]:
+        if len(set(features)) != len(features):
+            raise ValueError("features must be unique")
+        return features
+
+
+class Alerts(Strict):
+    """Where drift and shadow alerts go (monitoring.alerts)."""
+
+    webhook: str | None = Field(None, description="An http(s) URL that receives a JSON POST per alert (write "
+                                "${secret:NAME} if the URL holds a token)")
+    emails: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]] = Field(
+        default_factory=list, description="Addresses that receive each alert (aws: an SNS topic's e-mail "
+                                          "subscriptions; local: SMTP via targets.<local>.smtp)")
+
+    @field_validator("webhook")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(https?://|\$\{secret:)", value):
+            raise ValueError("webhook must be an http:// or https:// URL (or ${secret:NAME})")
+        return value
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> Alerts:
+        if self.webhook is None and not self.emails:
+            raise ValueError("alerts need a webhook and/or emails")
+        return self
+
+
+class ShadowComparison(Strict):
+    """Compare the shadow path's answers with production's (monitoring.shadow_comparison)."""
+
+    min_agreement: float = Field(0.95, ge=0, le=1, description="Alert when the share of instances whose "
+                                 "predicted label matches production's falls below this")
+    max_latency_delta_ms: float | None = Field(None, gt=0, description="Alert when the shadow's mean latency "
+                                               "exceeds production's by more than this")
+    min_pairs: StrictInt = Field(20, ge=1, description="Compared requests needed before an alert can fire")
+
+
+class Monitoring(Strict):
+    """Model monitoring of one endpoint: capture, drift checks, alerts, shadow comparison."""
+
+    capture: Capture | None = None
+    drift: DriftCheck | None = None
+    alerts: Alerts | None = None
+    shadow_comparison: ShadowComparison | None = None
+
+    @model_validator(mode="after")
+    def _drift_needs_requests(self) -> Monitoring:
+        if self.drift is not None and (self.capture is None or not self.capture.request):
+            raise located("drift checks read captured requests: add capture (with request: true) to monitoring",
+                          "drift")
+        return self
+
+    def features(self) -> frozenset[str]:
+        """The monitoring features used, as capabilities name them."""
+        return frozenset(name for name in MONITORING_FEATURES if getattr(self, name) is not None)
+
+
+#: monitoring features a target may offer (`Capabilities.monitoring`)
+MONITORING_FEATURES = ("capture", "drift", "alerts", "shadow_comparison")
+
+
 class Serving(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     target: str | None = None
@@ -248,11 +349,15 @@ class Serving(Strict):
     api_key: str | None = Field(None, min_length=16, description="auth: key — the key clients send (Authorization: "
                                 "Bearer <key> or X-Api-Key); write ${secret:NAME}, never the key itself. Leave it "
                                 "out on a target that mints keys (its endpoint then outputs `key`)")
+    monitoring: Monitoring | None = Field(None, description="Capture, drift checks, alerts and shadow comparison")
 
     @model_validator(mode="after")
     def _key_goes_with_key_auth(self) -> Serving:
         if self.api_key and self.auth != "key":
             raise located(f"api_key is only used with auth: key (this endpoint has auth: {self.auth})", "api_key")
+        if self.monitoring is not None and self.monitoring.shadow_comparison is not None and not self.shadow:
+            raise located("shadow_comparison compares a shadow path with production: give paths.experimental "
+                          "mode: shadow, or remove shadow_comparison", "monitoring", "shadow_comparison")
         return self
 
     @property

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from . import formats
 from . import model as model_format
 from .processes import INTERNAL_HEADER, BaseHandler, HTTPError, RuntimeServer, block_signals, read_token, serve
 
@@ -57,7 +58,7 @@ class Stats:
 
 class ModelServer(RuntimeServer):
     def __init__(
-        self, address: tuple[str, int], model: model_format.Model, model_id: str, quiet: bool,
+        self, address: tuple[str, int], model: formats.Predictor, model_id: str, quiet: bool,
         internal_token: str | None = None,
     ) -> None:
         self.model = model
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="model_server", description=__doc__.splitlines()[0])
     parser.add_argument("--artifact", required=True, type=Path, help="mlplat-linear/v1 JSON file")
     parser.add_argument("--model-id", help="identifier reported to clients (default: name:version)")
+    parser.add_argument("--framework", default="mlplat-linear", help="the artifact's format (formats.FORMATS)")
     parser.add_argument("--runtime-file", required=True, type=Path)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -136,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no per-request log lines")
     args = parser.parse_args(argv)
     try:
-        model = model_format.load(args.artifact)
-        model_id = args.model_id or model.model_id
+        model = formats.load(args.artifact, args.framework)
+        model_id = args.model_id or model.model_id or args.artifact.name
         token = read_token(args.internal_token_file) if args.internal_token_file else None
         server = ModelServer((args.host, args.port), model, model_id, args.quiet, token)
     except (OSError, ValueError) as exc:
