@@ -30,6 +30,8 @@ from provisioner.target import Capabilities, LowerContext, Lowered, ShadowCapabi
 
 if TYPE_CHECKING:
     from mlplat_plugins.local.artifact_store import LocalArtifactStore
+    from provisioner.monitoring import MonitorSource, Usage
+    from provisioner.state.base import ResourceRecord
 
 
 class LocalSettings(BaseModel):
@@ -40,6 +42,9 @@ class LocalSettings(BaseModel):
         description="Where volumes, the registry and logs live (default: .mlplat/<stack>/local beside the stack file)",
     )
     host: str = Field("127.0.0.1", description="Address the routers and model servers listen on")
+    smtp: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]+:\d{1,5}$",
+                             description="host:port of an SMTP server for monitoring alerts' emails (plain SMTP, "
+                                         "no login: a local relay)")
 
 
 class LocalTarget(Target):
@@ -67,6 +72,7 @@ class LocalTarget(Target):
             auth_modes=frozenset({"none", "key"}),
             model_formats=frozenset({"mlplat-linear"}),  # what runtime/model_server.py loads
             front_door="gateway",
+            monitoring=frozenset({"capture", "drift", "alerts", "shadow_comparison"}),
             notes=("one node: this machine", "endpoints without auth: key listen on 127.0.0.1 only",
                    "front door: a gateway process forwarding to any http(s) endpoint (SigV4 or a key as needed)"),
         )
@@ -251,6 +257,20 @@ class LocalTarget(Target):
         }
         door = Resource(address, "local.front_door", self.context.target_name, inputs)
         return Lowered([door], {"url": Ref(address, "url")})
+
+    # -- monitoring (plugins/local/monitoring.py) ------------------------------------------------------------
+    def monitor_source(self, serving: Serving, records: list[ResourceRecord]) -> MonitorSource | None:
+        """The capture directory of the endpoint's `local.monitor` (JSONL the router writes)."""
+        from mlplat_plugins.local.monitoring import monitor_source
+
+        return monitor_source(serving, records)
+
+    def usage(self, records: list[ResourceRecord], window_s: float) -> Usage:
+        """From the /metrics of the routers and model servers in `records`, scraped at the start and end of the
+        window, and of this host's GPUs (NVML)."""
+        from mlplat_plugins.local.monitoring import usage
+
+        return usage(self, records, window_s)
 
     # -- this target's own working area --------------------------------------------------------------------
     @property
