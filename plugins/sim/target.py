@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +38,9 @@ class SimSettings(BaseModel):
     min_storage_gb: int = Field(1, ge=1, description="The smallest storage the simulated cloud makes")
     model_formats: list[str] | None = Field(None, description="Model frameworks the simulated cloud serves "
                                                               "(default: any)")
+    monitoring: list[Literal["capture", "drift", "alerts", "shadow_comparison"]] = Field(
+        default_factory=list, description="Monitoring features the simulated cloud offers (it realizes none: a "
+                                          "capability for contract tests)")
     namespace: bool = Field(False, description="The simulated cloud groups a stack's objects in a namespace: a "
                                                "stack-scoped `sim.namespace` resource made before them")
     endpoint_keys: bool = Field(False, description="The cloud issues each serving endpoint an access key (as Azure "
@@ -58,6 +61,7 @@ class SimTarget(Target):
             storage={"nas": StorageLimits(min_gb=s.min_storage_gb), "lustre": StorageLimits(min_gb=s.min_storage_gb)},
             auth_modes=frozenset({"none", "key", "iam", *(["minted-key"] if s.endpoint_keys else [])}),
             model_formats=frozenset(s.model_formats) if s.model_formats is not None else None,
+            monitoring=frozenset(s.monitoring),
             max_concurrency=s.max_concurrency, max_calls_per_s=s.max_calls_per_s)
 
     def discover(self) -> dict[str, Any]:
