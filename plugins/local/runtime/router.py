@@ -13,7 +13,9 @@ Config file (JSON)::
                  "api_key_file": "/abs/path/0600-file"}],
      "mirror_percent": 100,      # optional, shadow mode only, default 100
      "timeout_s": 30,            # optional upstream timeout, default 30
-     "key_sha256": null}         # optional: clients must send the key with this SHA-256
+     "key_sha256": null,         # optional: clients must send the key with this SHA-256
+     "capture": {"dir": "/abs/dir", "sample_percent": 20, "request": true, "response": true},  # optional
+     "compare_shadow": true}     # optional, default false
 
 A route's ``url`` is http or https, with an optional path prefix put before the request path. Optional per route:
 ``internal`` (true: the upstream is one of our own model servers on loopback, and gets the internal token; no
@@ -25,16 +27,17 @@ split:  each request goes to one route, chosen by weight.
 shadow: each request is served by a route with weight > 0 (chosen by weight; normally production at 100);
         every weight-0 route additionally receives a copy of ``mirror_percent`` % of the requests. Copies
         are sent after the caller has its response, by a bounded worker pool; they are dropped when the
-        queue is full and their results and failures are ignored.
+        queue is full and their failures are ignored (with ``compare_shadow``, answered ones are compared).
 
 Every forwarded response carries ``X-Mlplat-Path`` naming this router's route that served it (one from the
 upstream, a router behind this one, is replaced; its ``X-Mlplat-Model`` passes through). An unreachable upstream
 gives 502 ``{"error": ..., "path": ...}``. Internal endpoints: ``GET /-/healthz``, ``GET /-/config`` (the active
-config), ``GET /-/stats``: ``counts`` and, per route path, ``routes`` = ``{"requests", "errors",
-"latency_ms_buckets"}`` counted since the process started, across reloads. ``requests`` counts every request
-routed there (mirror copies are in ``counts`` only), ``errors`` those answered 5xx by the upstream or 502 by the
-router (unreachable, timed out, not signable); ``latency_ms_buckets`` is a plain histogram of the upstream round
-trip: each request is counted once, under the smallest bound (ms: 5, 10, 25, ... 10000, "inf") at or above it.
+config), ``GET /-/stats``: ``counts``, ``health`` (below) and, per route path, ``routes`` = ``{"requests",
+"errors", "latency_ms_buckets"}`` counted since the process started, across reloads. ``requests`` counts every
+request routed there (mirror copies are in ``counts`` only), ``errors`` those answered 5xx by the upstream or 502
+by the router (unreachable, timed out, not signable; an attempt retried on another route counts here too);
+``latency_ms_buckets`` is a plain histogram of the upstream round trip: each attempt is counted once, under the
+smallest bound (ms: 5, 10, 25, ... 10000, "inf") at or above it.
 SIGHUP re-reads the config file (and the key files) and swaps it in atomically: requests already running finish on
 the old config and no socket is closed. A config that fails to load is logged and the old one kept. Write the
 config file atomically (write + rename).
@@ -42,12 +45,61 @@ config file atomically (write + rename).
 With ``--internal-token-file`` the router sends that token (``X-Mlplat-Internal``) to ``internal`` routes, its own
 model servers, which refuse requests without it; a token a client sends is never forwarded, nor are a client's
 ``Authorization`` and ``X-Api-Key``.
+
+Health of internal routes. A background thread per ``internal`` route asks its ``GET /-/healthz`` every 0.25 s
+(0.5 s timeout, a fresh connection each time, never one of the request pool's; it carries the internal token, as
+everything sent to an internal route does, though a model server asks none there). A failed check (no answer, or
+not 200), or a connection failure of a real request (refused, reset, closed without an answer; not a timeout, not
+a 5xx answer), marks the route down at once; a passing check marks it up again; each transition is one line in
+the log. A request goes to one of the *live* routes with weight > 0, chosen by weight among them. A request whose
+connection to an internal route fails is retried once on another live route with weight > 0, if there is one
+(predictions have no side effects); only when that fails too, or there is none, the caller gets the 502. When no
+route with weight > 0 is live the caller gets 503 ``{"error": "no live path for endpoint 'iris': production is
+down (its model server is restarting or stopped)", "paths": {path: health}}`` with ``Retry-After: 1``. Routes that
+are not internal (a front door's upstreams) are never health-checked, marked down or retried. ``/-/stats``
+``health`` holds, per internal route path, ``{"up": bool, "changed": unix time of the last transition (or of when
+the route appeared), "downs": int}``; ``counts`` gains ``retried.<path>`` (failed attempts retried elsewhere) and
+``no_live_path`` (503s).
+
+Capture (``capture``): of the requests answered by an upstream through a route with weight > 0 (not internal
+paths, not mirror copies, not the router's own 502/503) exactly ``sample_percent`` % are kept, spread evenly
+(error diffusion over a counter of this process: of 5,000 requests at 20 %, 1,000). Each becomes a row
+(``provisioner.monitoring``: ts (when the request came), id, endpoint, path, status, latency_ms (the answering
+upstream's round trip), and the parsed JSON ``request`` / ``response`` bodies where ``request`` / ``response`` say
+so; a body that is not JSON is kept as ``{"text": ...}``, its first 64 KiB) appended to
+``<dir>/capture-YYYYMMDD-HH.jsonl`` (UTC hour of ts; file 0600, the directory made 0700 when missing). The request
+never waits for the disk: its handler puts the raw bodies on a bounded queue (10,000 rows, 64 MiB of bodies) after
+the caller has the response; one writer thread wakes for the first row, takes those queued in the next 50 ms (and
+any coming while it works) as one batch, and appends them as whole lines, one write per file (in a backlog, one per
+1,000 rows): rows are on disk about 0.1 s after their request. A row that finds the queue full is dropped and
+counted (``mlplat_capture_dropped_total``), as are rows a write fails for (logged at most once a minute). The queue
+is written out on shutdown (SIGTERM).
+
+Shadow comparison (``compare_shadow``, shadow mode): the copy of a request carries the primary's answer; once the
+mirror route has answered it, the two are compared (``provisioner.monitoring.agreement`` on the parsed bodies
+when both are 200) into a shadow pair row (ts, id (a captured request's row has the same), endpoint, primary,
+shadow, statuses, round trips in ms, instances, agreements), written to ``<capture dir>/shadow-YYYYMMDD-HH.jsonl``
+by the same writer when ``capture`` gives a directory, and counted in the shadow metrics either way. A copy that
+got no answer, or of a request the primary did not answer, makes no pair.
+
+``GET /metrics``: Prometheus text format 0.0.4 (``metrics.py`` names; the API key is asked as for every path but
+``/-/healthz``): ``mlplat_requests_total{endpoint,path,code}`` (requests answered to callers: by the route that
+answered and the status the caller got; ``path="-"`` for the 503 of no live path),
+``mlplat_request_errors_total{endpoint,path}`` (as ``errors`` above: failed attempts, a retried one too; and the
+503s, ``path="-"``), ``mlplat_request_duration_seconds`` (each attempt's upstream round trip),
+``mlplat_upstream_up`` (internal routes), ``mlplat_captured_rows_total`` and ``mlplat_capture_dropped_total``,
+``mlplat_shadow_pairs_total`` / ``_instances_total`` / ``_agreements_total`` and the
+``mlplat_shadow_latency_delta_seconds`` summary (shadow minus primary round trip) by mirror route path, the process
+and GPU metrics, and ``mlplat_drift_score{endpoint,feature,metric}`` read at each scrape from
+``<capture dir>/drift-scores.json`` (``{"ts": ..., "scores": [{"feature", "metric", "value"}]}``, written by
+``mlplat monitor``; a missing or malformed file shows none).
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import functools
 import hashlib
 import hmac
 import http.client
@@ -68,7 +120,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from provisioner.monitoring import CAPTURE_PREFIX, SCORES_FILE, SHADOW_PREFIX, agreement
+
+from . import metrics
 from .processes import (
+    HEALTH_PATH,
     INTERNAL_HEADER,
     BaseHandler,
     HTTPError,
@@ -88,6 +144,21 @@ POOL_MAX_IDLE = 32
 LATENCY_BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 SIGN_KEYS = frozenset({"kind", "service", "region", "profile"})
 ROUTE_KEYS = frozenset({"path", "url", "weight", "internal", "sign", "api_key_file"})
+CAPTURE_KEYS = frozenset({"dir", "sample_percent", "request", "response"})
+#: rows waiting for the capture writer, at most (and at most this many bytes of bodies); more are dropped
+CAPTURE_QUEUE = 10_000
+CAPTURE_QUEUE_BYTES = 64 * 2**20
+#: the writer wakes for the first row and takes the rows queued this many seconds later (and those coming while it
+#: works) in one batch, writing each CAPTURE_BATCH_ROWS of them: rows are on disk about 0.1 s after their request
+CAPTURE_BATCH_S = 0.05
+CAPTURE_BATCH_ROWS = 1000
+#: of a body that is not JSON, the first this many bytes are captured
+CAPTURE_TEXT_BYTES = 64 * 1024
+#: internal routes: /-/healthz every HEALTH_INTERVAL_S seconds, each check given HEALTH_TIMEOUT_S
+HEALTH_INTERVAL_S = 0.25
+HEALTH_TIMEOUT_S = 0.5
+#: the `path` label of requests no route answered (503: no live path)
+NO_PATH = "-"
 
 
 class ConfigError(ValueError):
@@ -276,6 +347,8 @@ class RouterState:
     edges: tuple[float, ...]  # cumulative weights of ``primaries``
     mirrors: tuple[Route, ...]  # shadow mode: weight-0 routes that receive copies
     mirror_percent: float
+    capture: dict[str, Any] | None = None  # the config's `capture`, when set
+    compare_shadow: bool = False
 
     def choose(self) -> Route:
         r = random.random() * self.edges[-1]
@@ -283,6 +356,19 @@ class RouterState:
             if r < edge:
                 return route
         return self.primaries[-1]
+
+    def choose_live(self, down: frozenset[str], exclude: str | None = None) -> Route | None:
+        """A route with weight > 0 chosen by weight among the live ones (an internal route whose path is in
+        `down` is not) other than `exclude`; None when there is none."""
+        live = [r for r in self.primaries if r.path != exclude and not (r.internal and r.path in down)]
+        if not live:
+            return None
+        x = random.random() * sum(r.weight for r in live)
+        for route in live:
+            x -= route.weight
+            if x < 0:
+                return route
+        return live[-1]
 
 
 def _number(value: Any, what: str, low: float, high: float | None = None) -> float:
@@ -377,6 +463,29 @@ def read_api_key(path: str) -> str:
     return text
 
 
+def _capture(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError("'capture' must be an object {dir, sample_percent, request, response}, or null")
+    unknown = sorted(set(value) - CAPTURE_KEYS)
+    if unknown:
+        raise ConfigError(f"'capture' has unknown keys {', '.join(unknown)} "
+                          f"(allowed: {', '.join(sorted(CAPTURE_KEYS))})")
+    directory = value.get("dir")
+    if not isinstance(directory, str) or not os.path.isabs(directory):
+        raise ConfigError(f"'capture.dir' must be an absolute path, got {directory!r}")
+    percent = value.get("sample_percent")
+    if isinstance(percent, bool) or not isinstance(percent, int) or not 1 <= percent <= 100:
+        raise ConfigError(f"'capture.sample_percent' must be a whole number from 1 to 100, got {percent!r}")
+    kept = {}
+    for key in ("request", "response"):
+        kept[key] = value.get(key, True)
+        if not isinstance(kept[key], bool):
+            raise ConfigError(f"'capture.{key}' must be true or false")
+    if not (kept["request"] or kept["response"]):
+        raise ConfigError("'capture' must keep the request, the response or both")
+    return {"dir": directory, "sample_percent": percent, **kept}
+
+
 def parse_config(doc: Any) -> dict[str, Any]:
     """Validate a router config; returns it normalized (defaults filled in); ConfigError on problems."""
     if not isinstance(doc, dict):
@@ -403,7 +512,7 @@ def parse_config(doc: Any) -> dict[str, Any]:
     key_sha256 = doc.get("key_sha256")
     if key_sha256 is not None and not (isinstance(key_sha256, str) and re.fullmatch(r"[0-9a-f]{64}", key_sha256)):
         raise ConfigError("'key_sha256' must be the hex SHA-256 of the API key, or null")
-    return {
+    config = {
         "endpoint": endpoint,
         "mode": mode,
         "routes": normalized,
@@ -411,6 +520,15 @@ def parse_config(doc: Any) -> dict[str, Any]:
         "timeout_s": timeout,
         "key_sha256": key_sha256,
     }
+    # monitoring: shown only when set, so an endpoint without monitoring has the config it always had
+    if doc.get("capture") is not None:
+        config["capture"] = _capture(doc["capture"])
+    compare = doc.get("compare_shadow")
+    if compare is not None and not isinstance(compare, bool):
+        raise ConfigError("'compare_shadow' must be true or false")
+    if compare:
+        config["compare_shadow"] = True
+    return config
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -454,9 +572,238 @@ class RouteStats:
                 "latency_ms_buckets": dict(zip(names, self.buckets, strict=True))}
 
 
+@dataclass
+class Health:
+    """An internal route's health as this router last saw it."""
+
+    url: str
+    up: bool
+    changed: float  # unix time of the last transition (or of when the route appeared)
+    downs: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"up": self.up, "changed": round(self.changed, 3), "downs": self.downs}
+
+
+def _failure(exc: BaseException) -> str:
+    return "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+
+
+def _connection_failed(exc: BaseException) -> bool:
+    """The upstream is not there (refused, reset, closed without answering): not a timeout, not an answer."""
+    return isinstance(exc, ConnectionError)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Capture
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def captured_body(raw: bytes) -> Any:
+    """A body as a captured row keeps it: parsed JSON, else ``{"text": ...}`` of its first 64 KiB."""
+    try:
+        return json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors; nested too deep
+        return {"text": raw[:CAPTURE_TEXT_BYTES].decode("utf-8", "replace")}
+
+
+def _parsed(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+
+
+@functools.lru_cache(maxsize=4)
+def _hour_name(hour: int) -> str:
+    return time.strftime("%Y%m%d-%H", time.gmtime(hour * 3600))
+
+
+def _hour(ts: float) -> str:
+    """YYYYMMDD-HH of `ts`, in UTC."""
+    return _hour_name(int(ts // 3600))
+
+
+@dataclass(frozen=True)
+class CaptureRow:
+    """A sampled request as its handler hands it to the writer, which parses the bodies (off the request path)."""
+
+    directory: str
+    ts: float
+    id: str
+    endpoint: str
+    path: str
+    status: int
+    latency_ms: float
+    request: bytes | None  # None: not kept
+    response: bytes | None
+    captured = True
+
+    @property
+    def size(self) -> int:
+        return len(self.request or b"") + len(self.response or b"")
+
+    @property
+    def file(self) -> str:
+        return os.path.join(self.directory, f"{CAPTURE_PREFIX}{_hour(self.ts)}.jsonl")
+
+    def line(self) -> str:
+        row: dict[str, Any] = {"ts": round(self.ts, 3), "id": self.id, "endpoint": self.endpoint, "path": self.path,
+                               "status": self.status, "latency_ms": round(self.latency_ms, 3)}
+        if self.request is not None:
+            row["request"] = captured_body(self.request)
+        if self.response is not None:
+            row["response"] = captured_body(self.response)
+        return json.dumps(row, separators=(",", ":"), allow_nan=False)
+
+
+@dataclass(frozen=True)
+class ShadowRow:
+    """A shadow pair (the row is complete; the mirror worker made it)."""
+
+    directory: str
+    endpoint: str
+    row: dict[str, Any]
+    captured = False
+    size = 0
+
+    @property
+    def file(self) -> str:
+        return os.path.join(self.directory, f"{SHADOW_PREFIX}{_hour(self.row['ts'])}.jsonl")
+
+    def line(self) -> str:
+        return json.dumps(self.row, separators=(",", ":"), allow_nan=False)
+
+
+_STOP = object()
+
+
+class CaptureWriter:
+    """One thread appending capture and shadow rows, as JSON lines, to their hourly files. Handlers only queue."""
+
+    def __init__(self, log: Any, written: metrics.Counter, dropped: metrics.Counter) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(CAPTURE_QUEUE)
+        self._bytes = 0  # of bodies in the queue
+        self._lock = threading.Lock()
+        self._log, self._written, self._dropped = log, written, dropped
+        self._logged_error = 0.0
+        self._thread = threading.Thread(target=self._run, name="capture-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, item: CaptureRow | ShadowRow) -> bool:
+        """Queue a row; False (counted as dropped) when the queue is full."""
+        with self._lock:
+            queued = self._bytes + item.size <= CAPTURE_QUEUE_BYTES
+            if queued:
+                try:
+                    self._queue.put_nowait(item)
+                    self._bytes += item.size
+                except queue.Full:
+                    queued = False
+        if not queued:
+            self._dropped.inc(endpoint=item.endpoint)
+        return queued
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write out what is queued, then stop."""
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            return
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()  # idle: asleep until a row comes
+            time.sleep(CAPTURE_BATCH_S)  # rows gather meanwhile: one wake-up and one write per file per batch
+            pending: dict[str, tuple[list[str], Counter[str], Counter[str]]] = {}  # file: lines, captured, all
+            taken = 0
+            while item is not _STOP:
+                self._take(item, pending)
+                taken += 1
+                if taken % CAPTURE_BATCH_ROWS == 0:  # a backlog: write as we go
+                    self._flush(pending)
+                    pending = {}
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._flush(pending)
+            if item is _STOP:
+                return
+
+    def _take(self, item: CaptureRow | ShadowRow, pending: dict[str, tuple[list[str], Counter[str], Counter[str]]]
+              ) -> None:
+        with self._lock:
+            self._bytes -= item.size
+        try:
+            line = item.line()
+        except Exception as exc:  # a row that cannot be written is dropped, never kills the writer
+            self._dropped.inc(endpoint=item.endpoint)
+            self._error(f"capture row not written: {type(exc).__name__}: {exc}")
+            return
+        lines, captured, rows = pending.setdefault(item.file, ([], Counter(), Counter()))
+        lines.append(line)
+        rows[item.endpoint] += 1
+        if item.captured:
+            captured[item.endpoint] += 1
+
+    def _flush(self, pending: dict[str, tuple[list[str], Counter[str], Counter[str]]]) -> None:
+        for file, (lines, captured, rows) in pending.items():
+            try:
+                _append(file, ("\n".join(lines) + "\n").encode())
+            except OSError as exc:
+                for endpoint, n in rows.items():
+                    self._dropped.inc(n, endpoint=endpoint)
+                self._error(f"cannot write {len(lines)} capture row(s) to {file}: {exc}")
+                continue
+            for endpoint, n in captured.items():
+                self._written.inc(n, endpoint=endpoint)
+
+    def _error(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._logged_error >= 60 or not self._logged_error:
+            self._logged_error = now
+            self._log(message)
+
+
+def _append(file: str, data: bytes) -> None:
+    """Append `data` (whole lines) to `file` (made 0600, its directory 0700, when missing)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    try:
+        fd = os.open(file, flags, 0o600)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(file), mode=0o700, exist_ok=True)
+        fd = os.open(file, flags, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Server
 # ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Primary:
+    """What a mirror copy carries to be compared with (compare_shadow)."""
+
+    id: str
+    ts: float
+    endpoint: str
+    path: str
+    status: int
+    body: bytes
+    seconds: float  # the primary's upstream round trip
+    directory: str | None  # the capture directory, if any
 
 
 @dataclass(frozen=True)
@@ -466,6 +813,15 @@ class MirrorJob:
     target: str
     body: bytes
     headers: dict[str, str]
+    primary: Primary | None = None
+
+
+def _row_id() -> str:
+    return os.urandom(8).hex()
+
+
+def _names(paths: list[str]) -> str:
+    return paths[0] if len(paths) == 1 else f"{', '.join(paths[:-1])} and {paths[-1]}"
 
 
 class RouterServer(RuntimeServer):
@@ -479,14 +835,55 @@ class RouterServer(RuntimeServer):
         self._stats_lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.route_stats: dict[str, RouteStats] = {}
+        self.health: dict[str, Health] = {}  # internal route path: health
+        self._down: frozenset[str] = frozenset()  # internal route paths marked down (replaced, never mutated)
+        self._checkers: set[str] = set()  # internal route paths a health thread checks
+        self._closing = threading.Event()
+        self._sample_lock = threading.Lock()
+        self._sampled = 0  # capture: error diffusion, in percent
         self.last_reload_error: str | None = None
+        self._init_metrics()
         self.state = self._build(load_config(config_path), version=1)
         self._mirror_queue: queue.Queue[MirrorJob] = queue.Queue(MIRROR_QUEUE)
         super().__init__(
             address, RouterHandler, component=f"{kind}[{self.state.config['endpoint']}]", access_log=not quiet
         )
+        self.writer = CaptureWriter(self.log, self.m_captured, self.m_dropped)
         for i in range(MIRROR_WORKERS):
             threading.Thread(target=self._mirror_worker, name=f"mirror-{i}", daemon=True).start()
+        self._start_checks(self.state)
+
+    def _init_metrics(self) -> None:
+        registry = self.registry = metrics.Registry()
+        self.m_requests = registry.counter(
+            "mlplat_requests_total", "Requests answered to callers, by the route that answered and the status sent",
+            ("endpoint", "path", "code"))
+        self.m_errors = registry.counter(
+            "mlplat_request_errors_total", "Attempts answered 5xx by the upstream or failed (502), by route",
+            ("endpoint", "path"))
+        self.m_duration = registry.histogram(
+            "mlplat_request_duration_seconds", "Upstream round trip of each attempt", ("endpoint", "path"))
+        self.m_up = registry.gauge(
+            "mlplat_upstream_up", "1 while an internal route's model server passes its health checks",
+            ("endpoint", "path"))
+        self.m_captured = registry.counter("mlplat_captured_rows_total", "Capture rows written", ("endpoint",))
+        self.m_dropped = registry.counter(
+            "mlplat_capture_dropped_total", "Capture and shadow rows dropped (queue full, or not writable)",
+            ("endpoint",))
+        self.m_pairs = registry.counter(
+            "mlplat_shadow_pairs_total", "Mirrored requests whose copy was answered and compared", ("endpoint", "path"))
+        self.m_instances = registry.counter(
+            "mlplat_shadow_instances_total", "Instances compared between primary and shadow", ("endpoint", "path"))
+        self.m_agreements = registry.counter(
+            "mlplat_shadow_agreements_total", "Compared instances with the same predicted label",
+            ("endpoint", "path"))
+        self.m_delta = registry.summary(
+            "mlplat_shadow_latency_delta_seconds", "Shadow minus primary upstream round trip", ("endpoint", "path"))
+        self._gpus = metrics.Gpus()
+        self._scrape_lock = threading.Lock()
+        registry.collector(self._drift_lines)
+        registry.collector(metrics.process_lines)
+        registry.collector(self._gpus.lines)
 
     def _build(self, config: dict[str, Any], version: int) -> RouterState:
         """The state for `config`: pools and signers reused by upstream, key files read (ConfigError)."""
@@ -510,17 +907,28 @@ class RouterServer(RuntimeServer):
             routes.append(Route(r["path"], r["url"], r["weight"], parts.path.rstrip("/"), pool,
                                 r.get("internal", False), f"{scheme}://{_host_header(scheme, host, port)}",
                                 signer, api_key))
+        endpoint = config["endpoint"]
         with self._stats_lock:
             for route in routes:
                 self.route_stats.setdefault(route.path, RouteStats())
+        for route in routes:  # zeros from the start, so that a rate over the first requests is right
+            self.m_errors.inc(0, endpoint=endpoint, path=route.path)
         primaries = tuple(r for r in routes if r.weight > 0)
         edges, total = [], 0.0
         for r in primaries:
             total += r.weight
             edges.append(total)
         mirrors = tuple(r for r in routes if r.weight == 0) if config["mode"] == "shadow" else ()
+        capture, compare = config.get("capture"), config.get("compare_shadow", False)
+        if capture is not None:
+            self.m_captured.inc(0, endpoint=endpoint)
+            self.m_dropped.inc(0, endpoint=endpoint)
+        if compare:
+            for route in mirrors:
+                for counter in (self.m_pairs, self.m_instances, self.m_agreements):
+                    counter.inc(0, endpoint=endpoint, path=route.path)
         return RouterState(
-            version, config, tuple(routes), primaries, tuple(edges), mirrors, config["mirror_percent"]
+            version, config, tuple(routes), primaries, tuple(edges), mirrors, config["mirror_percent"], capture, compare
         )
 
     def reload(self) -> None:
@@ -539,29 +947,169 @@ class RouterServer(RuntimeServer):
                 if id(pool) not in in_use:  # upstream gone from the config
                     del self._pools[key]
                     pool.close()
+            self._start_checks(state)
             self.log(f"config reloaded (version {self.state.version}): {self._describe(self.state)}")
 
     @staticmethod
     def _describe(state: RouterState) -> str:
         routes = ", ".join(f"{r['path']}={r['weight']:g}" for r in state.config["routes"])
-        return f"mode={state.config['mode']} {routes}"
+        capture = state.capture
+        extra = f" capture={capture['sample_percent']}%" if capture else ""
+        return f"mode={state.config['mode']} {routes}{extra}" + (" compare_shadow" if state.compare_shadow else "")
+
+    def close_monitoring(self) -> None:
+        """At shutdown: stop the health checks, write out the queued capture rows."""
+        self._closing.set()
+        self.writer.close()
+
+    # -- statistics --------------------------------------------------------------------------------------------
 
     def count(self, key: str) -> None:
         with self._stats_lock:
             self.counts[key] += 1
 
-    def record(self, route: Route, started: float, error: bool) -> None:
-        """One request routed to `route` that started (monotonic) at `started`."""
-        latency_ms = (time.monotonic() - started) * 1000
+    def record(self, endpoint: str, route: Route, started: float, error: bool) -> float:
+        """One attempt at `route` that started (monotonic) at `started`; returns its round trip (s)."""
+        seconds = time.monotonic() - started
         with self._stats_lock:
-            self.route_stats.setdefault(route.path, RouteStats()).add(latency_ms, error)
+            self.route_stats.setdefault(route.path, RouteStats()).add(seconds * 1000, error)
+        self.m_duration.observe(seconds, endpoint=endpoint, path=route.path)
+        if error:
+            self.m_errors.inc(endpoint=endpoint, path=route.path)
+        return seconds
 
-    def stats_snapshot(self) -> tuple[dict[str, int], dict[str, Any]]:
+    def answered(self, endpoint: str, path: str, status: int) -> None:
+        self.m_requests.inc(endpoint=endpoint, path=path, code=str(status))
+
+    def stats_snapshot(self) -> tuple[dict[str, int], dict[str, Any], dict[str, Any]]:
         with self._stats_lock:
-            return dict(self.counts), {path: s.to_json() for path, s in self.route_stats.items()}
+            return (dict(self.counts), {path: s.to_json() for path, s in self.route_stats.items()},
+                    {path: h.to_json() for path, h in self.health.items()})
+
+    def sample(self, percent: int) -> bool:
+        """Whether to capture this request: exactly `percent` % of the calls, evenly spread."""
+        with self._sample_lock:
+            self._sampled += percent
+            if self._sampled >= 100:
+                self._sampled -= 100
+                return True
+            return False
+
+    def render_metrics(self) -> bytes:
+        state = self.state
+        with self._scrape_lock:
+            self.m_up.clear()
+            with self._stats_lock:
+                up = {path: h.up for path, h in self.health.items()}
+            for route in state.routes:
+                if route.path in up:
+                    self.m_up.set(1 if up[route.path] else 0, endpoint=state.config["endpoint"], path=route.path)
+            return self.registry.render()
+
+    def _drift_lines(self) -> list[str]:
+        """mlplat_drift_score from `<capture dir>/drift-scores.json`; none when it is missing or malformed."""
+        state = self.state
+        if state.capture is None:
+            return []
+        try:
+            doc = json.loads(Path(state.capture["dir"], SCORES_FILE).read_bytes())
+        except (OSError, ValueError):
+            return []
+        scores = doc.get("scores") if isinstance(doc, dict) else None
+        if not isinstance(scores, list):
+            return []
+        gauge = metrics.Gauge("mlplat_drift_score", "Drift score of a feature, from the last mlplat monitor run",
+                              ("endpoint", "feature", "metric"))
+        for score in scores:
+            if not isinstance(score, dict):
+                return []
+            feature, metric, value = score.get("feature"), score.get("metric"), score.get("value")
+            if not (isinstance(feature, str) and isinstance(metric, str) and isinstance(value, (int, float))
+                    and not isinstance(value, bool)):
+                return []
+            gauge.set(value, endpoint=state.config["endpoint"], feature=feature, metric=metric)
+        return [*gauge.header(), *gauge.lines()]
+
+    # -- health of internal routes -----------------------------------------------------------------------------
+
+    def choose(self, state: RouterState, exclude: str | None = None) -> Route | None:
+        down = self._down
+        if exclude is None and not down:
+            return state.choose()
+        return state.choose_live(down, exclude)
+
+    def _start_checks(self, state: RouterState) -> None:
+        """Health records for `state`'s internal routes (a new or moved one starts up), and a checker each."""
+        now = time.time()
+        internal = {r.path: r for r in state.routes if r.internal}
+        with self._stats_lock:
+            for path in list(self.health):
+                if path not in internal:
+                    del self.health[path]
+            for path, route in internal.items():
+                known = self.health.get(path)
+                if known is None or known.url != route.url:
+                    self.health[path] = Health(route.url, True, now, known.downs if known else 0)
+            self._down = frozenset(p for p, h in self.health.items() if not h.up)
+            for path in internal:
+                if path not in self._checkers:
+                    self._checkers.add(path)
+                    threading.Thread(target=self._check_loop, args=(path,), name=f"health-{path}",
+                                     daemon=True).start()
+
+    def _internal_route(self, path: str) -> Route | None:
+        return next((r for r in self.state.routes if r.path == path and r.internal), None)
+
+    def _check_loop(self, path: str) -> None:
+        while not self._closing.is_set():
+            route = self._internal_route(path)
+            if route is None:
+                with self._stats_lock:
+                    if self._internal_route(path) is None:  # under the lock _start_checks holds: no race
+                        self._checkers.discard(path)
+                        return
+                continue
+            up, reason = self._check(route, self.internal_token)
+            self.set_health(route, up, reason)
+            self._closing.wait(HEALTH_INTERVAL_S)
+
+    @staticmethod
+    def _check(route: Route, token: str | None) -> tuple[bool, str]:
+        """GET /-/healthz on a connection of its own (with the internal token, as every request to an internal
+        route): (passed, why not)."""
+        pool = route.pool
+        if pool.context is not None:
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                pool.host, pool.port, timeout=HEALTH_TIMEOUT_S, context=pool.context)
+        else:
+            conn = http.client.HTTPConnection(pool.host, pool.port, timeout=HEALTH_TIMEOUT_S)
+        try:
+            conn.request("GET", route.prefix + HEALTH_PATH, headers={INTERNAL_HEADER: token} if token else {})
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status == 200, f"health check answered {resp.status}"
+        except (OSError, http.client.HTTPException) as exc:
+            return False, f"health check failed: {_failure(exc)}"
+        finally:
+            conn.close()
+
+    def set_health(self, route: Route, up: bool, reason: str) -> None:
+        """Mark an internal route up or down (a route since moved to another URL is left alone)."""
+        with self._stats_lock:
+            health = self.health.get(route.path)
+            if health is None or health.url != route.url or health.up == up:
+                return
+            health.up, health.changed = up, time.time()
+            health.downs += not up
+            self._down = frozenset(p for p, h in self.health.items() if not h.up)
+        self.log(f"route '{route.path}' ({route.url}) is up" if up else
+                 f"route '{route.path}' ({route.url}) is down: {reason}")
+
+    # -- mirror copies -----------------------------------------------------------------------------------------
 
     def mirror(
-        self, state: RouterState, method: str, target: str, body: bytes, headers: dict[str, str]
+        self, state: RouterState, method: str, target: str, body: bytes, headers: dict[str, str],
+        primary: Primary | None = None,
     ) -> None:
         for route in state.mirrors:
             if random.random() * 100 >= state.mirror_percent:
@@ -574,7 +1122,7 @@ class RouterServer(RuntimeServer):
                 self.count(f"mirror_errors.{route.path}")
                 continue
             try:
-                self._mirror_queue.put_nowait(MirrorJob(route, method, upstream_target, body, outgoing))
+                self._mirror_queue.put_nowait(MirrorJob(route, method, upstream_target, body, outgoing, primary))
                 self.count(f"mirror_queued.{route.path}")
             except queue.Full:
                 self.count(f"mirror_dropped.{route.path}")
@@ -583,12 +1131,36 @@ class RouterServer(RuntimeServer):
         while True:
             job = self._mirror_queue.get()
             try:
-                status, _, _ = job.route.pool.request(job.method, job.target, job.body, job.headers)
+                started = time.monotonic()
+                status, _, data = job.route.pool.request(job.method, job.target, job.body, job.headers)
+                seconds = time.monotonic() - started
                 self.count(f"mirror_sent.{job.route.path}")
                 if status >= 500:
                     self.count(f"mirror_errors.{job.route.path}")
             except Exception:  # mirror failures never matter to the caller
                 self.count(f"mirror_errors.{job.route.path}")
+                continue
+            if job.primary is not None:
+                try:
+                    self._compare(job.route, job.primary, status, data, seconds)
+                except Exception as exc:  # a comparison bug must not end the worker
+                    self.log(f"shadow comparison failed: {type(exc).__name__}: {exc}")
+
+    def _compare(self, route: Route, primary: Primary, status: int, data: bytes, seconds: float) -> None:
+        instances = agreements = 0
+        if primary.status == 200 and status == 200:
+            instances, agreements = agreement(_parsed(primary.body), _parsed(data))
+        labels = {"endpoint": primary.endpoint, "path": route.path}
+        self.m_pairs.inc(**labels)
+        self.m_instances.inc(instances, **labels)
+        self.m_agreements.inc(agreements, **labels)
+        self.m_delta.observe(seconds - primary.seconds, **labels)
+        if primary.directory is not None:
+            self.writer.submit(ShadowRow(primary.directory, primary.endpoint, {
+                "ts": round(primary.ts, 3), "id": primary.id, "endpoint": primary.endpoint, "primary": primary.path,
+                "shadow": route.path, "primary_status": primary.status, "shadow_status": status,
+                "primary_ms": round(primary.seconds * 1000, 3), "shadow_ms": round(seconds * 1000, 3),
+                "instances": instances, "agreements": agreements}))
 
 
 def _host_header(scheme: str, host: str, port: int) -> str:
@@ -608,26 +1180,54 @@ class RouterHandler(BaseHandler):
         if self.path.startswith("/-/"):
             self._internal()
             return
+        if self.route_path == "/metrics":
+            if self.command != "GET":
+                raise HTTPError(405, "/metrics only supports GET", [("Allow", "GET")])
+            self.send_bytes(200, self.server.render_metrics(), metrics.CONTENT_TYPE)
+            return
+        server = self.server
         body = self.read_body()
         headers = self._upstream_headers()
-        route = state.choose()
-        target = route.prefix + self.path
-        started = time.monotonic()
-        try:
-            outgoing = route.outgoing(self.command, target, body, headers, self.server.internal_token)
-            status, upstream_headers, data = route.pool.request(self.command, target, body, outgoing)
-        except (OSError, http.client.HTTPException, SigningError) as exc:
-            self.server.record(route, started, error=True)
-            self.server.count(f"errors.{route.path}")
-            reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+        endpoint = state.config["endpoint"]
+        received = time.time()
+        route = server.choose(state)
+        if route is None:
+            self._no_live_path(state)
+            return
+        answer, failure, seconds = None, None, 0.0
+        for attempt in (1, 2):
+            target = route.prefix + self.path
+            started = time.monotonic()
+            try:
+                outgoing = route.outgoing(self.command, target, body, headers, server.internal_token)
+                answer = route.pool.request(self.command, target, body, outgoing)
+            except (OSError, http.client.HTTPException, SigningError) as exc:
+                server.record(endpoint, route, started, error=True)
+                server.count(f"errors.{route.path}")
+                failure = exc
+                if route.internal and _connection_failed(exc):
+                    server.set_health(route, False, f"a request failed: {_failure(exc)}")
+                    other = server.choose(state, exclude=route.path) if attempt == 1 else None
+                    if other is not None:  # predictions have no side effects: once more, elsewhere
+                        server.count(f"retried.{route.path}")
+                        route = other
+                        continue
+                break
+            else:
+                seconds = server.record(endpoint, route, started, error=answer[0] >= 500)
+                server.count(f"requests.{route.path}")
+                break
+        if answer is None:
+            assert failure is not None
+            server.answered(endpoint, route.path, 502)
             self.send_json(
                 502,
-                {"error": f"upstream '{route.path}' ({route.url}) failed: {reason}", "path": route.path},
+                {"error": f"upstream '{route.path}' ({route.url}) failed: {_failure(failure)}", "path": route.path},
                 headers=[("X-Mlplat-Path", route.path)],
             )
         else:
-            self.server.record(route, started, error=status >= 500)
-            self.server.count(f"requests.{route.path}")
+            status, upstream_headers, data = answer
+            server.answered(endpoint, route.path, status)
             content_type = "application/octet-stream"
             length = None  # a HEAD response has no body but announces the GET body's length
             passthrough = []
@@ -641,9 +1241,39 @@ class RouterHandler(BaseHandler):
                     passthrough.append((name, value))
             passthrough.append(("X-Mlplat-Path", route.path))
             self.send_bytes(status, data, content_type, passthrough, content_length=length)
+        capture = state.capture
+        sampled = answer is not None and capture is not None and server.sample(capture["sample_percent"])
+        compare = answer is not None and state.compare_shadow and bool(state.mirrors)
+        if not (sampled or state.mirrors):
+            return
+        self.wfile.flush()  # the caller gets its response before a row or a copy is even queued
+        row_id = _row_id() if sampled or compare else ""
+        if sampled:
+            assert capture is not None and answer is not None
+            server.writer.submit(CaptureRow(
+                capture["dir"], received, row_id, endpoint, route.path, answer[0], seconds * 1000,
+                body if capture["request"] else None, answer[2] if capture["response"] else None))
         if state.mirrors:
-            self.wfile.flush()  # the caller gets its response before the copy is even queued
-            self.server.mirror(state, self.command, self.path, body, headers)
+            primary = None
+            if compare:
+                assert answer is not None
+                primary = Primary(row_id, received, endpoint, route.path, answer[0], answer[2], seconds,
+                                  capture["dir"] if capture else None)
+            server.mirror(state, self.command, self.path, body, headers, primary)
+
+    def _no_live_path(self, state: RouterState) -> None:
+        """503: every route with weight > 0 is an internal one marked down."""
+        endpoint = state.config["endpoint"]
+        _, _, health = self.server.stats_snapshot()
+        down = [r.path for r in state.primaries]
+        says = "is down (its model server is" if len(down) == 1 else "are down (their model servers are"
+        self.server.count("no_live_path")
+        self.server.answered(endpoint, NO_PATH, 503)
+        self.server.m_errors.inc(endpoint=endpoint, path=NO_PATH)
+        self.send_json(503, {"error": f"no live path for endpoint '{endpoint}': {_names(down)} {says} restarting "
+                                      "or stopped)",
+                             "paths": {path: health.get(path) for path in down}},
+                       headers=[("Retry-After", "1")])
 
     def _authorized(self, state: RouterState) -> bool:
         presented = self.headers.get("X-Api-Key") or ""
@@ -685,8 +1315,9 @@ class RouterHandler(BaseHandler):
         elif path == "/-/config":
             self.send_json(200, state.config, headers=[("X-Mlplat-Config-Version", str(state.version))])
         elif path == "/-/stats":
-            counts, routes = self.server.stats_snapshot()
-            self.send_json(200, {"config_version": state.version, "counts": counts, "routes": routes})
+            counts, routes, health = self.server.stats_snapshot()
+            self.send_json(200, {"config_version": state.version, "counts": counts, "routes": routes,
+                                 "health": health})
         else:
             raise HTTPError(404, f"no route {path}")
 
@@ -710,7 +1341,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = server.state.config
     info = {"kind": args.kind, "endpoint": config["endpoint"], "config": str(args.config.resolve())}
-    return serve(server, args.runtime_file, info, on_reload=server.reload)
+    try:
+        return serve(server, args.runtime_file, info, on_reload=server.reload)
+    finally:
+        server.close_monitoring()
 
 
 if __name__ == "__main__":
