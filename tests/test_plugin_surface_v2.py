@@ -164,17 +164,17 @@ def test_a_model_format_the_target_does_not_serve_is_refused_at_validate(tmp_pat
     assert "its framework 'sklearn' is not one it serves (served: mlplat-linear, onnx)" in str(err.value)
 
 
-def test_sklearn_on_local_fails_validate_not_half_way_through_apply(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+def test_xgboost_on_local_fails_validate_not_half_way_through_apply(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
     text = (STACKS / "quickstart.yaml").read_text()
     assert "artifact: models/iris-v1.json}" in text
     (tmp_path / "stack.yaml").write_text(text.replace("artifact: models/iris-v1.json}",
-                                                      "artifact: models/iris-v1.json, framework: sklearn}"))
+                                                      "artifact: models/iris-v1.json, framework: xgboost}"))
     (tmp_path / "models").mkdir()
     for model in (STACKS / "models").glob("*.json"):
         (tmp_path / "models" / model.name).write_text(model.read_text())
     proc = cli("validate", "-f", "stack.yaml", cwd=tmp_path, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "cannot serve model 'iris:1': its framework 'sklearn'" in proc.stderr
+    assert "cannot serve model 'iris:1': its framework 'xgboost'" in proc.stderr
     assert "stack.yaml:" in proc.stderr
 
 

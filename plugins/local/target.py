@@ -26,7 +26,15 @@ from provisioner.errors import MlplatError, NotOffered
 from provisioner.graph import Ref, Resource
 from provisioner.provider import ResourceProvider
 from provisioner.spec.model import Cluster, Component, Registry, Serving, Storage
-from provisioner.target import Capabilities, LowerContext, Lowered, ShadowCapability, StorageLimits, Target
+from provisioner.target import (
+    Capabilities,
+    LowerContext,
+    Lowered,
+    Reason,
+    ShadowCapability,
+    StorageLimits,
+    Target,
+)
 
 if TYPE_CHECKING:
     from mlplat_plugins.local.artifact_store import LocalArtifactStore
@@ -70,12 +78,38 @@ class LocalTarget(Target):
             max_replicas=1,
             storage={"nas": StorageLimits()},
             auth_modes=frozenset({"none", "key"}),
-            model_formats=frozenset({"mlplat-linear"}),  # what runtime/model_server.py loads
+            model_formats=frozenset({"mlplat-linear", "onnx", "sklearn", "mlflow"}),  # runtime/formats.py
             front_door="gateway",
             monitoring=frozenset({"capture", "drift", "alerts", "shadow_comparison"}),
             notes=("one node: this machine", "endpoints without auth: key listen on 127.0.0.1 only",
                    "front door: a gateway process forwarding to any http(s) endpoint (SigV4 or a key as needed)"),
         )
+
+    def check(self, component: Component) -> list[Reason]:
+        """A registry's models: a format whose runtime is not installed (the pip line installing it), and an
+        artifact that is a pickle, or an MLflow model that would unpickle or run code (runtime/formats.py) — at
+        the model's `framework` and `artifact`. Runtimes are looked for, never imported. A missing artifact is the
+        loader's to report; an unknown framework the capability check's, on the path serving it."""
+        from mlplat_plugins.local.runtime import formats
+
+        if not isinstance(component, Registry):
+            return []
+        found = []
+        for i, model in enumerate(component.models):
+            missing = formats.missing_runtime(model.framework)
+            if missing:
+                found.append(Reason("model-runtime-missing", f"model {model.ref}: the local target serves "
+                                    f"{model.framework} models with {', '.join(missing)}, which "
+                                    f"{'is' if len(missing) == 1 else 'are'} not installed: "
+                                    f"{formats.install_line(model.framework)}", ("models", i, "framework")))
+            try:
+                source = artifact_path(model, self.context.stack_dir, component.artifact_roots)
+            except MlplatError:
+                continue
+            problem = formats.artifact_problem(source, model.framework)
+            if problem is not None:
+                found.append(Reason(problem[0], f"model {model.ref}: {problem[1]}", ("models", i, "artifact")))
+        return found
 
     def discover(self) -> dict[str, object]:
         """The host facts a plan depends on: this machine's GPUs, as `nvidia-smi` names them, in index order
