@@ -493,6 +493,90 @@ def cost_(
         cost.render_compare(_console(), reports)
 
 
+@app.command()
+def monitor(
+    file: StackFile = None,
+    once: Annotated[bool, typer.Option("--once", help="Check once and exit (default: check again on the shortest "
+                                                       "drift schedule, hourly or daily, until Ctrl-C)")] = False,
+    since: Annotated[float, typer.Option("--since", min=0, help="Hours of captured rows to check (0: every row)")]
+    = 24.0,
+    interval: Annotated[float | None, typer.Option("--interval", min=1, help="Seconds between checks, instead of "
+                                                                            "the drift schedule (for demos)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout (checks once)")] = False,
+    state: StateUrl = None,
+) -> None:
+    """Check monitored endpoints: feature drift against the baseline, shadow agreement; send alerts (exit 0)."""
+    import time
+
+    from provisioner.monitoring import run as monitoring
+
+    stack = _open(file, state, json_mode=True)
+    period = interval or monitoring.schedule_s(monitoring.monitored(stack))
+    console = _console()
+    try:
+        while True:
+            report = monitoring.run(stack, since_hours=since or None)
+            if json_out:
+                _emit_json(report.to_json())
+                return
+            console.print(monitoring.render(report))
+            if once:
+                return
+            console.print(f"[dim]next check in {period:g} s (Ctrl-C to stop)[/]")
+            time.sleep(period)
+    except KeyboardInterrupt:
+        return
+    finally:
+        stack.close()
+
+
+@app.command()
+def top(
+    file: StackFile = None,
+    window: Annotated[float, typer.Option("--window", min=0.1, help="Seconds each view covers (and between "
+                                                                     "refreshes)")] = 5.0,
+    once: Annotated[bool, typer.Option("--once", help="One view, then exit")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout (one view)")] = False,
+    state: StateUrl = None,
+) -> None:
+    """Utilisation, request rate, error rate and p95 latency per pool and endpoint path, from the targets' metrics."""
+    from provisioner.monitoring import top as top_view
+
+    stack = _open(file, state, json_mode=True)
+    try:
+        if json_out or once:
+            usage = top_view.collect(stack, window)
+            if json_out:
+                _emit_json({"stack": stack.name, "window_s": window, **usage.to_json()})
+            else:
+                _console().print(top_view.render(usage, f"{stack.name}, last {window:g} s"))
+            return
+        import time
+
+        def paced() -> Any:  # one view per window, also when there was nothing to watch for a window
+            began = time.monotonic()
+            usage = top_view.collect(stack, window)
+            time.sleep(max(0.0, window - (time.monotonic() - began)))
+            return usage
+
+        console = _console()
+        if not console.is_terminal:  # a pipe or a log: one view after another
+            while True:
+                console.print(top_view.render(paced(), f"{stack.name}, last {window:g} s"))
+        from rich.live import Live
+        from rich.text import Text
+
+        with Live(Text(f"mlplat top {stack.name}: reading the first {window:g} s…"), console=console,
+                  auto_refresh=False) as live:
+            while True:
+                live.update(top_view.render(paced(), f"{stack.name}, last {window:g} s (Ctrl-C to stop)"),
+                            refresh=True)
+    except KeyboardInterrupt:
+        return
+    finally:
+        stack.close()
+
+
 @state_app.command("list")
 def state_list(file: StackFile = None, json_out: JsonFlag = False, state: StateUrl = None) -> None:
     """List recorded resources."""
