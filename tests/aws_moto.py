@@ -29,9 +29,25 @@ set identifier and values (moto drops every set with that identifier in the zone
 conflict rule, changes that are ``PENDING`` until read with ``GetChange``, and its own throttling error (400
 ``Throttling``); SageMaker runtime ``InvokeEndpoint`` named in the call log and refusing an endpoint that does not
 exist.
+
+Monitoring (``_install_sagemaker_monitoring``, ``_install_cloudwatch_percentiles``, ``_install_sns_confirmation``):
+SageMaker ``DataCaptureConfig`` checked against the API's constraints on ``CreateEndpointConfig``, left out of
+``DescribeEndpointConfig`` when the config has none, and reported by ``DescribeEndpoint`` as the API's
+``DataCaptureConfigSummary`` (``CaptureStatus``, ``CurrentSamplingPercentage``); data-quality job definitions
+(moto has them) checked against the API's constraints, ``ResourceInUse`` for a name taken, summaries naming their
+endpoint, list filters, and refused deletion while a monitoring schedule uses one; monitoring schedules (moto has
+none): ``CreateMonitoringSchedule``, ``DescribeMonitoringSchedule``, ``UpdateMonitoringSchedule``,
+``DeleteMonitoringSchedule``, ``ListMonitoringSchedules`` with the API's constraints, the documented cron forms,
+``ResourceInUse``/``ResourceNotFound``, a missing job definition or endpoint (or one without data capture) refused,
+``Pending`` until described once, then ``Scheduled`` (no update or delete while ``Pending``), and tags
+(``AddTags``/``ListTags``/``DeleteTags``) on their ARNs; CloudWatch percentile statistics (``p95``...) in
+``GetMetricData`` (moto answers null); SNS e-mail and http(s) subscriptions ``PendingConfirmation`` until
+confirmed (``confirm_all``), listed as such, and ``CreateTopic`` of an existing name with
+other tags refused.
 """
 
 import contextlib
+import dataclasses
 import io
 import json
 import re
@@ -503,6 +519,9 @@ def install_extensions() -> None:
         _install_s3_conditional_writes()
         _install_route53()
         _install_sagemaker_runtime()
+        _install_sagemaker_monitoring()
+        _install_cloudwatch_percentiles()
+        _install_sns_confirmation()
         _installed = True
 
 
@@ -1016,3 +1035,484 @@ def _install_sagemaker() -> None:
     SageMakerResponse.update_cluster = update_cluster_response
     SageMakerResponse.delete_model_package = delete_model_package_response
     SageMakerResponse.delete_model_package_group = delete_model_package_group_response
+
+
+# --------------------------------------------------------------------------------------------
+# Monitoring: SageMaker Model Monitor, CloudWatch percentiles, SNS confirmations
+# --------------------------------------------------------------------------------------------
+
+_SAGEMAKER_MODEL: Any = None
+
+
+def _sagemaker_model() -> Any:
+    global _SAGEMAKER_MODEL
+    if _SAGEMAKER_MODEL is None:
+        _SAGEMAKER_MODEL = botocore.session.get_session().get_service_model("sagemaker")
+    return _SAGEMAKER_MODEL
+
+
+def _shape_violations(shape: Any, value: Any, path: str, found: list[str]) -> None:
+    """What the service's own request validation reports for `value` against a botocore `shape`, in AWS's words
+    ("Value 'x' at 'a.b' failed to satisfy constraint: ..."); botocore checks only required members and types."""
+    meta = shape.metadata
+    if value is None:
+        return
+    shown = value if not isinstance(value, (dict, list)) else "..."
+    if shape.type_name == "structure":
+        for name in shape.required_members:
+            if value.get(name) is None:
+                found.append(f"Value null at '{_member_path(path, name)}' failed to satisfy constraint: Member must "
+                             "not be null")
+        for name, member in shape.members.items():
+            if name in value:
+                _shape_violations(member, value[name], _member_path(path, name), found)
+    elif shape.type_name == "list":
+        _length_violations(meta, len(value), shown, path, found)
+        for i, item in enumerate(value):
+            _shape_violations(shape.member, item, f"{path}.{i + 1}.member", found)
+    elif shape.type_name == "string":
+        if "enum" in meta and value not in meta["enum"]:
+            found.append(f"Value '{value}' at '{path}' failed to satisfy constraint: Member must satisfy enum value "
+                         f"set: [{', '.join(meta['enum'])}]")
+            return
+        _length_violations(meta, len(value), value, path, found)
+        pattern = meta.get("pattern")
+        if pattern:
+            try:
+                compiled = re.compile(pattern)
+            except re.error:  # Java-only syntax (\p{L}): the service checks it, this fake does not
+                return
+            if not compiled.fullmatch(value):
+                found.append(f"Value '{value}' at '{path}' failed to satisfy constraint: Member must satisfy regular "
+                             f"expression pattern: {pattern}")
+    elif shape.type_name in ("integer", "long", "double", "float"):
+        if "max" in meta and value > meta["max"]:
+            found.append(f"Value '{value}' at '{path}' failed to satisfy constraint: Member must have value less "
+                         f"than or equal to {meta['max']}")
+        if "min" in meta and value < meta["min"]:
+            found.append(f"Value '{value}' at '{path}' failed to satisfy constraint: Member must have value greater "
+                         f"than or equal to {meta['min']}")
+
+
+def _length_violations(meta: dict[str, Any], length: int, shown: Any, path: str, found: list[str]) -> None:
+    if "max" in meta and length > meta["max"]:
+        found.append(f"Value '{shown}' at '{path}' failed to satisfy constraint: Member must have length less than "
+                     f"or equal to {meta['max']}")
+    if "min" in meta and length < meta["min"]:
+        found.append(f"Value '{shown}' at '{path}' failed to satisfy constraint: Member must have length greater "
+                     f"than or equal to {meta['min']}")
+
+
+def _member_path(path: str, name: str) -> str:
+    camel = name[0].lower() + name[1:]
+    return f"{path}.{camel}" if path else camel
+
+
+def _check_request(operation: str, params: dict[str, Any], members: Iterable[str] | None = None) -> None:
+    """Raise SageMaker's ValidationException for what `params` break of `operation`'s input constraints (all
+    members, or only `members`)."""
+    from moto.sagemaker.exceptions import ValidationError
+
+    shape = _sagemaker_model().operation_model(operation).input_shape
+    found: list[str] = []
+    if members is None:
+        _shape_violations(shape, params, "", found)
+    else:
+        for name in members:
+            _shape_violations(shape.members[name], params.get(name), _member_path("", name), found)
+    if found:
+        count = f"{len(found)} validation error{'s' if len(found) > 1 else ''} detected: "
+        raise ValidationError(message=count + "; ".join(found))
+
+
+def _output_of(operation: str, document: dict[str, Any]) -> dict[str, Any]:
+    """`document` cut to the members of `operation`'s output, without empty values (the API leaves them out)."""
+    members = _sagemaker_model().operation_model(operation).output_shape.members
+    return {k: v for k, v in document.items() if k in members and v not in (None, {}, [])}
+
+
+#: ScheduleExpression forms CreateMonitoringSchedule accepts (API reference, ScheduleConfig): hourly, daily at an
+#: hour, every N hours from an hour, or NOW (a one-off run, which needs the analysis window)
+_CRON = re.compile(r"cron\(0 (\*|([01]?[0-9]|2[0-3])(/([1-9]|1[0-9]|2[0-4]))?) \? \* \* \*\)")
+
+
+@dataclass
+class _MonitoringSchedule:
+    name: str
+    arn: str
+    config: dict[str, Any]
+    endpoint: str | None
+    tags: list[dict[str, str]]
+    status: str = "Pending"
+    created: datetime = dataclasses.field(default_factory=_now)
+    modified: datetime = dataclasses.field(default_factory=_now)
+
+    @property
+    def monitoring_type(self) -> str:
+        return str(self.config.get("MonitoringType") or "DataQuality")
+
+    def summary(self) -> dict[str, Any]:
+        out = {"MonitoringScheduleName": self.name, "MonitoringScheduleArn": self.arn, "CreationTime": self.created,
+               "LastModifiedTime": self.modified, "MonitoringScheduleStatus": self.status,
+               "MonitoringType": self.monitoring_type, "EndpointName": self.endpoint,
+               "MonitoringJobDefinitionName": self.config.get("MonitoringJobDefinitionName")}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+def _install_sagemaker_monitoring() -> None:
+    """SageMaker Model Monitor as its API reference says, where moto 5.2.5 differs or has nothing (see the module
+    docstring). The exact message texts of refusals SageMaker does not document are this fake's own."""
+    from moto.core.responses import ActionResult, EmptyResult
+    from moto.sagemaker import models as sm
+    from moto.sagemaker.exceptions import ResourceInUseException, ResourceNotFound, ValidationError
+    from moto.sagemaker.responses import SageMakerResponse
+
+    backend_cls = sm.SageMakerModelBackend
+
+    # ---- DataCaptureConfig -------------------------------------------------------------------
+    original_create_config = SageMakerResponse.create_endpoint_config
+
+    def create_endpoint_config(self: Any) -> ActionResult:
+        _check_request("CreateEndpointConfig", self._get_params(), ["DataCaptureConfig"])
+        return original_create_config(self)
+
+    def describe_endpoint_config(self: Any) -> ActionResult:
+        out = dict(self.sagemaker_backend.describe_endpoint_config(self._get_param("EndpointConfigName")))
+        if not out.get("DataCaptureConfig"):  # the API leaves it out of a config without one
+            out.pop("DataCaptureConfig", None)
+        return ActionResult(out)
+
+    endpoint_response = sm.FakeEndpoint.response_object
+
+    def endpoint_object(self: Any) -> dict[str, Any]:
+        out = dict(endpoint_response.fget(self))
+        capture = out.pop("DataCaptureConfig", None)
+        if capture:  # DescribeEndpoint reports a DataCaptureConfigSummary, not the config's DataCaptureConfig
+            enabled = capture.get("EnableCapture", True)
+            summary = {"EnableCapture": enabled, "CaptureStatus": "Started" if enabled else "Stopped",
+                       "CurrentSamplingPercentage": capture["InitialSamplingPercentage"],
+                       "DestinationS3Uri": capture["DestinationS3Uri"], "KmsKeyId": capture.get("KmsKeyId")}
+            out["DataCaptureConfig"] = {k: v for k, v in summary.items() if v is not None}
+        return out
+
+    # ---- data-quality job definitions -------------------------------------------------------------
+    def endpoint_of_job(job: Any) -> str | None:
+        for attr, value in vars(job).items():
+            if attr.endswith("_job_input") and isinstance(value, dict):
+                return (value.get("EndpointInput") or {}).get("EndpointName")
+        return None
+
+    def schedules(backend: Any) -> dict[str, _MonitoringSchedule]:
+        found: dict[str, _MonitoringSchedule] = backend.__dict__.setdefault("_mlplat_monitoring_schedules", {})
+        return found
+
+    original_create_job = SageMakerResponse.create_data_quality_job_definition
+
+    def create_data_quality_job_definition(self: Any) -> ActionResult:
+        params = self._get_params()
+        _check_request("CreateDataQualityJobDefinition", params)
+        job_input = params["DataQualityJobInput"]
+        if len([k for k in ("EndpointInput", "BatchTransformInput") if job_input.get(k)]) != 1:
+            raise ValidationError(message="DataQualityJobInput must have exactly one of EndpointInput and "
+                                          "BatchTransformInput.")
+        backend = self.sagemaker_backend
+        name = params["JobDefinitionName"]
+        if name in backend.data_quality_job_definitions:
+            arn = sm.FakeDataQualityJobDefinition.arn_formatter(name, backend.account_id, backend.region_name)
+            raise ResourceInUseException(f"Job definition {arn} already exists.")
+        result = original_create_job(self)
+        job = backend.data_quality_job_definitions[name]
+        if not job.stopping_condition:  # the API's default (MonitoringStoppingCondition)
+            job.stopping_condition = {"MaxRuntimeInSeconds": 3600}
+        return result
+
+    def describe_data_quality_job_definition(self: Any) -> ActionResult:
+        name = self._get_param("JobDefinitionName")
+        job = self.sagemaker_backend.data_quality_job_definitions.get(name)
+        if job is None:
+            raise ResourceNotFound(f"Job definition {name} does not exist.")
+        document = {"JobDefinitionArn": job.arn, "JobDefinitionName": job.job_definition_name,
+                    "CreationTime": job.creation_time, "DataQualityBaselineConfig": job.data_quality_baseline_config,
+                    "DataQualityAppSpecification": job.data_quality_app_specification,
+                    "DataQualityJobInput": job.data_quality_job_input,
+                    "DataQualityJobOutputConfig": job.data_quality_job_output_config,
+                    "JobResources": job.job_resources, "NetworkConfig": job.network_config, "RoleArn": job.role_arn,
+                    "StoppingCondition": job.stopping_condition}
+        return ActionResult(_output_of("DescribeDataQualityJobDefinition", document))
+
+    def list_data_quality_job_definitions(self: Any) -> ActionResult:
+        params = self._get_params()
+        jobs = list(self.sagemaker_backend.data_quality_job_definitions.values())
+        if params.get("EndpointName"):
+            jobs = [j for j in jobs if endpoint_of_job(j) == params["EndpointName"]]
+        if params.get("NameContains"):
+            jobs = [j for j in jobs if params["NameContains"] in j.job_definition_name]
+        key = (lambda j: j.job_definition_name) if params.get("SortBy") == "Name" else (lambda j: j.creation_time)
+        jobs.sort(key=key, reverse=params.get("SortOrder", "Descending") == "Descending")
+        summaries = [{"MonitoringJobDefinitionName": j.job_definition_name, "MonitoringJobDefinitionArn": j.arn,
+                      "CreationTime": j.creation_time, "EndpointName": endpoint_of_job(j) or ""} for j in jobs]
+        page, token = _page(summaries, params)
+        return ActionResult({"JobDefinitionSummaries": page, **({"NextToken": token} if token else {})})
+
+    def delete_data_quality_job_definition(self: Any) -> EmptyResult:
+        name = self._get_param("JobDefinitionName")
+        backend = self.sagemaker_backend
+        if name not in backend.data_quality_job_definitions:
+            raise ResourceNotFound(f"Job definition {name} does not exist.")
+        users = [s.name for s in schedules(backend).values() if s.config.get("MonitoringJobDefinitionName") == name
+                 and s.monitoring_type == "DataQuality"]
+        if users:
+            raise ValidationError(message=f"Job definition {name} is used by monitoring schedule(s) "
+                                          f"{', '.join(sorted(users))}; delete them first.")
+        del backend.data_quality_job_definitions[name]
+        return EmptyResult()
+
+    # ---- monitoring schedules ---------------------------------------------------------------------
+    job_stores = {"DataQuality": "data_quality_job_definitions", "ModelQuality": "model_quality_job_definitions",
+                  "ModelBias": "model_bias_job_definitions",
+                  "ModelExplainability": "model_explainability_job_definitions"}
+
+    def checked_config(backend: Any, operation: str, params: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """The schedule config as the API stores it, and the endpoint it monitors; refusals as SageMaker's."""
+        _check_request(operation, params)
+        config = json.loads(json.dumps(params["MonitoringScheduleConfig"]))
+        inline, named = config.get("MonitoringJobDefinition"), config.get("MonitoringJobDefinitionName")
+        if bool(inline) == bool(named):
+            raise ValidationError(message="MonitoringScheduleConfig must have exactly one of MonitoringJobDefinition "
+                                          "and MonitoringJobDefinitionName.")
+        expression = (config.get("ScheduleConfig") or {}).get("ScheduleExpression")
+        if expression is not None and not _CRON.fullmatch(expression):
+            if expression != "NOW":
+                raise ValidationError(message=f"Invalid ScheduleExpression {expression}: use cron(0 * ? * * *), "
+                                              "cron(0 H ? * * *), cron(0 H/N ? * * *) or NOW.")
+            window = config["ScheduleConfig"]
+            if not (window.get("DataAnalysisStartTime") and window.get("DataAnalysisEndTime")):
+                raise ValidationError(message="DataAnalysisStartTime and DataAnalysisEndTime are required when "
+                                              "ScheduleExpression is NOW.")
+        if named:
+            kind = config.get("MonitoringType")
+            if kind is None:
+                raise ValidationError(message="MonitoringType is required with MonitoringJobDefinitionName.")
+            job = getattr(backend, job_stores[kind]).get(named)
+            if job is None:
+                raise ValidationError(message=f"Could not find {kind} job definition {named}.")
+            endpoint = endpoint_of_job(job)
+        else:
+            config.setdefault("MonitoringType", "DataQuality")
+            inputs = inline.get("MonitoringInputs") or [{}]
+            endpoint = (inputs[0].get("EndpointInput") or {}).get("EndpointName")
+        if endpoint is not None:
+            live = backend.endpoints.get(endpoint)
+            if live is None:
+                arn = sm.FakeEndpoint.arn_formatter(endpoint, backend.account_id, backend.region_name)
+                raise ValidationError(message=f"Could not find endpoint '{arn}'.")
+            capture = live.data_capture_config or {}
+            if not capture or not capture.get("EnableCapture", True):
+                raise ValidationError(message=f"Endpoint {endpoint} does not have data capture enabled: monitoring "
+                                              "reads captured data (DataCaptureConfig).")
+        return config, endpoint
+
+    def schedule_named(backend: Any, name: str) -> _MonitoringSchedule:
+        found = schedules(backend).get(name)
+        if found is None:
+            raise ResourceNotFound(f"Monitoring Schedule {name} does not exist.")
+        return found
+
+    def create_monitoring_schedule(self: Any) -> ActionResult:
+        backend, params = self.sagemaker_backend, self._get_params()
+        name = params.get("MonitoringScheduleName")
+        arn = sm.arn_formatter("monitoring-schedule", str(name), backend.account_id, backend.region_name)
+        config, endpoint = checked_config(backend, "CreateMonitoringSchedule", params)
+        if name in schedules(backend):
+            raise ResourceInUseException(f"Monitoring Schedule {arn} already exists.")
+        schedules(backend)[name] = _MonitoringSchedule(name, arn, config, endpoint, list(params.get("Tags") or []))
+        return ActionResult({"MonitoringScheduleArn": arn})
+
+    def describe_monitoring_schedule(self: Any) -> ActionResult:
+        schedule = schedule_named(self.sagemaker_backend, self._get_param("MonitoringScheduleName"))
+        status = schedule.status
+        if status == "Pending":  # scheduled by the time anyone asks again
+            schedule.status = "Scheduled"
+        document = {**schedule.summary(), "MonitoringScheduleStatus": status,
+                    "MonitoringScheduleConfig": schedule.config}
+        return ActionResult(_output_of("DescribeMonitoringSchedule", document))
+
+    def update_monitoring_schedule(self: Any) -> ActionResult:
+        backend, params = self.sagemaker_backend, self._get_params()
+        schedule = schedule_named(backend, params.get("MonitoringScheduleName"))
+        config, endpoint = checked_config(backend, "UpdateMonitoringSchedule", params)
+        if schedule.status == "Pending":
+            raise ValidationError(message=f"Monitoring schedule {schedule.name} in status Pending cannot be updated.")
+        schedule.config, schedule.endpoint, schedule.status, schedule.modified = config, endpoint, "Pending", _now()
+        return ActionResult({"MonitoringScheduleArn": schedule.arn})
+
+    def delete_monitoring_schedule(self: Any) -> EmptyResult:
+        backend = self.sagemaker_backend
+        schedule = schedule_named(backend, self._get_param("MonitoringScheduleName"))
+        if schedule.status == "Pending":
+            raise ValidationError(message="Monitoring schedule in status Pending")
+        del schedules(backend)[schedule.name]
+        return EmptyResult()
+
+    def list_monitoring_schedules(self: Any) -> ActionResult:
+        params = self._get_params()
+        found = list(schedules(self.sagemaker_backend).values())
+        filters = {"EndpointName": lambda s: s.endpoint, "StatusEquals": lambda s: s.status,
+                   "MonitoringTypeEquals": lambda s: s.monitoring_type,
+                   "MonitoringJobDefinitionName": lambda s: s.config.get("MonitoringJobDefinitionName")}
+        for param, of in filters.items():
+            if params.get(param):
+                found = [s for s in found if of(s) == params[param]]
+        if params.get("NameContains"):
+            found = [s for s in found if params["NameContains"] in s.name]
+        sort = params.get("SortBy", "CreationTime")
+        key = {"Name": lambda s: s.name, "Status": lambda s: s.status}.get(sort, lambda s: s.created)
+        found.sort(key=key, reverse=params.get("SortOrder", "Descending") == "Descending")
+        page, token = _page([s.summary() for s in found], params)
+        return ActionResult({"MonitoringScheduleSummaries": page, **({"NextToken": token} if token else {})})
+
+    # ---- tags on schedule ARNs ----------------------------------------------------------------------
+    original_get_resource = backend_cls._get_resource_from_arn
+
+    def get_resource_from_arn(self: Any, arn: str) -> Any:
+        if ":monitoring-schedule/" in arn:
+            schedule = schedules(self).get(arn.rsplit("/", 1)[-1])
+            if schedule is None:
+                raise ValidationError(message=f"Could not find monitoring-schedule with ARN {arn}")
+            return schedule
+        return original_get_resource(self, arn)
+
+    backend_cls._get_resource_from_arn = get_resource_from_arn
+    SageMakerResponse.describe_endpoint_config = describe_endpoint_config
+    sm.FakeEndpoint.response_object = property(endpoint_object)
+    SageMakerResponse.create_endpoint_config = create_endpoint_config
+    SageMakerResponse.create_data_quality_job_definition = create_data_quality_job_definition
+    SageMakerResponse.describe_data_quality_job_definition = describe_data_quality_job_definition
+    SageMakerResponse.list_data_quality_job_definitions = list_data_quality_job_definitions
+    SageMakerResponse.delete_data_quality_job_definition = delete_data_quality_job_definition
+    SageMakerResponse.create_monitoring_schedule = create_monitoring_schedule
+    SageMakerResponse.describe_monitoring_schedule = describe_monitoring_schedule
+    SageMakerResponse.update_monitoring_schedule = update_monitoring_schedule
+    SageMakerResponse.delete_monitoring_schedule = delete_monitoring_schedule
+    SageMakerResponse.list_monitoring_schedules = list_monitoring_schedules
+
+
+def _page(items: list[dict[str, Any]], params: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a SageMaker list (MaxResults, default 10, and an opaque NextToken)."""
+    start = int(params.get("NextToken") or 0)
+    size = int(params.get("MaxResults") or 10)
+    end = start + size
+    return items[start:end], (str(end) if end < len(items) else None)
+
+
+def _install_cloudwatch_percentiles() -> None:
+    """Percentile statistics (p0 to p100, e.g. p95, p99.9) in GetMetricData, as CloudWatch computes them from raw
+    values (nearest rank); none for a period holding statistic sets, which carry no raw values. moto answers any
+    percentile with null."""
+    from moto.cloudwatch import models as cw
+
+    percentile = re.compile(r"p(100|[0-9]{1,2}(\.[0-9]{1,10})?)")
+    original_stat = cw.Statistics.get_statistics_for_type
+
+    def get_statistics_for_type(self: Any, stat: str) -> Any:
+        match = percentile.fullmatch(stat)
+        if match is None:
+            return original_stat(self, stat)
+        values = sorted(self.metric_single_values_list)
+        if not values or self.metric_aggregated_list:
+            return None
+        rank = max(1, -(-float(match.group(1)) * len(values) // 100))
+        return values[int(rank) - 1]
+
+    original_data = cw.CloudWatchBackend.get_metric_data
+
+    def get_metric_data(self: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = original_data(self, *args, **kwargs)
+        for result in results:  # a period with no value for the statistic has no datapoint
+            kept = [(v, t) for v, t in zip(result["values"], result["timestamps"], strict=True) if v is not None]
+            result["values"], result["timestamps"] = [v for v, _ in kept], [t for _, t in kept]
+        return results
+
+    cw.Statistics.get_statistics_for_type = get_statistics_for_type
+    cw.CloudWatchBackend.get_metric_data = get_metric_data
+
+
+#: SNS protocols whose subscriptions wait for the endpoint to confirm (the SubscribeURL sent to it)
+_CONFIRMED_BY_ENDPOINT = ("email", "email-json", "http", "https")
+
+
+def _install_sns_confirmation() -> None:
+    """SNS as its API reference says: an e-mail or http(s) subscription is pending until its endpoint confirms it;
+    Subscribe answers "pending confirmation" (its ARN only with ReturnSubscriptionArn), lists show its
+    SubscriptionArn as "PendingConfirmation". CreateTopic of
+    an existing name with other tags is InvalidParameter. `confirm_all` stands for the recipients confirming.
+    (Unsubscribe of a pending subscription, which SNS refuses, is left as moto has it.)"""
+    from moto.core.responses import ActionResult
+    from moto.sns import models as sns
+    from moto.sns.exceptions import SNSInvalidParameter
+    from moto.sns.responses import SNSResponse
+
+    original_subscribe = sns.SNSBackend.subscribe
+
+    def subscribe(self: Any, topic_arn: str, endpoint: str, protocol: str) -> Any:
+        existing = self._find_subscription(topic_arn, endpoint, protocol)
+        subscription = original_subscribe(self, topic_arn, endpoint, protocol)
+        if existing is None and protocol in _CONFIRMED_BY_ENDPOINT:
+            subscription.attributes["PendingConfirmation"] = "true"
+            subscription.attributes["ConfirmationWasAuthenticated"] = "false"
+        return subscription
+
+    def pending(subscription: Any) -> bool:
+        return str(subscription.attributes.get("PendingConfirmation")).lower() == "true"
+
+    def listed(subscriptions: list[Any]) -> list[dict[str, Any]]:
+        return [{"SubscriptionArn": "PendingConfirmation" if pending(s) else s.arn, "Owner": s.account_id,
+                 "Protocol": s.protocol, "Endpoint": s.endpoint, "TopicArn": s.topic.arn} for s in subscriptions]
+
+    def subscribe_response(self: Any) -> ActionResult:
+        result = original_subscribe_response(self)
+        subscription = self.backend.subscriptions.get(result.result["SubscriptionArn"])  # type: ignore[index]
+        wants_arn = str(self._get_param("ReturnSubscriptionArn", "")).lower() == "true"
+        if subscription is not None and pending(subscription) and not wants_arn:
+            return ActionResult({"SubscriptionArn": "pending confirmation"})
+        return result
+
+    def list_by_topic_response(self: Any) -> ActionResult:
+        subscriptions, token = self.backend.list_subscriptions_by_topic(self._get_param("TopicArn"),
+                                                                        next_token=self._get_param("NextToken"))
+        return ActionResult({"Subscriptions": listed(subscriptions), "NextToken": token})
+
+    def list_response(self: Any) -> ActionResult:
+        subscriptions, token = self.backend.list_subscriptions(next_token=self._get_param("NextToken"))
+        return ActionResult({"Subscriptions": listed(subscriptions), "NextToken": token})
+
+    original_create_topic = sns.SNSBackend.create_topic
+
+    def create_topic(self: Any, name: str, attributes: dict[str, str] | None = None,
+                     tags: dict[str, str] | None = None) -> Any:
+        for topic in self.topics.values():
+            if topic.name == name and tags and dict(topic._tags or {}) != dict(tags):
+                raise SNSInvalidParameter("Invalid parameter: Tags Reason: Topic already exists with different tags")
+        return original_create_topic(self, name, attributes, tags)
+
+    original_subscribe_response = SNSResponse.subscribe
+    sns.SNSBackend.subscribe = subscribe
+    sns.SNSBackend.create_topic = create_topic
+    SNSResponse.subscribe = subscribe_response
+    SNSResponse.list_subscriptions_by_topic = list_by_topic_response
+    SNSResponse.list_subscriptions = list_response
+
+
+def confirm_all(region: str = REGION, account: str = "123456789012") -> int:
+    """Confirm every pending SNS subscription (what the recipients' clicks on their confirmation links do);
+    returns how many were confirmed."""
+    from moto.sns.models import sns_backends
+
+    confirmed = 0
+    for subscription in sns_backends[account][region].subscriptions.values():
+        if str(subscription.attributes.get("PendingConfirmation")).lower() == "true":
+            subscription.attributes["PendingConfirmation"] = "false"
+            subscription.attributes["ConfirmationWasAuthenticated"] = "true"
+            subscription.confirmed = True
+            confirmed += 1
+    return confirmed

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from mlplat_plugins.aws.compute import HyperPodCluster
 from mlplat_plugins.aws.front_door import FrontDoor
+from mlplat_plugins.aws.monitoring import (
+    AlertTopic,
+    DataQualityJobDefinition,
+    MetricAlarm,
+    MonitoringBaseline,
+    MonitoringSchedule,
+)
 from mlplat_plugins.aws.registry import EcrRepository, ModelArtifact, ModelPackage, ModelPackageGroup
 from mlplat_plugins.aws.serving import Endpoint, EndpointConfig, SageMakerModel
 from mlplat_plugins.aws.storage import EfsFileSystem, EfsMountTarget, FsxLustre
@@ -21,4 +28,9 @@ PROVIDERS = {
     "aws.endpoint_config": EndpointConfig,
     "aws.endpoint": Endpoint,
     "aws.front_door": FrontDoor,
+    "aws.monitoring_baseline": MonitoringBaseline,
+    "aws.data_quality_job_definition": DataQualityJobDefinition,
+    "aws.monitoring_schedule": MonitoringSchedule,
+    "aws.alert_topic": AlertTopic,
+    "aws.metric_alarm": MetricAlarm,
 }

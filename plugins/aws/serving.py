@@ -3,7 +3,8 @@
 Models and configs are immutable in SageMaker, so they are replaced create-before-destroy under a name that
 hashes their content. Weights live on the endpoint and change in place
 (UpdateEndpointWeightsAndCapacities); a new config is swapped in with UpdateEndpoint (blue/green), never by
-deleting the endpoint.
+deleting the endpoint. Data capture (`monitoring.capture`) is part of the config, so a capture change is a new
+config and an UpdateEndpoint too, as CloudFormation treats it.
 """
 
 from __future__ import annotations
@@ -79,12 +80,13 @@ class SageMakerModel(AwsProvider):
 
 class EndpointConfig(AwsProvider):
     """Variant weights and instance counts here are only the initial ones: the endpoint owns the live values, so
-    changing them never replaces the config (as Terraform's ignore_changes would).
+    changing them never replaces the config (as Terraform's ignore_changes would). `data_capture` (present only when
+    the endpoint captures: `{"sample_percent", "request", "response", "destination"}`) is the DataCaptureConfig.
 
     Import ID: the config's name. Import the models its variants serve first, so their names are known."""
 
     replace_mode = "create_before_destroy"
-    force_new = frozenset({"base_name", "variants", "shadow_variants"})
+    force_new = frozenset({"base_name", "variants", "shadow_variants", "data_capture"})
 
     def diff(self, prior: dict[str, Any], desired: dict[str, Any]) -> Diff:
         return super().diff(_without_live_values(prior), _without_live_values(desired))
@@ -98,6 +100,8 @@ class EndpointConfig(AwsProvider):
                                 "ProductionVariants": [_variant(v) for v in inputs["variants"]]}
         if inputs["shadow_variants"]:
             args["ShadowProductionVariants"] = [_variant(v) for v in inputs["shadow_variants"]]
+        if inputs.get("data_capture"):
+            args["DataCaptureConfig"] = data_capture_config(inputs["data_capture"])
         arn = or_existing(
             lambda: self.aws.sagemaker.create_endpoint_config(**args)["EndpointConfigArn"],
             lambda: self.aws.sagemaker.describe_endpoint_config(EndpointConfigName=name)["EndpointConfigArn"])
@@ -108,7 +112,10 @@ class EndpointConfig(AwsProvider):
         if config is None:
             return None
         observed = {**inputs, "variants": [_from_variant(v) for v in config.get("ProductionVariants", [])],
-                    "shadow_variants": [_from_variant(v) for v in config.get("ShadowProductionVariants", [])]}
+                    "shadow_variants": [_from_variant(v) for v in config.get("ShadowProductionVariants", [])],
+                    "data_capture": _from_capture(config.get("DataCaptureConfig"))}
+        if observed["data_capture"] is None and "data_capture" not in inputs:
+            del observed["data_capture"]  # as the stack writes a config without capture: no key
         return Observed(observed, {"name": id, "arn": config["EndpointConfigArn"]})
 
     import_id = SAGEMAKER_NAME
@@ -126,6 +133,10 @@ class Endpoint(AwsProvider):
     """Creating an endpoint, and each update, is a long operation: it is checkpointed (CreateEndpoint <name>,
     UpdateEndpoint <name> <config>, ...) before the wait, and a step resumed after a crash waits for the endpoint
     to settle, then converges from what it sees (an update already applied is not issued again).
+
+    `capture` (only where the endpoint's monitoring captures) is the data capture the endpoint runs with
+    (DescribeEndpoint's DataCaptureConfig: sampling percent and destination), so a config swapped in by hand shows
+    in preview as what it changed; the update is the UpdateEndpoint back to the stack's config.
 
     Import ID: the endpoint's name. Import its endpoint config first, so `config` is known."""
 
@@ -155,6 +166,13 @@ class Endpoint(AwsProvider):
             self.aws.sagemaker.update_endpoint(EndpointName=id, EndpointConfigName=desired["config"])
             ctx.checkpoint(operation_id("UpdateEndpoint", id, desired["config"]))
             endpoint = self._wait_in_service(ctx, id, "Updating")
+        elif "capture" in desired and self._observed(endpoint, desired).get("capture") != desired["capture"]:
+            # the config's capture, not the one an earlier UpdateEndpoint retained: take it, keep the live variants
+            self.aws.sagemaker.update_endpoint(
+                EndpointName=id, EndpointConfigName=desired["config"], RetainAllVariantProperties=True,
+                ExcludeRetainedVariantProperties=[{"VariantPropertyType": "DataCaptureConfig"}])
+            ctx.checkpoint(operation_id("UpdateEndpoint", id, desired["config"]))
+            endpoint = self._wait_in_service(ctx, id, "Updating")
         live = self._observed(endpoint, desired)
         changed = [v for v in desired["weights"] if (live["weights"].get(v), live["instances"].get(v)) !=
                    (desired["weights"][v], desired["instances"][v])]
@@ -182,11 +200,18 @@ class Endpoint(AwsProvider):
     @staticmethod
     def _observed(endpoint: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
         variants = [v for v in endpoint.get("ProductionVariants", []) if v["VariantName"] in inputs["weights"]]
-        return {"name": endpoint["EndpointName"], "config": endpoint["EndpointConfigName"],
-                "weights": {v["VariantName"]: float(v.get("CurrentWeight", v.get("DesiredWeight", 0)))
-                            for v in variants},
-                "instances": {v["VariantName"]: v.get("CurrentInstanceCount", v.get("DesiredInstanceCount"))
-                              for v in variants}}
+        observed = {"name": endpoint["EndpointName"], "config": endpoint["EndpointConfigName"],
+                    "weights": {v["VariantName"]: float(v.get("CurrentWeight", v.get("DesiredWeight", 0)))
+                                for v in variants},
+                    "instances": {v["VariantName"]: v.get("CurrentInstanceCount", v.get("DesiredInstanceCount"))
+                                  for v in variants}}
+        capture = endpoint.get("DataCaptureConfig") or {}
+        if capture.get("EnableCapture", bool(capture)):
+            observed["capture"] = {"sample_percent": capture.get("CurrentSamplingPercentage"),
+                                   "destination": capture.get("DestinationS3Uri")}
+        elif "capture" in inputs:
+            observed["capture"] = None
+        return observed
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
         endpoint = self._describe(id)
@@ -209,7 +234,7 @@ class Endpoint(AwsProvider):
 def _without_live_values(inputs: dict[str, Any]) -> dict[str, Any]:
     strip = lambda vs: [{k: v for k, v in variant.items() if k not in ("weight", "count")}  # noqa: E731
                         for variant in vs or []]
-    out = dict(inputs)
+    out = {k: v for k, v in inputs.items() if k != "data_capture" or v is not None}  # no capture: the old name
     out["variants"] = strip(inputs.get("variants"))
     if inputs.get("shadow_variants"):  # a shadow's weight is its mirrored share and lives in the config
         out["shadow_variants"] = list(inputs["shadow_variants"])
@@ -224,3 +249,20 @@ def _variant(v: dict[str, Any]) -> dict[str, Any]:
 def _from_variant(v: dict[str, Any]) -> dict[str, Any]:
     return {"name": v["VariantName"], "model": v["ModelName"], "instance_type": v.get("InstanceType"),
             "count": v.get("InitialInstanceCount"), "weight": float(v.get("InitialVariantWeight", 0))}
+
+
+def data_capture_config(capture: dict[str, Any]) -> dict[str, Any]:
+    """`data_capture` → SageMaker's DataCaptureConfig: JSON bodies kept as text (not base64)."""
+    modes = [mode for mode, kept in (("Input", capture["request"]), ("Output", capture["response"])) if kept]
+    return {"EnableCapture": True, "InitialSamplingPercentage": capture["sample_percent"],
+            "DestinationS3Uri": capture["destination"], "CaptureOptions": [{"CaptureMode": m} for m in modes],
+            "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]}}
+
+
+def _from_capture(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not config or not config.get("EnableCapture", True):
+        return None
+    modes = {option.get("CaptureMode") for option in config.get("CaptureOptions", [])}
+    return {"sample_percent": config.get("InitialSamplingPercentage"),
+            "request": bool(modes & {"Input", "InputAndOutput"}),
+            "response": bool(modes & {"Output", "InputAndOutput"}), "destination": config.get("DestinationS3Uri")}

@@ -5,12 +5,18 @@ Lowering:
 - storage  → EFS + a mount target per subnet (`kind: lustre` → FSx for Lustre)
 - registry → an ECR repository per image, a model package group, and per model an S3 artifact + a model package
 - serving  → a SageMaker model per path, an endpoint config (variants, or a shadow variant), the endpoint
+  (the container per model `framework:`: the SageMaker prebuilt one where AWS has it, images.py)
+- monitoring (`serving.monitoring`) → DataCaptureConfig on the endpoint config; drift: a baseline in S3, a Model
+  Monitor data-quality job definition and monitoring schedule; alerts: an SNS topic and a CloudWatch alarm per
+  checked feature (monitoring.py)
 - front door (`serving.front_door: [aws]`) → Route 53 weighted records, one per upstream, each with a health check
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,7 +26,7 @@ from provisioner.artifacts import artifact_path, sha256_file
 from provisioner.errors import MlplatError
 from provisioner.graph import Ref, Resource
 from provisioner.provider import ResourceProvider
-from provisioner.spec.model import Cluster, Component, Registry, Serving, Storage
+from provisioner.spec.model import Cluster, Component, Monitoring, Registry, Serving, Storage
 from provisioner.target import (
     Capabilities,
     LowerContext,
@@ -33,8 +39,12 @@ from provisioner.target import (
 
 if TYPE_CHECKING:
     from provisioner.artifacts import ArtifactStore
+    from provisioner.monitoring import Usage
+    from provisioner.state.base import ResourceRecord
 
 
+#: model frameworks SageMaker has a prebuilt inference container for (images.FRAMEWORK_IMAGES, kept in step)
+FRAMEWORKS = ("onnx", "sklearn")
 #: a lower-case DNS name (labels of letters, digits and inner hyphens), an optional final dot
 DNS_NAME = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.?$"
 
@@ -54,8 +64,9 @@ class AwsSettings(BaseModel):
     vpc_id: str | None = Field(None, description="VPC of `subnets` (informational; AWS derives it from them)")
     subnets: list[str] = Field(default_factory=list, description="Subnets for EFS mount targets, FSx, HyperPod")
     security_groups: list[str] = Field(default_factory=list, description="Security groups for the same")
-    serving_image: str | None = Field(None, description="Inference container image for SageMaker models "
-                                                        "(default: the registry's first image, tag `latest`)")
+    serving_image: str | None = Field(None, description="Inference container image for SageMaker models of "
+                                                        "frameworks AWS has no container for (mlplat-linear: default "
+                                                        "the registry's first image, tag `latest`; mlflow: required)")
     lifecycle_script_uri: str | None = Field(None, pattern=r"^s3://",
                                              description="HyperPod lifecycle scripts (default: a minimal script "
                                                          "mlplat uploads to s3://<bucket>/<prefix>/hyperpod/)")
@@ -90,14 +101,23 @@ class AwsTarget(Target):
             shadow=ShadowCapability(max_mirror_percent=100),
             storage={"nas": StorageLimits(), "lustre": StorageLimits(max_gb=1_000_000)},
             auth_modes=frozenset({"iam"}),
-            model_formats=None,  # the serving image decides what it loads
+            # a framework AWS has a container for, or mlplat-linear (the registry's image); with serving_image any
+            model_formats=None if self.settings.serving_image else frozenset({*FRAMEWORKS, "mlplat-linear"}),
             front_door="dns",
+            # shadow_comparison is not offered: SageMaker publishes per-variant aggregates only, and pairs no
+            # production answer with its shadow's, so agreement cannot be measured
+            monitoring=frozenset({"capture", "drift", "alerts"}),
             max_concurrency=self.settings.max_concurrency,
             notes=("SageMaker endpoints are always SigV4 (IAM) authenticated: declare auth: iam",
                    "a front door is Route 53 weighted records (TTL 60 s) in targets.<aws>.dns_zone: resolvers see a "
                    "weight change within a minute, and clients sign requests for each upstream themselves",
                    "HyperPod does not autoscale: each pool runs nodes.min instances",
-                   "EFS is elastic: storage size_gb applies to FSx for Lustre only"),
+                   "EFS is elastic: storage size_gb applies to FSx for Lustre only",
+                   "monitoring: capture is the endpoint config's DataCaptureConfig (a change is a new config, "
+                   "swapped in blue/green); drift runs SageMaker Model Monitor's data-quality job on a schedule "
+                   "(metric: ks only, min_rows is not used; AWS closed Model Monitor to new customers on 2026-07-30); "
+                   "alerts are CloudWatch alarms on its drift metrics notifying an SNS topic, whose e-mail and "
+                   "webhook subscribers must confirm the subscription SNS sends them"),
         )
 
     def check(self, component: Component) -> list[Reason]:
@@ -110,6 +130,8 @@ class AwsTarget(Target):
         elif isinstance(component, Serving):
             for name, path in component.paths.items():
                 found += _count_reason(path.accelerator, path.gpu_count, True, ("paths", name, "gpus"))
+            if component.monitoring is not None:
+                found += _monitoring_reasons(component.monitoring)
         return found
 
     def discover(self) -> dict[str, Any]:
@@ -133,6 +155,13 @@ class AwsTarget(Target):
         from mlplat_plugins.aws.artifact_store import S3ArtifactStore
 
         return S3ArtifactStore(self.clients(), self.settings.bucket, self.settings.prefix)
+
+    def usage(self, records: list[ResourceRecord], window_s: float) -> Usage:
+        """CloudWatch: per endpoint variant Invocations, Invocation5XX/4XXErrors and ModelLatency p95 (AWS/SageMaker)
+        and GPUUtilization (/aws/sagemaker/Endpoints); per HyperPod pool its nodes (monitoring.py)."""
+        from mlplat_plugins.aws.monitoring import usage
+
+        return usage(self, records, window_s)
 
     def provider(self, kind: str) -> ResourceProvider:
         from mlplat_plugins.aws.providers import PROVIDERS
@@ -228,9 +257,9 @@ class AwsTarget(Target):
         group = ctx.address(registry.name, "model_package_group", "main")
         resources.append(self._resource(group, "model_package_group",
                                         {"name": _name(self.context.stack_name, registry.name)}))
-        image = self._serving_image(registry, outputs)
         outputs["package_group"] = Ref(group, "name")
         for model in registry.models:
+            image = self._image_for(model.framework, registry, outputs)
             source = artifact_path(model, self.context.stack_dir, registry.artifact_roots)
             artifact = ctx.address(registry.name, "model_artifact", model.ref)
             key = f"{self.settings.prefix.strip('/')}/models/{model.name}/{model.version}/{source.name}"
@@ -251,6 +280,21 @@ class AwsTarget(Target):
         """Whether the stack's target `target` is of type aws (its registry's images are ECR repositories)."""
         settings = ctx.platform.targets.get(target) or {}
         return settings.get("type", target) == "aws"
+
+    def _image_for(self, framework: str, registry: Registry | None, registry_outputs: dict[str, Any]) -> Any:
+        """The inference container of a model of `framework`: SageMaker's prebuilt one where AWS has it
+        (images.FRAMEWORK_IMAGES), else `serving_image`, else (mlplat-linear) the registry's first image."""
+        from mlplat_plugins.aws.images import FRAMEWORK_IMAGES, NEEDS_SERVING_IMAGE
+
+        if framework in FRAMEWORK_IMAGES:
+            return FRAMEWORK_IMAGES[framework].uri(self.settings.region)
+        if framework == "mlplat-linear" or self.settings.serving_image:
+            return self._serving_image(registry, registry_outputs)
+        known = ", ".join(sorted({*FRAMEWORK_IMAGES, "mlplat-linear", *NEEDS_SERVING_IMAGE}))
+        raise MlplatError(f"no SageMaker inference container for framework {framework!r} on target "
+                          f"{self.context.target_name!r} (AWS containers: {', '.join(sorted(FRAMEWORK_IMAGES))})",
+                          hint=f"set targets.{self.context.target_name}.serving_image to an image that serves it "
+                               f"(frameworks mlplat knows: {known})")
 
     def _serving_image(self, registry: Registry | None, registry_outputs: dict[str, Any]) -> Any:
         """The inference image: the setting, else the registry's first image (when the registry is on aws)."""
@@ -284,7 +328,9 @@ class AwsTarget(Target):
                 inputs["model_package"] = ctx.output(registry.name, f"package.{path.model}")
             except KeyError:  # registry elsewhere (hybrid): an image plus the artifact, which must be in S3
                 on_aws = self._is_aws(ctx.platform.target_of(registry), ctx)
-                inputs["image"] = self._serving_image(registry, ctx.outputs_of(registry.name) if on_aws else {})
+                framework = ctx.platform.model(path.model).framework  # type: ignore[union-attr]
+                inputs["image"] = self._image_for(framework, registry,
+                                                  ctx.outputs_of(registry.name) if on_aws else {})
                 inputs["model_data_url"] = ctx.output(registry.name, f"model.{path.model}")
             resources.append(self._resource(model_address, "model", inputs))
             offering = catalog.instance_for("aws", path.accelerator, path.gpu_count, serving=True)
@@ -299,15 +345,98 @@ class AwsTarget(Target):
                 weights[path_name] = float(path.weight or 0)
                 instances[path_name] = path.replicas
         config = ctx.address(serving.name, "endpoint_config", "main")
-        resources.append(self._resource(config, "endpoint_config", {
-            "base_name": _name(self.context.stack_name, serving.name, limit=54),
-            "variants": variants, "shadow_variants": shadow_variants}))
         endpoint = ctx.address(serving.name, "endpoint", "main")
         name = _name(self.context.stack_name, serving.name)
-        resources.append(self._resource(endpoint, "endpoint", {
-            "name": name, "config": Ref(config, "name"), "weights": weights, "instances": instances}))
-        return Lowered(resources, {"name": Ref(endpoint, "name"), "arn": Ref(endpoint, "arn"),
-                                   "url": Ref(endpoint, "url"), "upstream": self._upstream(name)})
+        config_inputs: dict[str, Any] = {"base_name": _name(self.context.stack_name, serving.name, limit=54),
+                                         "variants": variants, "shadow_variants": shadow_variants}
+        endpoint_inputs: dict[str, Any] = {"name": name, "config": Ref(config, "name"), "weights": weights,
+                                           "instances": instances}
+        capture = serving.monitoring.capture if serving.monitoring is not None else None
+        if capture is not None:  # only then: a config without capture keeps its name (content hash)
+            destination = capture.destination or self._s3_uri(f"capture/{name}", "for data capture "
+                                                                                 "(monitoring.capture)")
+            config_inputs["data_capture"] = {"sample_percent": capture.sample_percent, "request": capture.request,
+                                             "response": capture.response, "destination": destination}
+            endpoint_inputs["capture"] = {"sample_percent": capture.sample_percent, "destination": destination}
+        resources.append(self._resource(config, "endpoint_config", config_inputs))
+        resources.append(self._resource(endpoint, "endpoint", endpoint_inputs))
+        outputs: dict[str, Any] = {"name": Ref(endpoint, "name"), "arn": Ref(endpoint, "arn"),
+                                   "url": Ref(endpoint, "url"), "upstream": self._upstream(name)}
+        if serving.monitoring is not None:
+            resources += self._lower_monitoring(serving, serving.monitoring, ctx, endpoint, role, outputs)
+        return Lowered(resources, outputs)
+
+    def _lower_monitoring(self, serving: Serving, monitoring: Monitoring, ctx: LowerContext, endpoint: str,
+                          role: str, outputs: dict[str, Any]) -> list[Resource]:
+        """drift → baseline in S3, data-quality job definition, monitoring schedule; alerts → SNS topic and a
+        CloudWatch alarm per checked feature on the schedule's drift metric (monitoring.py)."""
+        from mlplat_plugins.aws.images import MODEL_MONITOR_ANALYZER
+        from mlplat_plugins.aws.monitoring import DATA_METRICS_NAMESPACE, SCHEDULES, read_baseline
+
+        stack, resources = self.context.stack_name, []
+        drift, alerts = monitoring.drift, monitoring.alerts
+        name = _name(stack, serving.name)
+        schedule = schedule_name = features = None
+        if drift is not None:
+            source = Path(os.path.abspath(self.context.stack_dir / drift.baseline))
+            if not source.is_file():
+                raise MlplatError(f"monitoring.drift.baseline {drift.baseline!r} is not a file ({source})",
+                                  hint="give a CSV file with a header row (or JSON lines), relative to the stack file")
+            columns, rows = read_baseline(source)
+            features = list(drift.features or columns)
+            missing = [f for f in features if f not in columns]
+            if missing or not rows:
+                what = f"features {', '.join(missing)} are not columns of" if missing else "no rows in"
+                raise MlplatError(f"monitoring.drift: {what} the baseline {drift.baseline} (columns: "
+                                  f"{', '.join(columns)})", hint="name baseline columns in drift.features, or leave "
+                                                                 "features out")
+            slugs = [_slug(f) for f in features]
+            if len(set(slugs)) != len(slugs) or not all(slugs):
+                raise MlplatError(f"monitoring.drift.features {features} do not make distinct alarm names",
+                                  hint="rename the baseline's columns: letters and digits tell them apart")
+            prefix = f"monitoring/{name}"
+            baseline = ctx.address(serving.name, "monitoring_baseline", "main")
+            resources.append(self._resource(baseline, "monitoring_baseline", {
+                "bucket": self._require("bucket", "for drift checks (the baseline and reports live in S3)"),
+                "prefix": f"{self.settings.prefix.strip('/')}/{prefix}/baseline", "source": str(source),
+                "sha256": sha256_file(source), "features": features, "threshold": drift.threshold,
+                "format": "jsonl" if source.suffix.lower() in (".jsonl", ".ndjson", ".json") else "csv"}))
+            job = ctx.address(serving.name, "data_quality_job_definition", "main")
+            resources.append(self._resource(job, "data_quality_job_definition", {
+                "base_name": _name(stack, serving.name, "dq", limit=54), "endpoint": name,
+                "image": MODEL_MONITOR_ANALYZER.uri(self.settings.region), "role_arn": role,
+                "constraints_uri": Ref(baseline, "constraints_uri"), "statistics_uri": Ref(baseline, "statistics_uri"),
+                "preprocessor_uri": Ref(baseline, "preprocessor_uri"), "output_uri": self._s3_uri(f"{prefix}/reports"),
+                "instance_type": "ml.m5.xlarge", "instance_count": 1, "volume_gb": 20, "max_runtime_s": 3600},
+                endpoint))
+            schedule = ctx.address(serving.name, "monitoring_schedule", "main")
+            schedule_name = _name(stack, serving.name, "data-quality")
+            resources.append(self._resource(schedule, "monitoring_schedule", {
+                "name": schedule_name, "job_definition": Ref(job, "name"), "endpoint": name,
+                "cron": SCHEDULES[drift.schedule]}, endpoint))
+            outputs["monitoring_schedule"] = Ref(schedule, "name")
+        if alerts is not None:
+            topic = ctx.address(serving.name, "alert_topic", "main")
+            subscriptions = [{"protocol": "email", "endpoint": e} for e in alerts.emails]
+            if alerts.webhook:
+                subscriptions.append({"protocol": alerts.webhook.split(":", 1)[0].lower(), "endpoint": alerts.webhook})
+            resources.append(self._resource(topic, "alert_topic", {
+                "name": _name(stack, serving.name, "alerts"),
+                "subscriptions": sorted(subscriptions, key=lambda s: (s["protocol"], s["endpoint"]))}))
+            outputs["alert_topic"] = Ref(topic, "arn")
+            for feature in features or []:
+                assert drift is not None and schedule is not None and schedule_name is not None
+                resources.append(self._resource(ctx.address(serving.name, "metric_alarm", _slug(feature)),
+                                                "metric_alarm", {
+                    "name": _name(stack, serving.name, "drift", feature, limit=255),
+                    "description": f"mlplat: feature {feature} of endpoint {serving.name} drifted from its baseline "
+                                   f"(SageMaker Model Monitor distance > {drift.threshold}, {drift.schedule} check)",
+                    "namespace": DATA_METRICS_NAMESPACE, "metric": f"feature_baseline_drift_{feature}",
+                    "dimensions": {"Endpoint": name, "MonitoringSchedule": schedule_name},
+                    "statistic": "Maximum", "period": 3600 if drift.schedule == "hourly" else 86400,
+                    "threshold": drift.threshold, "comparison": "GreaterThanThreshold",
+                    "actions": [Ref(topic, "arn")], "treat_missing": "notBreaching"}, schedule))
+        return resources
 
     def _upstream(self, endpoint: str) -> dict[str, Any]:
         """What a front door forwards to (`UPSTREAM_KEYS`): the base URL `/invocations` is appended to, signed
@@ -332,9 +461,31 @@ class AwsTarget(Target):
         resource = self._resource(address, "front_door", {"zone": zone, "record": record, "upstreams": upstreams})
         return Lowered([resource], {"url": Ref(address, "url")})
 
-    def _s3_uri(self, suffix: str) -> str:
-        bucket = self._require("bucket", "for HyperPod lifecycle scripts (or set lifecycle_script_uri)")
+    def _s3_uri(self, suffix: str, why: str = "for HyperPod lifecycle scripts (or set lifecycle_script_uri)") -> str:
+        bucket = self._require("bucket", why)
         return f"s3://{bucket}/{self.settings.prefix.strip('/')}/{suffix}"
+
+
+def _monitoring_reasons(monitoring: Monitoring) -> list[Reason]:
+    """What SageMaker's monitoring cannot do of an endpoint's `monitoring:` (the features it offers at all are
+    capabilities)."""
+    found = []
+    capture = monitoring.capture
+    if capture is not None and capture.destination is not None and not capture.destination.startswith("s3://"):
+        found.append(Reason("capture-destination-unsupported", f"SageMaker captures to S3 only, not "
+                            f"{capture.destination!r}: give an s3:// URI, or leave destination out "
+                            "(s3://<bucket>/<prefix>/capture/<endpoint>)", ("monitoring", "capture", "destination")))
+    drift = monitoring.drift
+    if drift is not None and drift.metric != "ks":
+        found.append(Reason("drift-metric-unsupported", f"SageMaker Model Monitor measures drift as the L-infinity "
+                            f"distance of the distributions (the Kolmogorov-Smirnov statistic), not {drift.metric}: "
+                            "set metric: ks (and a threshold for that distance, 0 to 1)",
+                            ("monitoring", "drift", "metric")))
+    elif drift is not None and drift.threshold >= 1:
+        found.append(Reason("drift-threshold-unreachable", f"a Kolmogorov-Smirnov distance never exceeds 1, so "
+                            f"threshold {drift.threshold} never flags drift", ("monitoring", "drift", "threshold"),
+                            severity="warning"))
+    return found
 
 
 def _count_reason(accelerator: str, gpus: int, serving: bool, loc: tuple[str | int, ...]) -> list[Reason]:
