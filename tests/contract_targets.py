@@ -111,19 +111,21 @@ class Harness:
                     shadow: int | None = None, accelerator: str | None = None, framework: str | None = None,
                     auth: str | None = None, api_key: str | None = None, pool_accelerator: str | None = None,
                     pool_nodes_max: int = 1, spot: bool = False, size_gb: int = 10, replicas: int = 1,
-                    settings: dict[str, Any] | None = None, front_door: bool = False) -> Path:
+                    settings: dict[str, Any] | None = None, front_door: bool = False,
+                    monitoring: str | None = None) -> Path:
         """Write the contract stack (storage, a registry of two model versions, one endpoint with two paths) and
         return its path. `experimental=None`: production only; `shadow=N`: the experimental path mirrors N% of
         requests instead of taking a weight; `accelerator`: the production path's; `framework`: iris:2's;
         `pool_accelerator`: add a training cluster with one pool of it (`pool_nodes_max` nodes at most, `spot`);
         `size_gb`: the storage's; `replicas`: the production path's; `settings`: instead of `settings()`;
-        `front_door`: the endpoint gets a front door on the target (with `front_door_settings()`)."""
+        `front_door`: the endpoint gets a front door on the target (with `front_door_settings()`); `monitoring`: the
+        endpoint's monitoring block, as YAML lines (indented under `monitoring:` by this function)."""
         self._stack_args = {"production": production, "experimental": experimental,
                             "experimental_model": experimental_model, "shadow": shadow, "accelerator": accelerator,
                             "framework": framework, "auth": auth, "api_key": api_key,
                             "pool_accelerator": pool_accelerator, "pool_nodes_max": pool_nodes_max, "spot": spot,
                             "size_gb": size_gb, "replicas": replicas, "settings": settings,
-                            "front_door": front_door}
+                            "front_door": front_door, "monitoring": monitoring}
         chosen = self.settings() if settings is None else settings
         if front_door:
             chosen = {**chosen, **self.front_door_settings()}
@@ -143,6 +145,8 @@ class Harness:
             lines.append(f"    front_door: {self.target}\n")
         if api_key is not None:
             lines.append(f"    api_key: {api_key}\n")
+        if monitoring is not None:
+            lines.append("    monitoring:\n" + "".join(f"      {line}\n" for line in monitoring.splitlines()))
         lines.append('    paths:\n      production:\n        model: "iris:1"\n')
         if experimental is not None and shadow is None:
             lines.append(f"        weight: {production}\n")

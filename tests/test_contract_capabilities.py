@@ -18,7 +18,7 @@ from provisioner.errors import SpecError
 from provisioner.spec.loader import Loc, format_loc
 from provisioner.target import Capabilities
 
-from contract_targets import HARNESSES, Harness, apply, contract_harness, opened
+from contract_targets import HARNESSES, Harness, apply, assert_converged, contract_harness, opened
 
 #: "<test>[<target>...]" -> the plugin bug that makes it fail (a strict xfail: once the bug is fixed the test
 #: fails until its entry is removed here)
@@ -180,3 +180,36 @@ def test_a_split_the_target_cannot_make_is_refused(harness: Harness) -> None:
         pytest.skip(f"target {harness.target} splits traffic (the contract stack's 80/20 applies)")
     path = harness.write_stack()
     assert_refused(harness, path, "split-unsupported", (*EXPERIMENTAL, "weight"), "weight: 20")
+
+
+def test_a_monitoring_feature_the_target_does_not_offer_is_refused(harness: Harness) -> None:
+    offered = capabilities(harness).monitoring
+    if "capture" not in offered:
+        path = harness.write_stack(monitoring="capture: {sample_percent: 10}")
+        assert_refused(harness, path, "monitoring-unsupported", (*SERVING, "monitoring", "capture"), "capture:")
+    elif "alerts" not in offered:
+        path = harness.write_stack(monitoring="alerts: {emails: [ops@example.com]}")
+        assert_refused(harness, path, "monitoring-unsupported", (*SERVING, "monitoring", "alerts"), "alerts:")
+    elif "shadow_comparison" not in offered and capabilities(harness).shadow is not None:
+        path = harness.write_stack(shadow=100, monitoring="shadow_comparison: {min_agreement: 0.9}")
+        assert_refused(harness, path, "monitoring-unsupported", (*SERVING, "monitoring", "shadow_comparison"),
+                       "shadow_comparison:")
+    else:
+        pytest.skip(f"target {harness.target} offers every monitoring feature the contract stack can use")
+
+
+def test_capture_the_target_offers_is_realized_and_converges(harness: Harness) -> None:
+    if "capture" not in capabilities(harness).monitoring:
+        pytest.skip(f"target {harness.target} offers no capture")
+    harness.write_stack()
+    with opened(harness) as stack:
+        plain, _ = stack.lower()
+    harness.write_stack(monitoring="capture: {sample_percent: 25}")
+    with opened(harness) as stack:
+        captured, _ = stack.lower()
+    changed = [a for a in captured if a not in plain or captured[a].inputs != plain[a].inputs]
+    assert changed, "capture changes nothing the target makes"
+    assert any("25" in repr(captured[a].inputs) for a in changed), "the sample percent reaches no resource"
+    apply(harness)
+    assert_converged(harness)
+    apply(harness, destroy=True)
