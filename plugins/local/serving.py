@@ -150,12 +150,18 @@ def _command_names(pid: int, text: str) -> bool:
 
 
 class ModelServerProvider(ProcessProvider):
-    """One model server per path. Any change replaces it blue/green: new process first, then the router moves,
-    then the old process stops — no request is dropped."""
+    """One model server per path, run under a supervisor (runtime/supervisor.py) that holds its port and restarts
+    it when it dies (backoff 0.1 s doubling to 5 s). The supervisor is the process the state records: its pid is
+    in the runtime file and in the server's healthz, so a restart heals without the provisioner and the next
+    preview is a no-op; a killed supervisor takes its server down, shows as gone, and apply starts both again.
+    Any change replaces it blue/green: new process first, then the router moves, then the old process stops — no
+    request is dropped."""
 
     force_new = frozenset({"endpoint", "path", "model", "framework", "artifact", "host", "work_dir"})
     replace_mode = "create_before_destroy"
     runtime_kind = noun = "model_server"
+    #: what `create` starts: the supervisor, which runs `MODEL_SERVER` (same options)
+    module = "mlplat_plugins.local.runtime.supervisor"
 
     def _run_dir(self, inputs: dict[str, Any]) -> Path:
         token = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:10]
@@ -163,8 +169,14 @@ class ModelServerProvider(ProcessProvider):
 
     def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
         run_dir = self._run_dir(inputs)
-        return self._found(run_dir) or self._spawn(
-            MODEL_SERVER,
+        found = self._found(run_dir)
+        if found is not None:
+            return found
+        # alive but not answering (a supervisor whose server cannot start any more, a hung one): stop it, so a
+        # second one is not started beside it in the same run directory
+        stop_server(run_dir)
+        return self._spawn(
+            self.module,
             ["--artifact", inputs["artifact"], "--model-id", inputs["model"], "--host", inputs["host"],
              "--framework", inputs.get("framework", "mlplat-linear")],
             run_dir,

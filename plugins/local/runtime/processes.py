@@ -9,9 +9,17 @@ SIGINT, then stops accepting, drains in-flight requests and removes its runtime 
 reload hook (the router re-reads its config). Servers run in their own session so they outlive the
 CLI that started them; the parent finds them again from the runtime file (see :func:`find_running`).
 
+A supervised server (the model server under ``supervisor.py``) keeps that contract as one process: the
+supervisor binds the socket and writes the runtime file with *its* pid; the server it runs inherits the
+socket (:class:`RuntimeServer` ``listen_socket``), writes no runtime file (:func:`serve` with ``None``),
+reports the supervisor's pid as ``pid`` in its healthz and dies with it (:func:`exit_with_parent`). So
+spawn, find_running, stop and reload address the supervisor, and a server restarted by it changes nothing
+the parent sees.
+
 Parent side: :func:`spawn`, :func:`read_runtime`, :func:`is_alive`, :func:`health`, :func:`stop`,
 :func:`reload`, :func:`find_running`. Child side: :class:`RuntimeServer`, :class:`BaseHandler`,
-:func:`serve`. Stdlib only (and :mod:`provisioner.pids`), POSIX only (signals, sessions).
+:func:`serve`, :func:`exit_with_parent`. Stdlib only (and :mod:`provisioner.pids`), POSIX only (signals,
+sessions).
 """
 
 from __future__ import annotations
@@ -346,6 +354,31 @@ def block_signals() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
 
 
+def exit_with_parent(parent: int, signum: int = signal.SIGKILL, interval: float = 0.5) -> None:
+    """Child side of a supervised server: get ``signum`` when the process ``parent`` dies, even by SIGKILL.
+    Linux: PR_SET_PDEATHSIG (immediate); everywhere, a daemon thread comparing ``os.getppid()`` every
+    ``interval`` seconds (a reparented child has another parent). The default, SIGKILL, makes killing the
+    supervisor what killing an unsupervised server was (``stop`` ends with SIGKILL after its timeout: nothing
+    may go on serving after it). A catchable ``signum`` waits for ``sigwait`` after :func:`block_signals`."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):  # no libc to load: the watchdog alone
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(pr_set_pdeathsig, int(signum), 0, 0, 0)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os.kill(os.getpid(), signum)
+
+    if os.getppid() != parent:  # it died before the prctl took effect
+        os.kill(os.getpid(), signum)
+        return
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 class HTTPError(Exception):
     """Raised inside a handler to answer ``status`` with ``{"error": message}``."""
 
@@ -368,7 +401,10 @@ class RuntimeServer(ThreadingHTTPServer):
         handler: type[BaseHTTPRequestHandler],
         component: str,
         access_log: bool = True,
+        listen_socket: socket.socket | None = None,
     ) -> None:
+        """Binds `address`; or, given `listen_socket` (a bound, listening socket inherited from a supervisor),
+        serves on that one and `address` is ignored."""
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.component = component
@@ -376,7 +412,16 @@ class RuntimeServer(ThreadingHTTPServer):
         self.stopping = False
         self._active = 0
         self._idle = threading.Condition()
-        super().__init__(address, handler)
+        if listen_socket is None:
+            super().__init__(address, handler)
+            return
+        self.address_family = listen_socket.family
+        super().__init__(address, handler, bind_and_activate=False)
+        self.socket.close()  # the unbound one TCPServer made
+        self.socket = listen_socket
+        self.server_address = listen_socket.getsockname()
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind does a reverse DNS lookup (getfqdn) that can take seconds; skip it.
@@ -545,25 +590,30 @@ class BaseHandler(BaseHTTPRequestHandler):
 
 def serve(
     server: RuntimeServer,
-    runtime_file: Path,
+    runtime_file: Path | None,
     info: dict[str, Any],
     *,
     on_reload: Callable[[], None] | None = None,
+    on_ready: Callable[[], None] | None = None,
     drain_timeout: float = 10.0,
 ) -> int:
     """Serve until SIGTERM/SIGINT; SIGHUP calls ``on_reload``. Returns the exit code.
 
-    Signals are taken synchronously with ``sigwait`` in the main thread (no async handlers, so no
-    reentrancy issues); the accept loop runs in a background thread.
+    Once accepting, writes ``runtime_file`` (``None``: a supervised server, whose supervisor writes it) and
+    calls ``on_ready``. Signals are taken synchronously with ``sigwait`` in the main thread (no async
+    handlers, so no reentrancy issues); the accept loop runs in a background thread.
     """
     block_signals()
-    runtime_file = Path(runtime_file)
+    runtime_file = Path(runtime_file) if runtime_file is not None else None
     accept = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     accept.start()
     host, port = server.server_address[:2]
     pid = os.getpid()
-    write_json_atomic(runtime_file, {"pid": pid, "port": port, "host": host, "started": time.time(), **info})
+    if runtime_file is not None:
+        write_json_atomic(runtime_file, {"pid": pid, "port": port, "host": host, "started": time.time(), **info})
     server.log(f"listening on {host}:{port} (pid {pid})")
+    if on_ready is not None:
+        on_ready()
     try:
         while True:
             signum = signal.sigwait(_SIGNALS)
@@ -582,8 +632,8 @@ def serve(
         server.server_close()  # close the listening socket
         if not server.wait_idle(drain_timeout):
             server.log(f"{server.active} request(s) still in flight after {drain_timeout:g}s, exiting anyway")
-        current = read_runtime(runtime_file)
-        if current is not None and current.pid == pid:
+        current = read_runtime(runtime_file) if runtime_file is not None else None
+        if current is not None and current.pid == pid and runtime_file is not None:
             runtime_file.unlink(missing_ok=True)
     server.log("stopped")
     return 0
