@@ -46,15 +46,17 @@ With ``--internal-token-file`` the router sends that token (``X-Mlplat-Internal`
 model servers, which refuse requests without it; a token a client sends is never forwarded, nor are a client's
 ``Authorization`` and ``X-Api-Key``.
 
-Health of internal routes. A background thread per ``internal`` route asks its ``GET /-/healthz`` every 0.25 s
-(0.5 s timeout, a fresh connection each time, never one of the request pool's; it carries the internal token, as
-everything sent to an internal route does, though a model server asks none there). A failed check (no answer, or
-not 200), or a connection failure of a real request (refused, reset, closed without an answer; not a timeout, not
-a 5xx answer), marks the route down at once; a passing check marks it up again; each transition is one line in
-the log. A request goes to one of the *live* routes with weight > 0, chosen by weight among them. A request whose
-connection to an internal route fails is retried once on another live route with weight > 0, if there is one
-(predictions have no side effects); only when that fails too, or there is none, the caller gets the 502. When no
-route with weight > 0 is live the caller gets 503 ``{"error": "no live path for endpoint 'iris': production is
+Health of internal routes. A background thread per ``internal`` route asks its ``GET /-/healthz`` every 0.25 s (0.5
+s timeout, a fresh connection each time, never one of the request pool's; it carries the internal token, as
+everything sent to an internal route does, though a model server asks none there). A failed check (no answer, or not
+200), or a connection failure of a real request (refused, reset, closed without an answer; not a timeout, not a 5xx
+answer), marks the route down at once; a passing check marks it up again; each transition is one line in the log.
+Marking a route down also cuts the requests waiting on it (a supervised model server's port keeps accepting while it
+restarts, so a request sent just before its death would wait for the restart): they fail as connection failures, and
+are retried like them. A request goes to one of the *live* routes with weight > 0, chosen by weight among them. A
+request whose connection to an internal route fails is retried once on another live route with weight > 0, if there
+is one (predictions have no side effects); only when that fails too, or there is none, the caller gets the 502. When
+no route with weight > 0 is live the caller gets 503 ``{"error": "no live path for endpoint 'iris': production is
 down (its model server is restarting or stopped)", "paths": {path: health}}`` with ``Retry-After: 1``. Routes that
 are not internal (a front door's upstreams) are never health-checked, marked down or retried. ``/-/stats``
 ``health`` holds, per internal route path, ``{"up": bool, "changed": unix time of the last transition (or of when
@@ -99,6 +101,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -109,6 +112,7 @@ import os
 import queue
 import random
 import re
+import socket
 import ssl
 import stat
 import sys
@@ -165,6 +169,10 @@ class ConfigError(ValueError):
     """An invalid router config."""
 
 
+class UpstreamAborted(ConnectionAbortedError):
+    """A request cut because its internal route was marked down while it waited (`Pool.abort`)."""
+
+
 class SigningError(Exception):
     """A request that cannot be signed (no AWS credentials, an unknown profile)."""
 
@@ -207,6 +215,8 @@ class Pool:
         self.host, self.port, self.timeout, self.scheme = host, port, timeout, scheme
         self.context = (context or ssl.create_default_context()) if scheme == "https" else None
         self._idle: list[http.client.HTTPConnection] = []
+        self._busy: set[http.client.HTTPConnection] = set()  # connections a request is using right now
+        self._aborted: set[int] = set()  # ids of busy connections `abort` cut
         self._lock = threading.Lock()
         self._closed = False
 
@@ -217,9 +227,32 @@ class Pool:
 
     def _acquire(self) -> tuple[http.client.HTTPConnection, bool]:
         with self._lock:
-            if self._idle:
-                return self._idle.pop(), True
-        return self._connect(), False
+            conn, reused = (self._idle.pop(), True) if self._idle else (self._connect(), False)
+            self._busy.add(conn)
+            return conn, reused
+
+    def _done(self, conn: http.client.HTTPConnection) -> bool:
+        """`conn` is no longer in use; whether `abort` cut it meanwhile."""
+        with self._lock:
+            self._busy.discard(conn)
+            if id(conn) in self._aborted:
+                self._aborted.discard(id(conn))
+                return True
+            return False
+
+    def abort(self) -> int:
+        """Cut every connection a request is waiting on (its upstream was found dead: a request queued in a
+        restarting server's backlog would otherwise wait for the restart); those requests raise
+        `UpstreamAborted`, which the caller may retry elsewhere. Returns how many were cut."""
+        with self._lock:
+            busy = list(self._busy)
+            self._aborted.update(id(conn) for conn in busy)
+        for conn in busy:
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        return len(busy)
 
     def _release(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -248,15 +281,19 @@ class Pool:
                 conn.request(method, target, body=body or None, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
-            except _STALE:
+            except _STALE as exc:
                 conn.close()
+                if self._done(conn):
+                    raise UpstreamAborted(f"cut: the upstream was found dead ({exc or type(exc).__name__})") from exc
                 if reused:
                     continue  # stale keep-alive connection; the next one may be stale too, or fresh
                 raise
-            except BaseException:
+            except BaseException as exc:
                 conn.close()
+                if self._done(conn) and isinstance(exc, OSError):
+                    raise UpstreamAborted(f"cut: the upstream was found dead ({exc})") from exc
                 raise
-            if resp.will_close:
+            if self._done(conn) or resp.will_close:  # cut after its answer was read: not reusable
                 conn.close()
             else:
                 self._release(conn)
@@ -1102,8 +1139,10 @@ class RouterServer(RuntimeServer):
             health.up, health.changed = up, time.time()
             health.downs += not up
             self._down = frozenset(p for p, h in self.health.items() if not h.up)
+        cut = 0 if up else route.pool.abort()  # requests waiting on it are retried on a live path
         self.log(f"route '{route.path}' ({route.url}) is up" if up else
-                 f"route '{route.path}' ({route.url}) is down: {reason}")
+                 f"route '{route.path}' ({route.url}) is down: {reason}"
+                 + (f"; {cut} request(s) waiting on it cut, to be retried elsewhere" if cut else ""))
 
     # -- mirror copies -----------------------------------------------------------------------------------------
 
