@@ -4,7 +4,9 @@
 #   bash tests/gpu_host_check.sh
 # It installs mlplat (offline: wheels from .whl/ when present), prints what nvidia-smi and NVML report, what the
 # local target detects, then validates, applies, calls and destroys a stack with a GPU pool of the detected
-# accelerator, and checks that a pool asking for more GPUs than the host has is refused at validate.
+# accelerator (its model server's and router's /metrics carry NVML's GPU metrics under DCGM's names, `mlplat top`
+# shows the pool's utilisation, a killed model server is restarted), and checks that a pool asking for more GPUs
+# than the host has is refused at validate.
 set -uo pipefail
 OUT=${OUT:-$(mktemp -d)}
 SITE=/tmp/mlplat-site
@@ -83,6 +85,43 @@ python3 -m provisioner.cli apply plan.json -f gpu.yaml --yes 2>&1 | tail -4 || e
 python3 -m provisioner.cli state show train.gpu_pool.gpus -f gpu.yaml | tee "$OUT/gpu_pool_record.json"
 URL=$(python3 -m provisioner.cli output iris.url -f gpu.yaml)
 python3 -c "import urllib.request,sys; print(urllib.request.urlopen(urllib.request.Request(sys.argv[1] + '/invocations', data=b'{\"instances\": [[5.1, 3.5, 1.4, 0.2]]}'), timeout=10).read().decode())" "$URL"
+step "NVML metrics: the model server's and the router's /metrics, mlplat top"
+python3 - "$URL" "$WORK" <<'PYEOF' || exit 1
+import json, os, signal, subprocess, sys, time, urllib.request
+from pathlib import Path
+router, work = sys.argv[1], Path(sys.argv[2])
+token = (work / ".mlplat/gpu-check/local/internal.token").read_text().strip()
+record = json.loads(subprocess.run([sys.executable, "-m", "provisioner.cli", "state", "show",
+                                    "iris.model_server.production", "-f", "gpu.yaml"], capture_output=True,
+                                   text=True, check=True).stdout)
+server = record["outputs"]["url"]
+def metrics(url, headers=None):
+    req = urllib.request.Request(url + "/metrics", headers=headers or {})
+    return urllib.request.urlopen(req, timeout=10).read().decode()
+for name, text in (("model server", metrics(server, {"X-Mlplat-Internal": token})), ("router", metrics(router))):
+    gpu = [l for l in text.splitlines() if l.startswith(("mlplat_gpu_available", "DCGM_FI_DEV"))]
+    print(f"{name}:", *gpu, sep="\n  ")
+    assert "mlplat_gpu_available 1" in gpu, f"FAIL: {name} has no NVML metrics"
+    assert any(l.startswith("DCGM_FI_DEV_GPU_UTIL{gpu=\"0\",UUID=\"GPU-") and "modelName=" in l for l in gpu), name
+top = json.loads(subprocess.run([sys.executable, "-m", "provisioner.cli", "top", "-f", "gpu.yaml", "--once", "--json",
+                                 "--window", "1"], capture_output=True, text=True, check=True).stdout)
+print("mlplat top pools:", json.dumps(top["pools"]))
+assert any(p["gpu_util_percent"] is not None for p in top["pools"]), "FAIL: top shows no GPU utilisation"
+health = json.loads(urllib.request.urlopen(server + "/-/healthz", timeout=5).read())
+killed = time.monotonic()
+os.kill(health["server_pid"], signal.SIGKILL)
+while True:
+    try:
+        again = json.loads(urllib.request.urlopen(server + "/-/healthz", timeout=0.2).read())
+        if again.get("server_pid") not in (None, health["server_pid"]):
+            break
+    except OSError:
+        pass
+    time.sleep(0.01)
+print(f"supervisor restarted the killed model server in {(time.monotonic() - killed) * 1000:.0f} ms")
+assert "mlplat_gpu_available 1" in metrics(server, {"X-Mlplat-Internal": token}), "FAIL: no NVML after restart"
+PYEOF
+python3 -m provisioner.cli preview -f gpu.yaml --detailed-exitcode > /dev/null || { echo "FAIL: preview not a no-op after the heal"; exit 1; }
 python3 -m provisioner.cli destroy -f gpu.yaml --yes 2>&1 | tail -2
 rm -f plan.json refused.txt
 ls -A "$WORK"
