@@ -281,15 +281,6 @@ serving:
 """
 
 
-def router_captures() -> bool:
-    from mlplat_plugins.local.runtime import router
-
-    return "capture" in (router.__doc__ or "") and hasattr(router, "parse_config")
-
-
-needs_capture = pytest.mark.skipif(not router_captures(), reason="the router does not write capture rows yet")
-
-
 @pytest.fixture
 def no_host_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLPLAT_LOCAL_GPUS", "")
@@ -355,7 +346,6 @@ def monitor_json(path: Path, env: dict[str, str]) -> tuple[dict[str, Any], str]:
     return json.loads(proc.stdout), proc.stdout + proc.stderr
 
 
-@needs_capture
 @pytest.mark.slow
 def test_drift_end_to_end_through_the_router(tmp_path: Path, receiver: Receiver, smtp_relay: Relay,
                                              applied: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -415,7 +405,6 @@ def test_drift_end_to_end_through_the_router(tmp_path: Path, receiver: Receiver,
     assert len(receiver.posts) == 2  # the table run alerted again (every run that finds drift does)
 
 
-@needs_capture
 @pytest.mark.slow
 def test_shadow_comparison_end_to_end(tmp_path: Path, receiver: Receiver, applied: list[Path]) -> None:
     from mlplat_plugins.local.runtime.model import from_dict
