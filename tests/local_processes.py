@@ -13,9 +13,9 @@ from conftest import run_mlplat
 RUNTIME_MODULE = "mlplat_plugins.local.runtime."
 
 
-def servers_under(directory: Path) -> dict[int, str]:
-    """pid -> runtime file of every live router / model server whose command line names a path under
-    `directory` (so other tests' servers are never counted)."""
+def processes_naming(directory: Path, flag: str) -> dict[int, str]:
+    """pid -> the value of `flag` of every live process of ours (a runtime module) whose command line gives `flag`
+    a path under `directory` (so other tests' servers are never counted)."""
     found = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -24,12 +24,18 @@ def servers_under(directory: Path) -> dict[int, str]:
             argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if not any(a.startswith(RUNTIME_MODULE) for a in argv) or "--runtime-file" not in argv:
+        if not any(a.startswith(RUNTIME_MODULE) for a in argv) or flag not in argv[:-1]:
             continue
-        runtime_file = argv[argv.index("--runtime-file") + 1]
-        if runtime_file.startswith(str(directory)) and pid_alive(int(proc.name)):
-            found[int(proc.name)] = runtime_file
+        value = argv[argv.index(flag) + 1]
+        if value.startswith(str(directory)) and pid_alive(int(proc.name)):
+            found[int(proc.name)] = value
     return found
+
+
+def servers_under(directory: Path) -> dict[int, str]:
+    """pid -> runtime file of every live router / model server (a supervisor, for supervised model servers) whose
+    runtime file lies under `directory`."""
+    return processes_naming(directory, "--runtime-file")
 
 
 def recorded_servers(stack: Path) -> dict[int, str]:

@@ -24,6 +24,8 @@ from mlplat_plugins.local.runtime import processes
 from mlplat_plugins.local.runtime.supervisor import Backoff
 from provisioner.pids import pid_alive
 
+from local_processes import processes_naming
+
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "stacks" / "models"
 SUPERVISOR = "mlplat_plugins.local.runtime.supervisor"
@@ -61,19 +63,7 @@ class Supervised:
 def servers_of(directory: Path, flag: str = "--supervisor-runtime-file") -> list[int]:
     """Live model-server processes run by a supervisor whose runtime file lies under `directory` (with
     `flag="--runtime-file"`: the supervisors themselves)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if flag in argv:
-            where = argv[argv.index(flag) + 1]
-            if where.startswith(str(directory)) and pid_alive(int(proc.name)):
-                found.append(int(proc.name))
-    return found
+    return sorted(processes_naming(directory, flag))
 
 
 @pytest.fixture
