@@ -708,6 +708,52 @@ class Stack:
             self.state.remove(address)
             return record
 
+    def move(self, source: str, destination: str) -> ResourceRecord:
+        """Record the object managed as `source` under the address `destination` (`mlplat state mv`), e.g. after
+        renaming a component in the stack file, so the next plan keeps the object instead of replacing it. The
+        stack file must lower `destination` with the recorded kind and target. The record moves in one journalled
+        transaction; other records' depends_on and the recorded outputs that name `source` are rewritten. Returns
+        the record as it is now recorded."""
+        if source == destination:
+            raise StateError(f"{source} and {destination} are the same address")
+        with self.locked("state mv"):
+            self.recover()
+            records = self.state.resources()
+            record = records.get(source)
+            if record is None:
+                close = difflib.get_close_matches(source, list(records), n=3)
+                raise StateError(f"no resource {source!r} in the state" + (
+                    f" (did you mean {' or '.join(close)}?)" if close else ""), hint="see `mlplat state list`")
+            if destination in records:
+                raise StateError(f"{destination} is already recorded (id {records[destination].id})",
+                                 hint=f"`mlplat state rm {destination}` first if that record is wrong")
+            desired, _ = self.lower()
+            res = desired.get(destination)
+            if res is None:
+                close = difflib.get_close_matches(destination, list(desired), n=3)
+                raise StateError(f"the stack file has no resource {destination}" + (
+                    f" (did you mean {' or '.join(close)}?)" if close else ""),
+                    hint="rename the component in the stack file first; mlplat graph lists its resource addresses")
+            if (res.kind, res.target) != (record.kind, record.target):
+                raise StateError(f"cannot move {source} ({record.kind} on target {record.target!r}) to "
+                                 f"{destination}: the stack file makes a {res.kind} on target {res.target!r} there",
+                                 hint="an object keeps its kind and target; move it to an address of the same kind")
+            moved = ResourceRecord(destination, record.kind, record.target, record.id, record.inputs,
+                                   record.outputs, list(record.depends_on), list(record.deposed))
+            self.state.bump_serial()
+            seq = self.state.journal_pending(uuid.uuid4().hex[:12], "move", moved)
+            self.state.journal_done(seq, put=moved, remove=source)  # put + remove: one transaction
+            for other in records.values():
+                if source in other.depends_on:
+                    other.depends_on = [destination if d == source else d for d in other.depends_on]
+                    self.state.put(other)
+            outputs = self.state.get_outputs()
+            renamed = _rename_refs(outputs, source, destination)
+            if renamed != outputs:
+                self.state.set_outputs(renamed)
+            self.emit(Event("moved", destination, "move", f"from {source}"))
+            return moved
+
     def import_resource(self, address: str, id: str) -> Change:
         """Adopt the existing object `id` as the stack file's resource `address` (brownfield): the provider checks
         it is an object of that kind and reports it; it is recorded as found. Returns the next plan's change for
@@ -774,3 +820,14 @@ def _depend_on(res: Resource, addresses: Iterable[str]) -> None:
     addresses = list(addresses)
     res.depends_on = (*res.depends_on, *(a for a in addresses if a not in res.edges))
     res.edges = res.edges | frozenset(addresses)
+
+
+def _rename_refs(value: Any, source: str, destination: str) -> Any:
+    """JSON `value` (recorded outputs) with references to `source`'s outputs pointing at `destination`."""
+    if isinstance(value, dict):
+        if len(value) == 1 and "$ref" in value and value["$ref"][0] == source:
+            return {"$ref": [destination, *value["$ref"][1:]]}
+        return {k: _rename_refs(v, source, destination) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rename_refs(v, source, destination) for v in value]
+    return value

@@ -20,12 +20,32 @@ app = typer.Typer(
     name="mlplat",
     help="Provision ML platforms from one cloud-neutral stack file: preview, apply, destroy.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion: typer imports its completion code anyway
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    epilog="Example: mlplat preview -f stacks/quickstart.yaml (then: mlplat apply -f stacks/quickstart.yaml --yes)",
 )
-state_app = typer.Typer(help="Inspect and repair the recorded state.", no_args_is_help=True)
+state_app = typer.Typer(help="Inspect and repair the recorded state.", no_args_is_help=True,
+                        epilog="Example: mlplat state list -f stacks/quickstart.yaml")
 app.add_typer(state_app, name="state")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("mlplat")
+        except PackageNotFoundError:
+            found = "unknown (not installed)"
+        sys.stdout.write(f"mlplat {found}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print mlplat's version and exit")] = False) -> None:
+    pass
 
 DEFAULT_STACK = "mlplat.yaml"
 StackFile = Annotated[Path, typer.Option("--file", "-f", help="Stack file (default $MLPLAT_STACK or ./mlplat.yaml)",
@@ -46,16 +66,40 @@ def _console(stderr: bool = False) -> Console:
 
 
 def _stack_path(path: Path | None) -> Path:
-    return path or Path(os.environ.get("MLPLAT_STACK", DEFAULT_STACK))
+    """The stack file to read: -f, else $MLPLAT_STACK, else ./mlplat.yaml; a missing one is a user error."""
+    from_env = path is None and bool(os.environ.get("MLPLAT_STACK"))
+    chosen = path or Path(os.environ.get("MLPLAT_STACK") or DEFAULT_STACK)
+    if chosen.exists():
+        return chosen
+    from provisioner.errors import SpecError
+
+    if path is None and not from_env:
+        raise SpecError([f"no stack file: ./{DEFAULT_STACK} does not exist in {Path.cwd()}"],
+                        hint="name the stack file with -f STACK (e.g. -f stacks/quickstart.yaml) or set "
+                             "$MLPLAT_STACK")
+    import difflib
+
+    where = chosen.parent
+    names = sorted(p.name for p in where.glob("*.y*ml") if p.suffix in (".yaml", ".yml")) if where.is_dir() else []
+    near = difflib.get_close_matches(chosen.name, names, n=1, cutoff=0.0)
+    source = "; it was named by $MLPLAT_STACK" if from_env else ""
+    if near:
+        hint = f"did you mean {where / near[0]}?"
+    elif where.is_dir():
+        hint = f"{where} holds no *.yaml file"
+    else:
+        hint = f"the directory {where} does not exist either"
+    raise SpecError([f"{chosen}: no such stack file (it does not exist{source})"], hint=hint)
 
 
 def _open(path: Path | None, state: str | None = None, *, json_mode: bool = False, parallelism: int = 10,
           lock_timeout: float = 0.0, force_new_state: bool = False) -> Stack:
+    path = _stack_path(path)
     from provisioner.api import Stack
     from provisioner.apply import ApplyOptions
 
     listeners = [] if json_mode else [_progress_printer()]
-    return Stack(_stack_path(path), state_url=state, listeners=listeners,
+    return Stack(path, state_url=state, listeners=listeners,
                  options=ApplyOptions(parallelism=parallelism), lock_timeout=lock_timeout,
                  force_new_state=force_new_state)
 
@@ -80,7 +124,7 @@ def _shown(value: Any) -> str:
 
 
 # -- commands -------------------------------------------------------------------------------------------------
-@app.command()
+@app.command(epilog="Example: mlplat validate -f stacks/quickstart.yaml")
 def validate(file: StackFile = None, json_out: JsonFlag = False) -> None:
     """Check the stack file, target settings and capabilities, and policy hooks."""
     stack = _open(file, json_mode=json_out)
@@ -97,7 +141,7 @@ def validate(file: StackFile = None, json_out: JsonFlag = False) -> None:
               f"{len(stack.platform.components())} components → {len(resources)} resources")
 
 
-@app.command()
+@app.command(epilog="Example: mlplat preview -f stacks/quickstart.yaml -o plan.json")
 def preview(
     file: StackFile = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Save the plan to apply it exactly later")] = None,
@@ -116,13 +160,7 @@ def preview(
     if out is not None:
         out.write_text(plan.dumps(stack.state.codec))  # secrets sealed, as in the state
     if json_out:
-        from provisioner.cost import delta
-
-        data = plan.to_json()
-        if cost is not None:
-            data["estimated_cost_usd_hour"] = round(cost[0].hourly, 4)
-            data["cost"] = {"after": cost[0].to_json(), "now": cost[1].to_json(), "delta": delta(*cost)}
-        _emit_json(data)
+        _emit_json(_plan_json(plan, cost))
     else:
         from provisioner.render import render_plan
 
@@ -133,7 +171,53 @@ def preview(
         raise typer.Exit(2)
 
 
-@app.command()
+def _plan_json(plan: Plan, cost: tuple[Any, Any] | None) -> dict[str, Any]:
+    """A plan as `preview --json` prints it (with its cost, when priced)."""
+    data = plan.to_json()
+    if cost is not None:
+        from provisioner.cost import delta
+
+        data["estimated_cost_usd_hour"] = round(cost[0].hourly, 4)
+        data["cost"] = {"after": cost[0].to_json(), "now": cost[1].to_json(), "delta": delta(*cost)}
+    return data
+
+
+@app.command(epilog="Example: mlplat show plan.json   (the plan saved by: mlplat preview -f stack.yaml -o plan.json)")
+def show(
+    plan_file: Annotated[Path, typer.Argument(help="A plan saved by `preview -o`")],
+    file: StackFile = None,
+    json_out: JsonFlag = False,
+    state: StateUrl = None,
+) -> None:
+    """Show a saved plan as preview showed it (or as JSON), without changing anything."""
+    from provisioner.plan import Plan
+
+    text = _read_plan(plan_file)
+    stack = _open(file or Path(Plan.loads(text).stack_file), state, json_mode=True)
+    plan = Plan.loads(text, stack.state.codec)  # opens the plan's sealed secrets (shown masked)
+    cost = None if plan.destroy else stack.cost_reports()
+    if json_out:
+        _emit_json(_plan_json(plan, cost))
+        return
+    from provisioner.render import render_plan
+
+    render_plan(_console(), plan, cost)
+    serial = stack.state.meta().serial
+    if serial != plan.serial:
+        _console().print(f"\n[yellow]warning:[/] the state changed since this plan was made (serial {plan.serial} "
+                         f"→ {serial}): apply would refuse it; make a new one with mlplat preview -o")
+
+
+def _read_plan(plan_file: Path) -> str:
+    try:
+        return plan_file.read_text()
+    except OSError as err:
+        from provisioner.errors import MlplatError
+
+        raise MlplatError(f"cannot read plan {plan_file}: {err.strerror}") from None
+
+
+@app.command(epilog="Example: mlplat apply -f stacks/quickstart.yaml --yes   (or: mlplat apply plan.json)")
 def apply(
     plan_file: Annotated[Path | None, typer.Argument(help="A plan saved by `preview -o`; applied exactly")] = None,
     file: StackFile = None,
@@ -150,12 +234,7 @@ def apply(
 
     saved = None
     if plan_file is not None:
-        try:
-            text = plan_file.read_text()
-        except OSError as err:
-            from provisioner.errors import MlplatError
-
-            raise MlplatError(f"cannot read plan {plan_file}: {err.strerror}") from None
+        text = _read_plan(plan_file)
         file = file or Path(Plan.loads(text).stack_file)
     stack = _open(file, state, json_mode=json_out, parallelism=parallelism, lock_timeout=lock_timeout,
                   force_new_state=force_new_state)
@@ -164,7 +243,7 @@ def apply(
     _run_plan(stack, saved, yes=yes or saved is not None, json_out=json_out, refresh=refresh, verb="apply")
 
 
-@app.command()
+@app.command(epilog="Example: mlplat destroy -f stacks/quickstart.yaml --yes")
 def destroy(
     file: StackFile = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
@@ -188,7 +267,7 @@ def destroy(
         _console().print(f"The state is kept at {kept}.")
 
 
-@app.command()
+@app.command(epilog="Example: mlplat migrate iris --to aws -f stacks/hybrid.yaml")
 def migrate(
     components: Annotated[list[str], typer.Argument(help="Components to move (their names in the stack file)")],
     to: Annotated[str | None, typer.Option("--to", help="The target to move them to")] = None,
@@ -309,7 +388,7 @@ def _run_plan(stack: Stack, saved: Plan | None, *, yes: bool, json_out: bool, re
             console.print(f"  {key} = {_shown(value)}")
 
 
-@app.command()
+@app.command(epilog="Example: mlplat refresh -f stacks/quickstart.yaml")
 def refresh(file: StackFile = None, json_out: JsonFlag = False, state: StateUrl = None,
             lock_timeout: LockTimeout = 0.0, force_new_state: ForceNewState = False) -> None:
     """Read every resource and record what is really there (drift)."""
@@ -329,7 +408,7 @@ def refresh(file: StackFile = None, json_out: JsonFlag = False, state: StateUrl 
                 console.print(f"[yellow]![/] {address}: {key}: {_shown(before)} → {_shown(after)}")
 
 
-@app.command()
+@app.command(epilog="Example: mlplat output iris.url -f stacks/quickstart.yaml")
 def output(
     name: Annotated[str | None, typer.Argument(help="One output, e.g. iris.url")] = None,
     file: StackFile = None,
@@ -358,7 +437,7 @@ def output(
         sys.stdout.write(f"{key} = {_shown(value)}\n")
 
 
-@app.command()
+@app.command(epilog="Example: mlplat graph -f stacks/quickstart.yaml")
 def graph(file: StackFile = None, json_out: JsonFlag = False) -> None:
     """Print the resource graph as Mermaid (or nodes and direct edges as JSON)."""
     from provisioner.graph import mermaid
@@ -373,7 +452,7 @@ def graph(file: StackFile = None, json_out: JsonFlag = False) -> None:
     sys.stdout.write(mermaid(resources) + "\n")
 
 
-@app.command()
+@app.command(epilog="Example: mlplat plugins --json")
 def plugins(json_out: JsonFlag = False) -> None:
     """List discovered plugins, the targets they provide and whether each target's cloud SDK is installed."""
     from rich.markup import escape
@@ -401,7 +480,7 @@ def plugins(json_out: JsonFlag = False) -> None:
             console.print(f"  target [cyan]{t['name']}[/]: {escape(t['description'])}  \\[{status}]")
 
 
-@app.command("import")
+@app.command("import", epilog="Example: mlplat import shared.filesystem.main /data/shared -f stack.yaml")
 def import_(
     address: Annotated[str, typer.Argument(help="The stack file's resource address (see mlplat graph)")],
     id: Annotated[str, typer.Argument(help="The existing object's id on its target (a name, ARN or path)")],
@@ -429,7 +508,7 @@ def import_(
     render_plan(console, Plan(stack.name, "", 0, [change]))
 
 
-@app.command()
+@app.command(epilog="Example: mlplat export --format json -f stacks/quickstart.yaml -o resources.json")
 def export(
     format: Annotated[str, typer.Option("--format", help="Export format (see --list)")] = "json",
     file: StackFile = None,
@@ -454,7 +533,7 @@ def export(
         _console(stderr=True).print(f"wrote {out} ({format})")
 
 
-@app.command()
+@app.command(epilog="Example: mlplat schema > schema/mlplat.schema.json")
 def schema() -> None:
     """Print the stack file's JSON Schema (for editors: yaml-language-server)."""
     from provisioner.spec.model import Platform
@@ -466,7 +545,7 @@ def schema() -> None:
 
 
 
-@app.command("cost")
+@app.command("cost", epilog="Example: mlplat cost -f stacks/quickstart.yaml --compare aws,gcp,azure")
 def cost_(
     file: StackFile = None,
     compare: Annotated[str | None, typer.Option("--compare", help="Price the platform on each of these target "
@@ -493,7 +572,7 @@ def cost_(
         cost.render_compare(_console(), reports)
 
 
-@app.command()
+@app.command(epilog="Example: mlplat monitor -f stacks/monitoring.yaml --once")
 def monitor(
     file: StackFile = None,
     once: Annotated[bool, typer.Option("--once", help="Check once and exit (default: check again on the shortest "
@@ -530,7 +609,7 @@ def monitor(
         stack.close()
 
 
-@app.command()
+@app.command(epilog="Example: mlplat top -f stacks/quickstart.yaml --once")
 def top(
     file: StackFile = None,
     window: Annotated[float, typer.Option("--window", min=0.1, help="Seconds each view covers (and between "
@@ -577,7 +656,7 @@ def top(
         stack.close()
 
 
-@state_app.command("list")
+@state_app.command("list", epilog="Example: mlplat state list -f stacks/quickstart.yaml")
 def state_list(file: StackFile = None, json_out: JsonFlag = False, state: StateUrl = None) -> None:
     """List recorded resources."""
     stack = _open(file, state, json_mode=True)
@@ -592,9 +671,9 @@ def state_list(file: StackFile = None, json_out: JsonFlag = False, state: StateU
         sys.stdout.write(f"{r.address}\t{r.kind}\t{r.id}\n")
 
 
-@state_app.command("show")
-def state_show(address: str, file: StackFile = None, state: StateUrl = None) -> None:
-    """Show one recorded resource (JSON)."""
+@state_app.command("show", epilog="Example: mlplat state show shared.filesystem.main -f stack.yaml --json")
+def state_show(address: str, file: StackFile = None, state: StateUrl = None, json_out: JsonFlag = False) -> None:
+    """Show one recorded resource (JSON, with or without --json)."""
     from provisioner.errors import MlplatError
 
     record = _open(file, state, json_mode=True).state.resources().get(address)
@@ -603,7 +682,7 @@ def state_show(address: str, file: StackFile = None, state: StateUrl = None) -> 
     _emit_json(record.to_dict())
 
 
-@state_app.command("rm")
+@state_app.command("rm", epilog="Example: mlplat state rm shared.filesystem.main -f stacks/quickstart.yaml")
 def state_rm(address: str, file: StackFile = None, state: StateUrl = None, json_out: JsonFlag = False) -> None:
     """Forget one resource: the object stays where it is, unmanaged (`mlplat import` adopts it again)."""
     record = _open(file, state, json_mode=True).forget(address)
@@ -616,7 +695,26 @@ def state_rm(address: str, file: StackFile = None, state: StateUrl = None, json_
         console.print(f"[yellow]warning:[/] its replaced object {id} was still to be deleted: it is unmanaged too")
 
 
-@state_app.command("migrate")
+@state_app.command("mv", epilog="Example: mlplat state mv shared.filesystem.main data.filesystem.main -f stack.yaml")
+def state_mv(
+    source: Annotated[str, typer.Argument(metavar="FROM", help="The recorded address (see mlplat state list)")],
+    destination: Annotated[str, typer.Argument(metavar="TO", help="Its address in the stack file now "
+                                                                  "(see mlplat graph)")],
+    file: StackFile = None,
+    state: StateUrl = None,
+    json_out: JsonFlag = False,
+    lock_timeout: LockTimeout = 0.0,
+) -> None:
+    """Record a managed object under another address, e.g. after renaming its component in the stack file, so
+    the next plan keeps it instead of deleting and re-creating it. The object itself is not touched."""
+    record = _open(file, state, json_mode=True, lock_timeout=lock_timeout).move(source, destination)
+    if json_out:
+        _emit_json({"moved": source, "to": destination, "kind": record.kind, "id": record.id})
+        return
+    _console().print(f"Moved {source} to {destination} in the state ({record.kind} {record.id}).")
+
+
+@state_app.command("migrate", epilog="Example: mlplat state migrate --to postgresql://db/mlplat -f stack.yaml")
 def state_migrate(
     to: Annotated[str, typer.Option("--to", help="Destination: sqlite:///path.db, postgresql://host/db or "
                                                  "s3://bucket/prefix (must be empty)")],
@@ -635,7 +733,7 @@ def state_migrate(
                      f"at it: state: {{url: {destination.url}}} (or --state); the old state is left untouched.")
 
 
-@state_app.command("unlock")
+@state_app.command("unlock", epilog="Example: mlplat state unlock 3f2a9c1e -f stacks/quickstart.yaml")
 def state_unlock(lock_id: str, file: StackFile = None, state: StateUrl = None) -> None:
     """Remove a lock left by a process that will not come back (give the lock id from the error)."""
     from provisioner.errors import MlplatError

@@ -49,7 +49,8 @@ class LocalSettings(BaseModel):
         None,
         description="Where volumes, the registry and logs live (default: .mlplat/<stack>/local beside the stack file)",
     )
-    host: str = Field("127.0.0.1", description="Address the routers and model servers listen on")
+    host: str = Field("127.0.0.1", description="Address the routers and front doors listen on (model servers always "
+                                               "listen on 127.0.0.1, behind their router)")
     smtp: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]+:\d{1,5}$",
                              description="host:port of an SMTP server for monitoring alerts' emails (plain SMTP, "
                                          "no login: a local relay)")
