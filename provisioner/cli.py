@@ -544,6 +544,34 @@ def schema() -> None:
     _emit_json(data)
 
 
+@app.command(epilog="Example: mlplat fmt -f stacks/quickstart.yaml --check   (CI: exit 1 when it would change)")
+def fmt(
+    file: StackFile = None,
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 and name the file if it would "
+                                                        "change")] = False,
+    diff: Annotated[bool, typer.Option("--diff", help="Print the changes as a unified diff; write nothing")] = False,
+) -> None:
+    """Rewrite the stack file in the canonical layout, keeping every comment (it must load the same)."""
+    from provisioner.fmt import format_file, write_atomically
+
+    path = _stack_path(file)
+    result = format_file(path)
+    if diff:
+        sys.stdout.write(result.diff())
+    if check:
+        if result.changed:
+            sys.stdout.write(f"{path}\n")
+            raise typer.Exit(1)
+        return
+    if diff:
+        return
+    if result.changed:
+        write_atomically(path, result.formatted)
+        sys.stdout.write(f"formatted {path}\n")
+    else:
+        sys.stdout.write(f"{path} is already formatted\n")
+
+
 
 @app.command("cost", epilog="Example: mlplat cost -f stacks/quickstart.yaml --compare aws,gcp,azure")
 def cost_(
