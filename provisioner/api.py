@@ -721,18 +721,15 @@ class Stack:
             records = self.state.resources()
             record = records.get(source)
             if record is None:
-                close = difflib.get_close_matches(source, list(records), n=3)
-                raise StateError(f"no resource {source!r} in the state" + (
-                    f" (did you mean {' or '.join(close)}?)" if close else ""), hint="see `mlplat state list`")
+                raise StateError(f"no resource {source!r} in the state{_did_you_mean(source, records)}",
+                                 hint="see `mlplat state list`")
             if destination in records:
                 raise StateError(f"{destination} is already recorded (id {records[destination].id})",
                                  hint=f"`mlplat state rm {destination}` first if that record is wrong")
             desired, _ = self.lower()
             res = desired.get(destination)
             if res is None:
-                close = difflib.get_close_matches(destination, list(desired), n=3)
-                raise StateError(f"the stack file has no resource {destination}" + (
-                    f" (did you mean {' or '.join(close)}?)" if close else ""),
+                raise StateError(f"the stack file has no resource {destination}{_did_you_mean(destination, desired)}",
                     hint="rename the component in the stack file first; mlplat graph lists its resource addresses")
             if (res.kind, res.target) != (record.kind, record.target):
                 raise StateError(f"cannot move {source} ({record.kind} on target {record.target!r}) to "
@@ -765,9 +762,7 @@ class Stack:
             desired, _ = self.lower()
             res = desired.get(address)
             if res is None:
-                close = difflib.get_close_matches(address, list(desired), n=3)
-                raise PlanError(f"the stack file has no resource {address}" + (
-                    f" (did you mean {' or '.join(close)}?)" if close else ""),
+                raise PlanError(f"the stack file has no resource {address}{_did_you_mean(address, desired)}",
                     hint="mlplat graph lists every resource address of the stack")
             records = self.state.resources()
             if address in records:
@@ -813,6 +808,12 @@ class Stack:
         if self._state is not None:
             self._state.close()
             self._state = None
+
+
+def _did_you_mean(name: str, names: Iterable[str]) -> str:
+    """The suffix ` (did you mean a or b?)` naming up to three of `names` closest to `name`; "" when none is."""
+    close = difflib.get_close_matches(name, list(names), n=3)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 def _depend_on(res: Resource, addresses: Iterable[str]) -> None:
