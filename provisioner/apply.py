@@ -289,8 +289,11 @@ class Applier:
             deposed = [*old.deposed, old.id]  # create-before-destroy: the old object waits for delete-deposed
         else:  # re-create of an object deleted out of band, or an in-place recreate: same deposed as before
             deposed = list(old.deposed)
+        depends_on = list(change.depends_on)
+        if deposed and old is not None:  # a deposed object still uses what the old one did: delete it first
+            depends_on += [d for d in old.depends_on if d not in depends_on]
         record = ResourceRecord(change.address, change.kind, change.target, "", inputs,
-                                depends_on=list(change.depends_on), deposed=deposed)
+                                depends_on=depends_on, deposed=deposed)
         token = self._token()
         seq = self.state.journal_pending(self.apply_id, "create", record, token=token)
         ctx = self._context(record, "create", token, seq, exclude=frozenset(deposed),
@@ -362,6 +365,9 @@ class Applier:
         with self._records_lock:
             current = self.records[change.address]
         self._delete_deposed_of(current, self.provider_for(current.target, current.kind), change.before)
+        if change.action != "delete" and current.depends_on != list(change.depends_on):
+            current.depends_on = list(change.depends_on)  # the deposed objects' edges go with them
+            self.state.put(current)
 
     def _delete_deposed_of(self, current: ResourceRecord, provider: ResourceProvider,
                            inputs: dict[str, Any] | None = None) -> None:

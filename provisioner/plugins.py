@@ -145,10 +145,23 @@ def sdk_status(target: type[Target]) -> dict[str, Any]:
     if target.sdk:
         dists = metadata.packages_distributions()
         for module in target.sdk:
-            top = module.split(".")[0]
-            names = dists.get(top, [])
+            names = _owners(module, dists.get(module.split(".")[0], []))
             versions[module] = None if module in missing else (metadata.version(names[0]) if names else "installed")
     return {"installed": not missing, "modules": versions, "install": target.install_line(missing) if missing else None}
+
+
+def _owners(module: str, names: list[str]) -> list[str]:
+    """The distributions among `names` that ship `module`: a namespace package (`google.cloud.…`) is shared by many,
+    so the one whose files hold the module's own package is put first."""
+    from importlib import metadata
+
+    if len(names) < 2 or "." not in module:
+        return names
+    package = module.replace(".", "/") + "/"
+    for name in names:
+        if any(str(f).startswith(package) for f in metadata.distribution(name).files or ()):
+            return [name]
+    return names
 
 
 def plugin_listing() -> list[dict[str, Any]]:

@@ -152,7 +152,9 @@ FRONT_DOOR = "front_door"
 
 #: what a serving lowering exports as its `upstream` output (values may be Refs), for front doors:
 #: url — base URL the front door appends the request path to (`/invocations`);
-#: sign — None, or {"kind": "sigv4", "service", "region", "profile"} (requests signed from the standard
+#: sign — None, {"kind": "google"} (an OAuth token from Application Default Credentials; the url is then the whole
+#:        request target, a Vertex AI endpoint's `:rawPredict`), or {"kind": "sigv4", "service", "region", "profile"}
+#:        (requests signed from the standard
 #:        AWS credential chain); api_key — None, or the key (a secret) sent as X-Api-Key
 UPSTREAM_KEYS = ("url", "sign", "api_key")
 

@@ -88,6 +88,8 @@ class Harness:
     #: SDK modules (beyond the target type's `Target.sdk`) that importing the plugin module and calling its
     #: `mlplat_targets` hook must not import, e.g. ("boto3", "botocore")
     sdk: ClassVar[tuple[str, ...]] = ()
+    #: the contract stack's storage size: one the target accepts (Filestore's smallest tier starts at 1 TiB)
+    size_gb: ClassVar[int] = 10
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -110,16 +112,17 @@ class Harness:
     def write_stack(self, *, production: int = 80, experimental: int | None = 20, experimental_model: str = "iris:2",
                     shadow: int | None = None, accelerator: str | None = None, framework: str | None = None,
                     auth: str | None = None, api_key: str | None = None, pool_accelerator: str | None = None,
-                    pool_nodes_max: int = 1, spot: bool = False, size_gb: int = 10, replicas: int = 1,
+                    pool_nodes_max: int = 1, spot: bool = False, size_gb: int | None = None, replicas: int = 1,
                     settings: dict[str, Any] | None = None, front_door: bool = False,
                     monitoring: str | None = None) -> Path:
         """Write the contract stack (storage, a registry of two model versions, one endpoint with two paths) and
         return its path. `experimental=None`: production only; `shadow=N`: the experimental path mirrors N% of
         requests instead of taking a weight; `accelerator`: the production path's; `framework`: iris:2's;
         `pool_accelerator`: add a training cluster with one pool of it (`pool_nodes_max` nodes at most, `spot`);
-        `size_gb`: the storage's; `replicas`: the production path's; `settings`: instead of `settings()`;
-        `front_door`: the endpoint gets a front door on the target (with `front_door_settings()`); `monitoring`: the
-        endpoint's monitoring block, as YAML lines (indented under `monitoring:` by this function)."""
+        `size_gb`: the storage's (default the harness's `size_gb`); `replicas`: the production path's; `settings`:
+        instead of `settings()`; `front_door`: the endpoint gets a front door on the target (with
+        `front_door_settings()`); `monitoring`: the endpoint's monitoring block, as YAML lines (indented under
+        `monitoring:` by this function)."""
         self._stack_args = {"production": production, "experimental": experimental,
                             "experimental_model": experimental_model, "shadow": shadow, "accelerator": accelerator,
                             "framework": framework, "auth": auth, "api_key": api_key,
@@ -127,6 +130,7 @@ class Harness:
                             "size_gb": size_gb, "replicas": replicas, "settings": settings,
                             "front_door": front_door, "monitoring": monitoring}
         chosen = self.settings() if settings is None else settings
+        size_gb = self.size_gb if size_gb is None else size_gb
         if front_door:
             chosen = {**chosen, **self.front_door_settings()}
         lines = [HEAD.format(target=self.target, size_gb=size_gb, settings=json.dumps(chosen))]
@@ -654,7 +658,61 @@ class ToyHarness(Harness):
             self.cloud.throttle(0, calls)
 
 
-HARNESSES: list[type[Harness]] = [SimHarness, LocalHarness, AwsHarness, ToyHarness]
+class GcpHarness(Harness):
+    """The real Google clients against the fake server (tests/gcp_fake); every object is found through the fake's
+    state and counted by the address it carries (a description, a display name, a label, GCS metadata)."""
+
+    target = "gcp"
+    bad_settings: ClassVar[dict[str, Any]] = {"project": "Not A Project", "region": "us-central1"}
+    expected_kinds = Counter({"gcp.filestore_instance": 1, "gcp.model_artifact": 2, "gcp.model_version": 2,
+                              "gcp.endpoint": 1, "gcp.deployed_model": 2, "gcp.traffic_split": 1})
+    auth = "iam"
+    # not `google` / `google.cloud`: google-cloud-aiplatform's *-nspkg.pth makes those two namespace modules at
+    # interpreter start-up, before any import
+    sdk = ("google.cloud.aiplatform_v1", "google.cloud.storage", "google.api_core", "google.auth")
+    size_gb = 1024  # Filestore BASIC_HDD's minimum
+    project: Any
+
+    def prepare(self, request: pytest.FixtureRequest) -> None:
+        self.project = request.getfixturevalue("gcp_project")
+
+    @property
+    def fake(self) -> Any:
+        return self.project.server
+
+    def settings(self) -> dict[str, Any]:
+        return self.project.settings(serving_image="us-docker.pkg.dev/mlplat-test/serving/iris-server:latest")
+
+    def cloud_objects(self) -> Counter[str]:
+        return gcp_objects(self.fake)
+
+    def make_drift(self) -> str:
+        endpoint = next(iter(self.fake.objects["endpoints"]))
+        ids = sorted(self.fake.objects["endpoints"][endpoint].get("trafficSplit") or {})
+        self.fake.set_traffic(endpoint, {ids[0]: 50, ids[1]: 50})
+        return "iris.traffic_split.main"
+
+    def delete_out_of_band(self, record: ResourceRecord) -> None:
+        from gcp_fake.console import console_delete
+
+        console_delete(self.fake, record.kind, record.id)
+
+    @contextmanager
+    def throttled(self, times: int, calls: Calls) -> Iterator[None]:
+        """429 RESOURCE_EXHAUSTED for the first `times` calls of each Google API method that reads (Get*, List*,
+        GetOperation, the GCS object reads) or writes."""
+        with self.fake.throttle(times, calls):
+            yield
+
+
+def gcp_objects(fake: Any) -> Counter[str]:
+    """Every object on the fake Google Cloud server, counted per mlplat address."""
+    from gcp_fake.console import console_objects
+
+    return console_objects(fake)
+
+
+HARNESSES: list[type[Harness]] = [SimHarness, LocalHarness, AwsHarness, GcpHarness, ToyHarness]
 
 
 def state_files(h: Harness) -> bytes:

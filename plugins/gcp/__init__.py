@@ -1,1 +1,1 @@
-"""GCP plugin: for now only the GCP rows of the accelerator catalog (the gcp target comes with its own issue)."""
+"""GCP plugin: the platform on Vertex AI, Filestore, Artifact Registry and Cloud Storage."""

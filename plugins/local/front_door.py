@@ -31,9 +31,11 @@ class FrontDoorProvider(RouterProvider):
 
     runtime_kind = "front_door"
     noun = "front door"
-    #: where the standard AWS credential chain and TLS look (paths and names, no secret): a signed upstream
-    #: needs them, and the allow-list of `processes.child_environment` leaves them out
-    child_env = ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "SSL_CERT_FILE", "SSL_CERT_DIR")
+    #: where the standard AWS credential chain, Google's Application Default Credentials and TLS look (paths and
+    #: names, no secret): a signed upstream needs them, and the allow-list of `processes.child_environment` leaves
+    #: them out
+    child_env = ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "GOOGLE_APPLICATION_CREDENTIALS",
+                 "CLOUDSDK_CONFIG", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
     def _run_dir(self, inputs: dict[str, Any]) -> Path:
         return Path(inputs["work_dir"])

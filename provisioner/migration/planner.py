@@ -126,6 +126,7 @@ def plan_migrations(stack: Stack, desired: dict[str, Resource], records: dict[st
             for record in sources:
                 planned.teardown.append(_delete(_as_held(record, own), phase="teardown"))
         planned.migrations.append(migration)
+    _hold_edges_between_components(planned)
     in_use = set(stack.targets_in_use())
     for migration in planned.migrations:
         for target in (migration.source, migration.destination):
@@ -187,6 +188,20 @@ def _as_held(record: ResourceRecord, own: set[str]) -> ResourceRecord:
         return record
     deps = [held_address(d, record.target) if d in own else d for d in record.depends_on]
     return replace(record, address=held_address(record.address, record.target), depends_on=deps)
+
+
+def _hold_edges_between_components(planned: Planned) -> None:
+    """Edges between two components moving off the same target lead to the held records too: an endpoint's
+    source resources that read a registry's source model versions (both leaving gcp, say) are deleted before
+    those versions, not after (Vertex AI refuses to delete a model version still deployed)."""
+    held = {original_address(c.address)[0]: c.target for c in planned.teardown if is_held(c.address)}
+
+    def edge(address: str, target: str) -> str:
+        return held_address(address, target) if not is_held(address) and held.get(address) == target else address
+
+    planned.teardown = [replace(c, depends_on=[edge(d, c.target) for d in c.depends_on],
+                                prior_depends_on=[edge(d, c.target) for d in c.prior_depends_on or []])
+                        for c in planned.teardown]
 
 
 def _delete(record: ResourceRecord, *, phase: str) -> Change:

@@ -20,8 +20,10 @@ Config file (JSON)::
 A route's ``url`` is http or https, with an optional path prefix put before the request path. Optional per route:
 ``internal`` (true: the upstream is one of our own model servers on loopback, and gets the internal token; no
 other upstream ever does), ``sign`` (SigV4-sign every request with the standard AWS credential chain, botocore
-imported only then) and ``api_key_file`` (an absolute path to a file only its owner can read, holding a key sent
-as ``X-Api-Key``; the config never holds a key).
+imported only then; or ``{"kind": "google"}``: a bearer token from Google's Application Default Credentials, and the
+route's URL is the whole request target, a Vertex AI endpoint's ``…:rawPredict``) and ``api_key_file`` (an
+absolute path to a file only its owner can read, holding a key sent as ``X-Api-Key``; the config never holds a
+key).
 
 split:  each request goes to one route, chosen by weight.
 shadow: each request is served by a route with weight > 0 (chosen by weight; normally production at 100);
@@ -332,6 +334,35 @@ class Signer:
         return dict(request.headers.items())
 
 
+class GoogleSigner:
+    """An OAuth 2.0 bearer token from Google's Application Default Credentials (google-auth imported only then),
+    refreshed when it expires: what a Vertex AI endpoint wants of every request."""
+
+    SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+
+    def __init__(self) -> None:
+        self._credentials: Any = None
+        self._lock = threading.Lock()
+
+    def token(self) -> str:
+        with self._lock:
+            try:
+                import google.auth
+                import google.auth.transport.requests
+
+                if self._credentials is None:
+                    self._credentials, _ = google.auth.default(scopes=list(self.SCOPES))
+                if not self._credentials.valid:
+                    self._credentials.refresh(google.auth.transport.requests.Request())
+                return str(self._credentials.token)
+            except Exception as exc:  # no ADC, a refused refresh, google-auth missing
+                raise SigningError(f"cannot get a Google OAuth token from Application Default Credentials: "
+                                   f"{exc}") from None
+
+    def sign(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
+        return {**headers, "Authorization": f"Bearer {self.token()}"}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------------------------
@@ -346,8 +377,16 @@ class Route:
     pool: Pool
     internal: bool = False  # one of our own model servers: it gets the internal token
     origin: str = ""  # scheme://host[:port] as signed; the Host header of a signed request
-    signer: Signer | None = None
+    signer: Signer | GoogleSigner | None = None
     api_key: str | None = None  # read from the route's api_key_file
+
+    def target(self, path: str) -> str:
+        """The upstream request target for a request to `path`: the URL's path prefix + `path`; a Google-signed
+        route's URL is the whole target (Vertex AI answers predictions at one custom-method URL per endpoint,
+        `.../endpoints/ID:rawPredict`, which passes the body to the model's container as it is)."""
+        if isinstance(self.signer, GoogleSigner):
+            return self.prefix
+        return self.prefix + path
 
     def outgoing(self, method: str, target: str, body: bytes, headers: dict[str, str],
                  internal_token: str | None) -> dict[str, str]:
@@ -423,8 +462,13 @@ def _sign(value: Any, what: str) -> dict[str, Any]:
     unknown = sorted(set(value) - SIGN_KEYS)
     if unknown:
         raise ConfigError(f"{what} has unknown keys {', '.join(unknown)} (allowed: {', '.join(sorted(SIGN_KEYS))})")
+    if value.get("kind") == "google":
+        extra = sorted(set(value) - {"kind"})
+        if extra:
+            raise ConfigError(f"{what}: kind 'google' takes no other keys, got {', '.join(extra)}")
+        return {"kind": "google"}
     if value.get("kind") != "sigv4":
-        raise ConfigError(f"{what}.kind must be 'sigv4', got {value.get('kind')!r}")
+        raise ConfigError(f"{what}.kind must be 'sigv4' or 'google', got {value.get('kind')!r}")
     region = _text(value.get("region"), f"{what}.region")
     if not re.fullmatch(r"[a-z0-9-]+", region):
         raise ConfigError(f"{what}.region must look like us-east-1, got {region!r}")
@@ -665,7 +709,7 @@ class RouterServer(RuntimeServer):
         self.config_path = config_path
         self.internal_token = internal_token
         self._pools: dict[tuple[str, str, int, float], Pool] = {}
-        self._signers: dict[tuple[str, str, str | None], Signer] = {}
+        self._signers: dict[tuple[str, ...], Signer | GoogleSigner] = {}
         self._reload_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self.counts: Counter[str] = Counter()
@@ -734,10 +778,15 @@ class RouterServer(RuntimeServer):
             signer = None
             if "sign" in r:
                 sign = r["sign"]
-                skey = (sign["service"], sign["region"], sign["profile"])
-                signer = self._signers.get(skey)
-                if signer is None:
-                    signer = self._signers[skey] = Signer(*skey)
+                if sign["kind"] == "google":
+                    signer = self._signers.get(("google",))
+                    if signer is None:
+                        signer = self._signers[("google",)] = GoogleSigner()
+                else:
+                    skey = (sign["service"], sign["region"], sign["profile"])
+                    signer = self._signers.get(skey)
+                    if signer is None:
+                        signer = self._signers[skey] = Signer(*skey)
             api_key = read_api_key(r["api_key_file"]) if "api_key_file" in r else None
             routes.append(Route(r["path"], r["url"], r["weight"], parts.path.rstrip("/"), pool,
                                 r.get("internal", False), f"{scheme}://{_host_header(scheme, host, port)}",
@@ -951,7 +1000,7 @@ class RouterServer(RuntimeServer):
         for route in state.mirrors:
             if random.random() * 100 >= state.mirror_percent:
                 continue
-            upstream_target = route.prefix + target
+            upstream_target = route.target(target)
             try:
                 outgoing = route.outgoing(method, upstream_target, body, {**headers, "X-Mlplat-Shadow": "1"},
                                           self.internal_token)
@@ -1033,7 +1082,7 @@ class RouterHandler(BaseHandler):
             return
         answer, failure, seconds = None, None, 0.0
         for attempt in (1, 2):
-            target = route.prefix + self.path
+            target = route.target(self.path)
             started = time.monotonic()
             try:
                 outgoing = route.outgoing(self.command, target, body, headers, server.internal_token)

@@ -1,0 +1,214 @@
+"""stacks/gcp.yaml through the CLI against the fake Google Cloud server, as a user would run it: create → no-op →
+a traffic change in place → a model change → drift made in the console shown and corrected → destroy leaves
+nothing; and the quickstart platform moved local → gcp → local under load through its local front door.
+
+The "console" here is the real Vertex AI client (what `gcloud ai endpoints update` calls), never the plugin."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from front_door_load import Load
+
+from conftest import STACKS, GcpProject, require_module, run_mlplat
+from local_processes import kill_all, servers_under
+
+require_module("google.cloud.aiplatform_v1", "the gcp extra is part of the test extra")
+
+#: what a stack leaves in the fake besides buckets: every collection of objects the plugin makes
+PLATFORM_COLLECTIONS = ("endpoints", "model_versions", "persistentResources", "instances", "repositories",
+                        "monitoring_jobs", "gcs_objects")
+
+
+class GcpStack:
+    """A stack file in a temporary directory pointed at the fake server, and its CLI."""
+
+    def __init__(self, directory: Path, project: GcpProject, doc: dict[str, Any], name: str = "gcp") -> None:
+        self.directory, self.project, self.server = directory, project, project.server
+        self.path = directory / f"{name}.yaml"
+        shutil.copytree(STACKS / "models", directory / "models", dirs_exist_ok=True)
+        shutil.copytree(STACKS / "data", directory / "data", dirs_exist_ok=True)
+        self.doc = doc
+        self.write()
+        self.env = {"MLPLAT_GCP_BUCKET": project.bucket}
+
+    def write(self) -> None:
+        self.path.write_text(yaml.safe_dump(self.doc, sort_keys=False))
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return run_mlplat(*args, "-f", str(self.path), cwd=self.directory, env=self.env, check=check,
+                          timeout=timeout)
+
+    def changes(self) -> dict[str, str]:
+        plan = json.loads(self.cli("preview", "--json").stdout)
+        return {c["address"]: c["action"] for c in plan["changes"] if c["action"] != "noop"}
+
+    def outputs(self) -> dict[str, Any]:
+        return json.loads(self.cli("output", "--json").stdout)  # type: ignore[no-any-return]
+
+    def endpoint_client(self) -> Any:
+        import google.auth
+        from google.api_core.client_options import ClientOptions
+        from google.cloud import aiplatform_v1
+
+        credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+        return aiplatform_v1.EndpointServiceClient(credentials=credentials, transport="rest",
+                                                   client_options=ClientOptions(api_endpoint=self.server.url))
+
+    def leftovers(self) -> dict[str, list[str]]:
+        return {c: sorted(self.server.objects.get(c, {})) for c in PLATFORM_COLLECTIONS
+                if self.server.objects.get(c)}
+
+
+def gcp_doc(project: GcpProject) -> dict[str, Any]:
+    doc = yaml.safe_load((STACKS / "gcp.yaml").read_text())
+    settings = doc["targets"]["gcp"]
+    settings.update(project.settings(bucket=settings["bucket"]))  # keep ${env:MLPLAT_GCP_BUCKET}
+    return doc
+
+
+def test_gcp_stack_life_cycle_through_the_cli(tmp_path: Path, gcp_project: GcpProject) -> None:
+    stack = GcpStack(tmp_path, gcp_project, gcp_doc(gcp_project))
+    server = gcp_project.server
+
+    # create
+    assert "will be created" in stack.cli("preview").stdout or stack.changes()
+    stack.cli("apply", "--yes")
+    outputs = stack.outputs()
+    endpoint = outputs["iris.name"]
+    assert endpoint == f"projects/{server.project}/locations/{server.region}/endpoints/vision-iris"
+    assert outputs["iris.url"] == f"{server.url}/v1/{endpoint}:predict"
+    registry = f"{server.region}-docker.pkg.dev/{server.project}/vision-models"
+    assert outputs["models.image.iris-server"] == f"{registry}/iris-server"
+    assert outputs["models.model.iris:1"].startswith(f"gs://{gcp_project.bucket}/mlplat/models/iris/1/")
+    assert "@" in outputs["models.version.iris:1"] and "@" in outputs["models.version.iris:2"]
+    assert outputs["shared.nfs"].endswith(":/share1")
+    seen = stack.endpoint_client().get_endpoint(name=endpoint)
+    assert sorted(seen.traffic_split.values()) == [10, 90]
+    assert len(seen.deployed_models) == 2
+    assert seen.predict_request_response_logging_config.sampling_rate == pytest.approx(0.2)
+
+    # no-op
+    assert stack.changes() == {}
+    assert "No changes" in stack.cli("preview").stdout
+
+    # a traffic change is an UpdateEndpoint of the split only
+    deploys = server.count("DeployModel") + server.count("UndeployModel")
+    stack.doc["serving"][0]["paths"]["production"]["weight"] = 70
+    stack.doc["serving"][0]["paths"]["experimental"]["weight"] = 30
+    stack.write()
+    assert stack.changes() == {"iris.traffic_split.main": "update"}
+    stack.cli("apply", "--yes")
+    assert server.count("DeployModel") + server.count("UndeployModel") == deploys
+    assert sorted(stack.endpoint_client().get_endpoint(name=endpoint).traffic_split.values()) == [30, 70]
+    assert stack.changes() == {}
+
+    # a path's model change: a new deployed model, the traffic moved to it, the old one undeployed
+    stack.doc["serving"][0]["paths"]["experimental"]["model"] = "iris:1"
+    stack.write()
+    changes = stack.changes()
+    assert changes["iris.deployed_model.experimental"] == "replace", changes
+    stack.cli("apply", "--yes")
+    seen = stack.endpoint_client().get_endpoint(name=endpoint)
+    assert len(seen.deployed_models) == 2, "the old deployed model is undeployed"
+    assert {f"{m.model}@{m.model_version_id}" for m in seen.deployed_models} == {outputs["models.version.iris:1"]}
+    assert sorted(seen.traffic_split.values()) == [30, 70]
+    assert stack.changes() == {}
+
+    # drift made in the console: the split changed by hand shows in preview, and apply puts it back
+    from google.protobuf import field_mask_pb2
+
+    client = stack.endpoint_client()
+    seen = client.get_endpoint(name=endpoint)
+    ids = list(seen.traffic_split)
+    seen.traffic_split = {ids[0]: 50, ids[1]: 50}
+    client.update_endpoint(endpoint=seen, update_mask=field_mask_pb2.FieldMask(paths=["traffic_split"]))
+    preview = stack.cli("preview").stdout
+    assert "iris.traffic_split.main" in preview and "changed outside mlplat weights.production" in preview, preview
+    stack.cli("apply", "--yes")
+    assert sorted(client.get_endpoint(name=endpoint).traffic_split.values()) == [30, 70]
+    assert stack.changes() == {}
+
+    # destroy leaves nothing but the bucket the stack was given
+    stack.cli("destroy", "--yes")
+    assert stack.leftovers() == {}
+    assert json.loads(stack.cli("state", "list", "--json").stdout)["resources"] == []
+
+
+# -- migration: the quickstart platform local → gcp → local under load -------------------------------------------
+
+
+def quickstart_doc(project: GcpProject) -> dict[str, Any]:
+    """stacks/quickstart.yaml with a gcp target on the fake, its storage at Filestore's minimum (1 TiB: local
+    takes any size), and iris behind a local front door shifting 10 → 50 → 100 % in 1 s windows (clients
+    authenticate at the gateway, which signs for Vertex AI: `auth` stays the gateway's)."""
+    doc = yaml.safe_load((STACKS / "quickstart.yaml").read_text())
+    doc["targets"] = {"gcp": project.settings()}
+    doc["storage"][0]["size_gb"] = 1024
+    doc["serving"][0]["front_door"] = ["local"]
+    doc["serving"][0]["migration"] = {"steps": [10, 50, 100], "window_s": 1}
+    return doc
+
+
+COMPONENTS = ("train", "shared", "models", "iris")
+
+
+def migrate_under_load(stack: GcpStack, *args: str) -> tuple[dict[str, Any], Load]:
+    url = stack.outputs()["iris.front_door.local.url"]
+    with Load(url, threads=4) as load:
+        time.sleep(1.0)
+        out = stack.cli("migrate", *args, "--yes", "--json", timeout=400).stdout
+        time.sleep(1.0)
+    return json.loads(out), load
+
+
+def test_quickstart_round_trip_local_gcp_local(tmp_path: Path, gcp_project: GcpProject) -> None:
+    stack = GcpStack(tmp_path, gcp_project, quickstart_doc(gcp_project), "quickstart")
+    local_root = tmp_path / ".mlplat" / "quickstart" / "local"
+    stack.cli("apply", "--yes")
+    try:
+        url = stack.outputs()["iris.url"]
+        front_door = servers_under(local_root / "front_doors")
+        assert len(front_door) == 1, front_door
+
+        report, load = migrate_under_load(stack, *COMPONENTS, "--to", "gcp")
+        print(f"\n[local → gcp] failed {len(load.failures)} of {len(load.served) + len(load.failures)}; "
+              f"per route {dict(load.routes())}; phases {json.dumps(report.get('migrations'), sort_keys=True)}")
+        assert load.failures == [], load.failures[:5]
+        assert set(report["migrations"]) == set(COMPONENTS)
+        routes = load.routes()
+        assert routes["local"] > 0 and routes["gcp"] > 0, routes
+        assert load.last(30) == Counter({"gcp": 30}), "after the move every request reaches Vertex AI"
+        outputs = stack.outputs()
+        assert outputs["iris.url"] == url, "the front door's URL survives the move"
+        assert outputs["iris.name"].endswith("/endpoints/quickstart-iris")
+        for ref in ("iris:1", "iris:2"):
+            assert outputs[f"models.model.{ref}"].startswith(f"gs://{gcp_project.bucket}/"), outputs
+        assert servers_under(local_root / "serving") == {}
+        assert servers_under(local_root / "front_doors") == front_door, "the same front door process serves"
+        assert "No changes" in stack.cli("preview").stdout
+        served_by_vertex = gcp_project.server.count("RawPredict")
+        assert served_by_vertex > 0
+
+        report, load = migrate_under_load(stack, *COMPONENTS, "--to", "local")
+        print(f"[gcp → local] failed {len(load.failures)} of {len(load.served) + len(load.failures)}; "
+              f"per route {dict(load.routes())}")
+        assert load.failures == [], load.failures[:5]
+        assert load.last(30) == Counter({"local": 30})
+        assert stack.outputs()["iris.url"] == url
+        assert servers_under(local_root / "serving"), "the endpoint serves on local again"
+        assert stack.leftovers() == {}, "nothing of the platform is left on gcp"
+        assert "No changes" in stack.cli("preview").stdout
+    finally:
+        stack.cli("destroy", "--yes", check=False)
+        left = servers_under(tmp_path)
+        kill_all(tmp_path)
+        assert not left, f"destroy left server processes: {left}"
