@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -212,3 +213,96 @@ def test_quickstart_round_trip_local_gcp_local(tmp_path: Path, gcp_project: GcpP
         left = servers_under(tmp_path)
         kill_all(tmp_path)
         assert not left, f"destroy left server processes: {left}"
+
+
+# -- the local gateway's Google signing ------------------------------------------------------------------------
+
+
+def test_gateway_route_signs_for_vertex_with_adc(tmp_path: Path, gcp_project: GcpProject) -> None:
+    """A `sign: {kind: google}` route: a bearer token from Application Default Credentials (the fake's token
+    endpoint), the request sent to the route's URL itself (`:rawPredict`); without credentials, a 502 naming
+    the cause. Other keys on a google sign are refused."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    from mlplat_plugins.local.runtime.router import ConfigError, parse_route
+
+    server = gcp_project.server
+    with pytest.raises(ConfigError, match="takes no other keys"):
+        parse_route({"path": "gcp", "url": f"{server.url}/x", "sign": {"kind": "google", "region": "x"}}, 0)
+    # an endpoint with a model taking all traffic, made with the real clients through the plugin
+    stack = GcpStack(tmp_path, gcp_project, gcp_doc(gcp_project))
+    del stack.doc["clusters"], stack.doc["storage"], stack.doc["serving"][0]["monitoring"]
+    stack.doc["serving"][0]["paths"] = {"production": {"model": "iris:1", "weight": 100}}
+    stack.write()
+    stack.cli("apply", "--yes")
+    # the route a front door makes of the endpoint's upstream (the plugin's lowering: the migration test above)
+    upstream = {"url": f"{server.url}/v1/{stack.outputs()['iris.name']}:rawPredict", "sign": {"kind": "google"}}
+
+    def route_once(env: dict[str, str]) -> tuple[int, bytes]:
+        config = tmp_path / "router.json"
+        config.write_text(json.dumps({"endpoint": "iris", "mode": "split", "routes": [
+            {"path": "gcp", "url": upstream["url"], "weight": 100, "sign": upstream["sign"]}]}))
+        runtime = tmp_path / "router-runtime.json"
+        runtime.unlink(missing_ok=True)
+        proc = subprocess.Popen([sys.executable, "-m", "mlplat_plugins.local.runtime.router", "--config",
+                                 str(config), "--runtime-file", str(runtime), "--kind", "front_door", "--quiet"],
+                                env=env)
+        try:
+            deadline = time.monotonic() + 20
+            while not runtime.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            port = json.loads(runtime.read_text())["port"]
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                             data=b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}')
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    return answer.status, answer.read()
+            except urllib.error.HTTPError as err:
+                return err.code, err.read()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+    before = server.count("RawPredict")
+    status, body = route_once(dict(os.environ))
+    assert status == 200, body
+    assert json.loads(body)["predictions"] and server.count("RawPredict") == before + 1
+    assert server.count("Token") >= 1, "the token came from the service account key's token endpoint"
+    no_adc = {k: v for k, v in os.environ.items() if k != "GOOGLE_APPLICATION_CREDENTIALS"}
+    status, body = route_once({**no_adc, "HOME": str(tmp_path)})
+    assert status == 502 and b"Application Default Credentials" in body, body
+    assert server.count("RawPredict") == before + 1, "an unsigned request never reaches Vertex AI"
+    stack.cli("destroy", "--yes")
+
+
+def test_hybrid_endpoint_on_gcp_serves_a_local_registry_through_gcs(tmp_path: Path, gcp_project: GcpProject) -> None:
+    """Registry on this machine, endpoint on Vertex AI: the core copies each artifact into the bucket (sha256
+    checked), and the endpoint's own Model Registry version is uploaded from that copy."""
+    doc = yaml.safe_load((STACKS / "quickstart.yaml").read_text())
+    doc["targets"] = {"gcp": gcp_project.settings(serving_image="us-docker.pkg.dev/p/serving/iris:latest")}
+    doc["serving"][0].update(target="gcp", auth="iam")
+    del doc["clusters"], doc["storage"]
+    stack = GcpStack(tmp_path, gcp_project, doc, "hybrid")
+    server = gcp_project.server
+    changes = stack.changes()
+    assert changes["iris.model_version.production"] == "create" and changes["iris.deployed_model.production"] == \
+        "create", changes
+    assert {a for a, act in changes.items() if ".artifact_copy." in a} == {"iris.artifact_copy.iris:1",
+                                                                         "iris.artifact_copy.iris:2"}, changes
+    stack.cli("apply", "--yes")
+    try:
+        copies = server.gcs_objects(gcp_project.bucket)
+        assert len(copies) == 2 and all((o.get("metadata") or {}).get("sha256") for o in copies), copies
+        versions = server.objects["model_versions"]
+        assert len(versions) == 2, versions  # one per path: iris:1 on production, iris:2 on experimental
+        uris = {v["artifactUri"] for v in server.objects["model_versions"].values()}
+        assert all(u.startswith(f"gs://{gcp_project.bucket}/") for u in uris), uris
+        assert sorted(stack.endpoint_client().get_endpoint(name=stack.outputs()["iris.name"]).traffic_split
+                      .values()) == [20, 80]
+        assert stack.changes() == {}
+    finally:
+        stack.cli("destroy", "--yes")
+    assert stack.leftovers() == {}
+    assert servers_under(tmp_path) == {}

@@ -173,13 +173,11 @@ class MonitoringJob(GcpProvider):
     def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         paths = sorted({MASK[k] for k in MASK if prior.get(k) != desired.get(k)})
         if paths:
-            from google.protobuf import field_mask_pb2
-
             body = {**self._body(desired), "name": id}
             self.run_operation(ctx, "UpdateModelDeploymentMonitoringJob",
                                lambda: self.gcp.jobs.update_model_deployment_monitoring_job(request={
                                    "model_deployment_monitoring_job": body,
-                                   "update_mask": field_mask_pb2.FieldMask(paths=paths)}),
+                                   "update_mask": {"paths": paths}}),
                                self.gcp.jobs, f"monitoring job {id}")
         return {"name": id}
 

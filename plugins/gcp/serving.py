@@ -31,10 +31,9 @@ SPLIT_NAME = re.compile(r"projects/[^/]+/locations/[^/]+/endpoints/[^/]+/traffic
 MUTABLE = ("min_replicas", "max_replicas")
 
 
-def _mask(*paths: str) -> Any:
-    from google.protobuf import field_mask_pb2
-
-    return field_mask_pb2.FieldMask(paths=list(paths))
+def _mask(*paths: str) -> dict[str, list[str]]:
+    """An update_mask (google.protobuf.FieldMask, as the request dict takes it)."""
+    return {"paths": list(paths)}
 
 
 def _as_dict(message: Any) -> dict[str, Any]:

@@ -124,7 +124,9 @@ class GcpTarget(Target):
         return found
 
     def discover(self) -> dict[str, Any]:
-        """The project and region a plan is for (no call: the project is in the settings)."""
+        """The project and region a plan is for. Resolves Application Default Credentials first (no API call), so
+        a machine without them gets one clear error at preview instead of one per resource at apply."""
+        self.clients().credentials  # noqa: B018 - raises MlplatError with the `gcloud auth` hint
         return {"project": self.s.project, "region": self.s.region}
 
     def clients(self) -> Any:
