@@ -110,8 +110,8 @@ class GcpProvider(ResourceProvider):
                       what: str) -> Any:
         """Start a long-running operation with `start()` (a GAPIC call returning an api_core Operation, or the
         operation's name), checkpoint `<action> <operation name>`, and wait for it; resumed after a crash
-        (`ctx.operation` is an `action` checkpoint), only wait. Returns the finished google.longrunning Operation
-        (`sdk.operation_response` unpacks its result); a failed operation raises GcpApiError with Google's message."""
+        (`ctx.operation` is an `action` checkpoint), only wait. Returns the finished google.longrunning Operation; a
+        failed operation raises GcpApiError with Google's message."""
         resumed = operation_of(ctx, action)
         if resumed:
             name = resumed[-1]

@@ -181,11 +181,6 @@ def operation_state(operation: Any) -> tuple[bool, str | None]:
     return True, None
 
 
-def operation_response(operation: Any, message_type: Any) -> Any:
-    """The operation's response unpacked as `message_type` (a proto-plus class such as aiplatform_v1.Endpoint)."""
-    return message_type.deserialize(operation.response.value)
-
-
 def to_dict(message: Any) -> dict[str, Any]:
     """A proto-plus message as a dict with the API's field names (snake_case), enums by name."""
     return type(message).to_dict(message, preserving_proto_field_name=True, use_integers_for_enums=False)
