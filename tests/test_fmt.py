@@ -76,6 +76,7 @@ def stacks(tmp_path: Path) -> Path:
 def test_every_stack_is_or_becomes_canonical_and_loads_the_same(stacks: Path, name: str,
                                                                 monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("MLPLAT_AWS_BUCKET", "sagemaker-test")
+    monkeypatch.setenv("MLPLAT_GCP_BUCKET", "mlplat-test")
     path = stacks / name
     original = path.read_text()
     before = load(path).platform.model_dump()
