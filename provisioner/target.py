@@ -152,10 +152,11 @@ FRONT_DOOR = "front_door"
 
 #: what a serving lowering exports as its `upstream` output (values may be Refs), for front doors:
 #: url — base URL the front door appends the request path to (`/invocations`);
-#: sign — None, {"kind": "google"} (an OAuth token from Application Default Credentials; the url is then the whole
-#:        request target, a Vertex AI endpoint's `:rawPredict`), or {"kind": "sigv4", "service", "region", "profile"}
-#:        (requests signed from the standard
-#:        AWS credential chain); api_key — None, or the key (a secret) sent as X-Api-Key
+#: sign — None; {"kind": "sigv4", "service", "region", "profile"} (requests signed from the standard AWS credential
+#:        chain); {"kind": "google"} (an OAuth token from Application Default Credentials; the url is then the
+#:        whole request target, a Vertex AI endpoint's `:rawPredict`); or {"kind": "azure", "auth": "key" |
+#:        "aad_token", "connect_to": None | url} (the api_key, or an Entra ID token, as a bearer token; the url, a
+#:        scoring URI, is the whole target); api_key — None, or the key (a secret) sent as X-Api-Key
 UPSTREAM_KEYS = ("url", "sign", "api_key")
 
 #: the component part of a stack-scoped resource's address: `_stack.<target>.<kind>.<name>` (a component name

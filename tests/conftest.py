@@ -169,3 +169,54 @@ class GcpProject:
         """targets.gcp settings pointing at the fake server, with waits polled fast."""
         return {"project": self.server.project, "region": self.server.region, "endpoint_url": self.server.url,
                 "bucket": self.bucket, "poll_interval_s": 0.02, **extra}
+
+
+# --- azure: azure-ai-ml, azure-identity and the storage clients against tests/azure_fake on 127.0.0.1 -------------
+
+#: what DefaultAzureCredential must not find on a test machine before the fake's service principal
+_AZURE_AMBIENT = ("AZURE_USERNAME", "AZURE_PASSWORD", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE",
+                  "MSI_ENDPOINT", "IDENTITY_ENDPOINT", "AZURE_AUTHORITY_HOST")
+
+
+@pytest.fixture(scope="session")
+def azure_server() -> Iterator[Any]:
+    """One fake Azure (ARM, Entra ID, storage) on 127.0.0.1 for the session, and a service principal for
+    DefaultAzureCredential in the environment (subprocesses inherit it), whose token endpoint is the fake."""
+    require_module("azure.ai.ml", "the azure extra is part of the test extra")
+    from azure_fake import started_server
+
+    server = started_server()
+    env = {**server.env(), **dict.fromkeys(_AZURE_AMBIENT)}
+    saved = {k: os.environ.get(k) for k in env}
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    yield server
+    server.stop()
+    if os.environ.get("MLPLAT_AZURE_ACTIONS"):  # which Azure operations the tests exercised, for the record
+        Path(os.environ["MLPLAT_AZURE_ACTIONS"]).write_text("\n".join(sorted(server.actions_seen)) + "\n")
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def azure_workspace(azure_server: Any) -> AzureWorkspace:
+    """An empty workspace on the fake server (its default blob datastore and storage account exist)."""
+    azure_server.reset()
+    return AzureWorkspace(azure_server)
+
+
+@dataclass
+class AzureWorkspace:
+    server: Any
+
+    def settings(self, **extra: Any) -> dict[str, Any]:
+        """targets.azure settings pointing at the fake server, with waits polled fast."""
+        return {"subscription": self.server.subscription, "resource_group": self.server.resource_group,
+                "workspace": self.server.workspace, "location": self.server.location,
+                "endpoint_url": self.server.url, "poll_interval_s": 0.02, **extra}

@@ -94,7 +94,7 @@ AZURE_GPUS = {
     "Standard_ND96isr_H100_v5": ("h100", 8),  # not 12, whatever some catalogs say
     "Standard_ND96isr_H200_v5": ("h200", 8),
 }
-AZURE_CPU = re.compile(r"^Standard_D\d+s_v[345]$")
+AZURE_CPU = re.compile(r"^Standard_D(\d+s_v[345]|S\d_v2)$")
 
 
 def expected_gpus(o: catalog.Offering) -> tuple[str | set[str], int]:
@@ -524,10 +524,9 @@ def test_serving_lookup_on_the_shipped_catalog():
     assert catalog.instance_for("aws", "cpu", 0, serving=True).instance_type == "m5.xlarge"
     assert catalog.instance_for("gcp", "h100", 8, serving=True).instance_type == "a3-highgpu-8g"
     assert catalog.instance_for("azure", "h100-nvl", 1, serving=True).instance_type == "Standard_NC40ads_H100_v5"
-    with pytest.raises(NotOffered) as err:  # none of the catalogued Azure CPU sizes is an online-endpoint SKU
-        catalog.instance_for("azure", "cpu", 0, serving=True)
-    assert err.value.message.startswith("cpu is not offered on azure for serving")
-    assert err.value.hint.endswith("or serve on another target: aws, gcp")
+    # of the catalogued Azure CPU sizes only Standard_DS3_v2 is an online-endpoint SKU (the D*s_v3/v5 are not)
+    assert catalog.instance_for("azure", "cpu", 0, serving=True).instance_type == "Standard_DS3_v2"
+    assert catalog.instance_for("azure", "cpu", 0).instance_type != "Standard_DS3_v2"  # unpriced: never cheapest
     with pytest.raises(NotOffered) as err:  # Azure's only H200 size is not an online-endpoint SKU
         catalog.instance_for("azure", "h200", 8, serving=True)
     assert err.value.hint.endswith("or serve on another target: aws")

@@ -191,7 +191,8 @@ def test_a_monitoring_feature_the_target_does_not_offer_is_refused(harness: Harn
         path = harness.write_stack(monitoring="alerts: {emails: [ops@example.com]}")
         assert_refused(harness, path, "monitoring-unsupported", (*SERVING, "monitoring", "alerts"), "alerts:")
     elif "shadow_comparison" not in offered and capabilities(harness).shadow is not None:
-        path = harness.write_stack(shadow=100, monitoring="shadow_comparison: {min_agreement: 0.9}")
+        mirror = min(100, capabilities(harness).shadow.max_mirror_percent)  # type: ignore[union-attr]
+        path = harness.write_stack(shadow=mirror, monitoring="shadow_comparison: {min_agreement: 0.9}")
         assert_refused(harness, path, "monitoring-unsupported", (*SERVING, "monitoring", "shadow_comparison"),
                        "shadow_comparison:")
     else:

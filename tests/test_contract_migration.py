@@ -43,7 +43,7 @@ def test_serving_exports_an_upstream_for_front_doors(harness: Harness) -> None:
                     "or move with traffic shifted")
     assert set(upstream) == set(UPSTREAM_KEYS), upstream
     assert isinstance(upstream["url"], str | Ref) and upstream["url"]
-    assert upstream["sign"] is None or upstream["sign"]["kind"] in ("sigv4", "google")
+    assert upstream["sign"] is None or upstream["sign"]["kind"] in ("sigv4", "google", "azure")
 
 
 def test_registry_exports_each_model_uri_and_sha256(harness: Harness) -> None:

@@ -104,9 +104,8 @@ def test_the_same_platform_on_other_clouds() -> None:
     azure = cost.estimate_platform(platform, {}, override="azure")
     iris = azure.component("iris")
     assert iris is not None
-    assert iris.hourly == pytest.approx(0.526)  # Standard_NC4as_T4_v3; no cpu size is sold for serving on azure
-    assert iris.unpriced == ["path production: cpu is not offered on azure for serving (none of its cpu instance "
-                             "types is sold for serving)"]
+    assert iris.hourly == pytest.approx(0.526)  # Standard_NC4as_T4_v3; the cpu serving size has no catalog price
+    assert iris.unpriced == ["path production: Standard_DS3_v2 has no price in the catalog"]
 
 
 def test_an_instance_type_without_a_price_is_unpriced_not_zero() -> None:
@@ -204,7 +203,7 @@ def test_compare_quickstart_on_three_clouds(cli: Cli, tmp_path: Path, monkeypatc
     assert rows["priced / unpriced"] == ["3 / 2", "3 / 2", "1 / 4"]
     assert rows["prices as of"] == ["2026-11-25"] * 3
     assert "≥ $420.48/mo" in out and "≥ $212.69/mo" in out and "≥ $140.16/mo" in out  # x 730
-    assert "azure: unpriced: path production: cpu is not offered on azure for serving" in out
+    assert "azure: unpriced: path production: Standard_DS3_v2 has no price in the catalog" in out
 
     data = json.loads(cli("cost", "-f", str(STACKS / "quickstart.yaml"), "--compare", "aws,gcp,azure", "--json",
                           cwd=tmp_path).stdout)["compare"]

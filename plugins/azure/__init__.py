@@ -1,1 +1,1 @@
-"""Azure plugin: for now only the Azure rows of the accelerator catalog (the azure target comes with its own issue)."""
+"""Azure plugin: the platform on Azure Machine Learning, Azure Files and blob storage."""

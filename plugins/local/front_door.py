@@ -35,7 +35,8 @@ class FrontDoorProvider(RouterProvider):
     #: names, no secret): a signed upstream needs them, and the allow-list of `processes.child_environment` leaves
     #: them out
     child_env = ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "GOOGLE_APPLICATION_CREDENTIALS",
-                 "CLOUDSDK_CONFIG", "SSL_CERT_FILE", "SSL_CERT_DIR")
+                 "CLOUDSDK_CONFIG", "AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE",
+                 "AZURE_AUTHORITY_HOST", "AZURE_CONFIG_DIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
     def _run_dir(self, inputs: dict[str, Any]) -> Path:
         return Path(inputs["work_dir"])

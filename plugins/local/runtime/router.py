@@ -21,9 +21,11 @@ A route's ``url`` is http or https, with an optional path prefix put before the 
 ``internal`` (true: the upstream is one of our own model servers on loopback, and gets the internal token; no
 other upstream ever does), ``sign`` (SigV4-sign every request with the standard AWS credential chain, botocore
 imported only then; or ``{"kind": "google"}``: a bearer token from Google's Application Default Credentials, and the
-route's URL is the whole request target, a Vertex AI endpoint's ``…:rawPredict``) and ``api_key_file`` (an
-absolute path to a file only its owner can read, holding a key sent as ``X-Api-Key``; the config never holds a
-key).
+route's URL is the whole request target, a Vertex AI endpoint's ``…:rawPredict``; or ``{"kind": "azure", "auth":
+"key" | "aad_token", "connect_to": null}``: the api key, or an Entra ID token from DefaultAzureCredential, as a
+bearer token to an Azure ML scoring URI, the whole target; ``connect_to`` (tests) connects to another server, the
+URL's host sent as Host and ``X-Mlplat-Original-Host``) and ``api_key_file`` (an absolute path to a file only its
+owner can read, holding a key sent as ``X-Api-Key``; the config never holds a key).
 
 split:  each request goes to one route, chosen by weight.
 shadow: each request is served by a route with weight > 0 (chosen by weight; normally production at 100);
@@ -148,7 +150,7 @@ MIRROR_QUEUE = 256
 POOL_MAX_IDLE = 32
 #: upper bounds (ms) of the latency histogram in /-/stats; a last bucket, "inf", takes the rest
 LATENCY_BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
-SIGN_KEYS = frozenset({"kind", "service", "region", "profile"})
+SIGN_KEYS = frozenset({"kind", "service", "region", "profile", "auth", "connect_to"})
 ROUTE_KEYS = frozenset({"path", "url", "weight", "internal", "sign", "api_key_file"})
 CAPTURE_KEYS = frozenset({"dir", "sample_percent", "request", "response"})
 #: internal routes: /-/healthz every HEALTH_INTERVAL_S seconds, each check given HEALTH_TIMEOUT_S
@@ -363,6 +365,41 @@ class GoogleSigner:
         return {**headers, "Authorization": f"Bearer {self.token()}"}
 
 
+class AzureSigner:
+    """An Azure ML online endpoint's credentials: its key (the route's api_key) as a bearer token, or for
+    `aad_token` endpoints an Entra ID token from DefaultAzureCredential (azure-identity imported only then)."""
+
+    SCOPE = "https://ml.azure.com/.default"
+
+    def __init__(self, auth: str) -> None:
+        self.auth = auth
+        self._credential: Any = None
+        self._token: Any = None
+        self._lock = threading.Lock()
+
+    def token(self) -> str:
+        with self._lock:
+            try:
+                if self._token is None or self._token.expires_on - 60 < time.time():
+                    if self._credential is None:
+                        from azure.identity import DefaultAzureCredential
+
+                        self._credential = DefaultAzureCredential(exclude_interactive_browser_credential=True)
+                    self._token = self._credential.get_token(self.SCOPE)
+                return str(self._token.token)
+            except Exception as exc:  # no credential found, a refused token request, azure-identity missing
+                raise SigningError(f"cannot get an Entra ID token from DefaultAzureCredential: {exc}") from None
+
+    def sign(self, method: str, url: str, body: bytes, headers: dict[str, str], api_key: str | None = None
+             ) -> dict[str, str]:
+        out = {k: v for k, v in headers.items() if k != "X-Api-Key"}
+        if self.auth == "key":
+            if not api_key:
+                raise SigningError("the Azure ML endpoint's key is missing (api_key_file)")
+            return {**out, "Authorization": f"Bearer {api_key}"}
+        return {**out, "Authorization": f"Bearer {self.token()}"}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------------------------
@@ -377,14 +414,16 @@ class Route:
     pool: Pool
     internal: bool = False  # one of our own model servers: it gets the internal token
     origin: str = ""  # scheme://host[:port] as signed; the Host header of a signed request
-    signer: Signer | GoogleSigner | None = None
+    signer: Signer | GoogleSigner | AzureSigner | None = None
     api_key: str | None = None  # read from the route's api_key_file
+    connect_to: str | None = None  # where the connection goes, when not to the URL's host (tests: a fake cloud)
 
     def target(self, path: str) -> str:
         """The upstream request target for a request to `path`: the URL's path prefix + `path`; a Google-signed
         route's URL is the whole target (Vertex AI answers predictions at one custom-method URL per endpoint,
-        `.../endpoints/ID:rawPredict`, which passes the body to the model's container as it is)."""
-        if isinstance(self.signer, GoogleSigner):
+        `.../endpoints/ID:rawPredict`, which passes the body to the model's container as it is), and so is an
+        Azure-signed route's (a managed online endpoint's scoring URI, `.../score`)."""
+        if isinstance(self.signer, GoogleSigner | AzureSigner):
             return self.prefix
         return self.prefix + path
 
@@ -399,6 +438,10 @@ class Route:
         if self.signer is not None:
             out = {k: v for k, v in out.items() if not k.lower().startswith("x-amz-")}  # ours, not a client's
             out["Host"] = self.origin.split("://", 1)[1]
+            if self.connect_to:
+                out["X-Mlplat-Original-Host"] = out["Host"]
+            if isinstance(self.signer, AzureSigner):
+                return self.signer.sign(method, self.origin + target, body, out, self.api_key)
             out = self.signer.sign(method, self.origin + target, body, out)
         return out
 
@@ -467,8 +510,19 @@ def _sign(value: Any, what: str) -> dict[str, Any]:
         if extra:
             raise ConfigError(f"{what}: kind 'google' takes no other keys, got {', '.join(extra)}")
         return {"kind": "google"}
+    if value.get("kind") == "azure":
+        extra = sorted(set(value) - {"kind", "auth", "connect_to"})
+        if extra:
+            raise ConfigError(f"{what}: kind 'azure' takes only auth and connect_to, got {', '.join(extra)}")
+        if value.get("auth") not in ("key", "aad_token"):
+            raise ConfigError(f"{what}.auth must be 'key' or 'aad_token', got {value.get('auth')!r}")
+        connect_to = value.get("connect_to")
+        if connect_to is not None and urlsplit(_text(connect_to, f"{what}.connect_to")).scheme not in ("http",
+                                                                                                      "https"):
+            raise ConfigError(f"{what}.connect_to must be an http(s)://host:port URL, got {connect_to!r}")
+        return {"kind": "azure", "auth": value["auth"], "connect_to": connect_to}
     if value.get("kind") != "sigv4":
-        raise ConfigError(f"{what}.kind must be 'sigv4' or 'google', got {value.get('kind')!r}")
+        raise ConfigError(f"{what}.kind must be 'sigv4', 'google' or 'azure', got {value.get('kind')!r}")
     region = _text(value.get("region"), f"{what}.region")
     if not re.fullmatch(r"[a-z0-9-]+", region):
         raise ConfigError(f"{what}.region must look like us-east-1, got {region!r}")
@@ -771,10 +825,13 @@ class RouterServer(RuntimeServer):
             parts = urlsplit(r["url"])
             scheme, host = parts.scheme, parts.hostname or ""
             port = parts.port or (443 if scheme == "https" else 80)
-            key = (scheme, host, port, config["timeout_s"])
+            connect_to = (r.get("sign") or {}).get("connect_to")
+            target = urlsplit(connect_to) if connect_to else parts
+            key = (target.scheme, target.hostname or "", target.port or (443 if target.scheme == "https" else 80),
+                   config["timeout_s"])
             pool = self._pools.get(key)
             if pool is None:
-                pool = self._pools[key] = Pool(host, port, config["timeout_s"], scheme)
+                pool = self._pools[key] = Pool(key[1], key[2], config["timeout_s"], key[0])
             signer = None
             if "sign" in r:
                 sign = r["sign"]
@@ -782,6 +839,10 @@ class RouterServer(RuntimeServer):
                     signer = self._signers.get(("google",))
                     if signer is None:
                         signer = self._signers[("google",)] = GoogleSigner()
+                elif sign["kind"] == "azure":
+                    signer = self._signers.get(("azure", sign["auth"]))
+                    if signer is None:
+                        signer = self._signers[("azure", sign["auth"])] = AzureSigner(sign["auth"])
                 else:
                     skey = (sign["service"], sign["region"], sign["profile"])
                     signer = self._signers.get(skey)
@@ -790,7 +851,7 @@ class RouterServer(RuntimeServer):
             api_key = read_api_key(r["api_key_file"]) if "api_key_file" in r else None
             routes.append(Route(r["path"], r["url"], r["weight"], parts.path.rstrip("/"), pool,
                                 r.get("internal", False), f"{scheme}://{_host_header(scheme, host, port)}",
-                                signer, api_key))
+                                signer, api_key, connect_to))
         endpoint = config["endpoint"]
         with self._stats_lock:
             for route in routes:
