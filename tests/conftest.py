@@ -128,6 +128,10 @@ class AwsAccount:
 
 # --- gcp: the real Google clients against tests/gcp_fake on 127.0.0.1 ---------------------------------------
 
+#: waits on a fake cloud's operations end within two minutes (they finish after a few polls): a wait the fake
+#: never ends fails the test instead of holding the run for the kinds' hour-long defaults
+FAKE_CLOUD_TIMEOUTS = {"create": "2m", "update": "2m", "delete": "2m"}
+
 
 @pytest.fixture(scope="session")
 def gcp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
@@ -166,9 +170,11 @@ class GcpProject:
     bucket: str = "mlplat-artifacts"
 
     def settings(self, **extra: Any) -> dict[str, Any]:
-        """targets.gcp settings pointing at the fake server, with waits polled fast."""
-        return {"project": self.server.project, "region": self.server.region, "endpoint_url": self.server.url,
-                "bucket": self.bucket, "poll_interval_s": 0.02, **extra}
+        """targets.gcp settings pointing at the fake server, with waits polled fast and bounded (`timeouts=None`:
+        without the engine's `timeouts`, for a settings model made directly)."""
+        return _without_none({"project": self.server.project, "region": self.server.region,
+                              "endpoint_url": self.server.url, "bucket": self.bucket, "poll_interval_s": 0.02,
+                              "timeouts": FAKE_CLOUD_TIMEOUTS, **extra})
 
 
 # --- azure: azure-ai-ml, azure-identity and the storage clients against tests/azure_fake on 127.0.0.1 -------------
@@ -216,7 +222,13 @@ class AzureWorkspace:
     server: Any
 
     def settings(self, **extra: Any) -> dict[str, Any]:
-        """targets.azure settings pointing at the fake server, with waits polled fast."""
-        return {"subscription": self.server.subscription, "resource_group": self.server.resource_group,
-                "workspace": self.server.workspace, "location": self.server.location,
-                "endpoint_url": self.server.url, "poll_interval_s": 0.02, **extra}
+        """targets.azure settings pointing at the fake server, with waits polled fast and bounded (`timeouts=None`:
+        without the engine's `timeouts`, for a settings model made directly)."""
+        return _without_none({"subscription": self.server.subscription, "resource_group": self.server.resource_group,
+                              "workspace": self.server.workspace, "location": self.server.location,
+                              "endpoint_url": self.server.url, "poll_interval_s": 0.02,
+                              "timeouts": FAKE_CLOUD_TIMEOUTS, **extra})
+
+
+def _without_none(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if not (k == "timeouts" and v is None)}

@@ -57,8 +57,8 @@ class Direct:
 
         self.server = workspace.server
         self.server.operation_polls = 2
-        target = AzureTarget(AzureSettings(**workspace.settings()), TargetContext("shop", "azure", tmp_path,
-                                                                                   tmp_path / ".work"))
+        settings = AzureSettings(**workspace.settings(timeouts=None))
+        target = AzureTarget(settings, TargetContext("shop", "azure", tmp_path, tmp_path / ".work"))
         self.endpoint, self.deployment = OnlineEndpoint(target), OnlineDeployment(target)
         self.traffic, self.schedule = EndpointTraffic(target), MonitorSchedule(target)
         _seed_model(self.server, "shop-iris")

@@ -37,7 +37,7 @@ def _target(project: GcpProject, tmp_path: Path) -> Any:
     from mlplat_plugins.gcp.target import GcpSettings, GcpTarget
     from provisioner.target import TargetContext
 
-    settings = GcpSettings(**project.settings())
+    settings = GcpSettings(**project.settings(timeouts=None))
     return GcpTarget(settings, TargetContext("shop", "gcp", tmp_path, tmp_path / ".work"))
 
 
