@@ -69,6 +69,8 @@ class Stack:
         self._lease: LeaseKeeper | None = None
         #: seconds each phase of each migration took in the last apply (component -> phase -> seconds)
         self.migration_timings: dict[str, dict[str, float]] = {}
+        #: what the last `stream`ed operation returned
+        self.result: Any = None
 
     # -- events -----------------------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -808,6 +810,79 @@ class Stack:
         if self._state is not None:
             self._state.close()
             self._state = None
+
+    # -- the automation API: what `preview`, `apply --yes` and `destroy --yes` do, for Python callers -------------
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @classmethod
+    def from_text(cls, text: str, directory: str | Path | None = None, *, name: str = "stack.yaml",
+                  **options: Any) -> Stack:
+        """A stack from YAML text, written to `directory/name` (default: a new temporary directory). Its state and
+        working directories live beside that file, as for any stack file; errors name it with line and column."""
+        import tempfile
+
+        base = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="mlplat-"))
+        base.mkdir(parents=True, exist_ok=True)
+        path = base / name
+        path.write_text(text)
+        return cls(path, **options)
+
+    def preview(self, *, refresh: bool = True, destroy: bool = False) -> Plan:
+        """What `up()` (or `destroy()`) would change: `mlplat preview`, under the stack's lock."""
+        with self.locked("preview"):
+            return self.plan(refresh=refresh, destroy=destroy)
+
+    def up(self, *, refresh: bool = True) -> ApplyResult:
+        """Make the platform match the stack file (`mlplat apply --yes`); `.done` counts the steps made."""
+        with self.locked("apply"):
+            plan = self.plan(refresh=refresh)
+            if plan.has_changes or plan.has_drift:
+                return self.apply(plan)
+            self.sync_outputs(plan)
+            self.sweep()
+            return ApplyResult(0, self.state.resources(), 0.0)
+
+    def destroy(self) -> ApplyResult:
+        """Delete everything the state records (`mlplat destroy --yes`), then the state when nothing is left."""
+        with self.locked("destroy"):
+            plan = self.plan(refresh=False, destroy=True)
+            result = self.apply(plan) if plan.has_changes else ApplyResult(0, {}, 0.0)
+        self.remove_state_if_empty()
+        return result
+
+    def stream(self, operation: Callable[[], Any]) -> Iterator[Event]:
+        """Run `operation` (e.g. `stack.up`) in a thread, yielding the events it emits as they happen; its error is
+        raised after the last event, its value kept as `self.result`."""
+        import queue
+        import threading
+
+        events: queue.Queue[Event | None] = queue.Queue()
+        failure: list[BaseException] = []
+        self._listeners.append(events.put)
+
+        def run() -> None:
+            try:
+                self.result = operation()
+            except BaseException as err:  # handed to the caller's thread
+                failure.append(err)
+            finally:
+                events.put(None)
+
+        worker = threading.Thread(target=run, name="mlplat-stream", daemon=True)
+        worker.start()
+        try:
+            while (event := events.get()) is not None:
+                yield event
+        finally:
+            worker.join()
+            self._listeners.remove(events.put)
+        if failure:
+            raise failure[0]
 
 
 def _did_you_mean(name: str, names: Iterable[str]) -> str:
