@@ -32,7 +32,10 @@ def timed(args: list[str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
-CLOUD_SDKS = ("boto3", "botocore", "google.cloud", "azure", "kubernetes", "pulumi")
+#: real SDK modules (not `google` / `google.cloud`: google-cloud-aiplatform's *-nspkg.pth makes those two empty
+#: namespace modules at every interpreter start-up)
+CLOUD_SDKS = ("boto3", "botocore", "google.cloud.aiplatform", "google.api_core", "google.auth", "azure.core",
+              "azure.ai", "azure.identity", "kubernetes", "pulumi")
 IMPORT_PROBE = """
 import sys
 from provisioner.cli import main
@@ -41,7 +44,8 @@ try:
     main()
 except SystemExit:
     pass
-loaded = sorted({m.split(".")[0] for m in sys.modules if m.startswith(__PREFIXES__)})
+loaded = sorted({p for m in sys.modules for p in __PREFIXES__ if m == p or m.startswith(p + ".") or
+                 (p.endswith("aiplatform") and m.startswith(p))})
 print("CLOUD_SDKS_IMPORTED=" + ",".join(loaded), file=sys.stderr)
 """.replace("__PREFIXES__", repr(CLOUD_SDKS))
 
