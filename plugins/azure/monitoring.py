@@ -15,10 +15,7 @@ one (no `capture`) cannot be monitored, and the schedule says so before calling 
 
 from __future__ import annotations
 
-import csv
-import json
 import re
-from pathlib import Path
 from typing import Any
 
 from mlplat_plugins.azure.base import FAST, TOKEN_TAG, AzureProvider
@@ -37,46 +34,6 @@ SIGNAL = "data-drift"
 SPARK_RUNTIME, SPARK_INSTANCE = "3.4", "standard_e4s_v3"
 #: the path whose deployment is monitored, when the serving has it (else its first path)
 PRODUCTION = "production"
-
-
-def read_baseline(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
-    """The columns and rows of a baseline dataset: a CSV file with a header row, or JSON lines (one object a row)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise MlplatError(f"cannot read the drift baseline {path}: {err}") from None
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        columns: list[str] = []
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                raise MlplatError(f"{path}:{number} is not a JSON object (the baseline is JSON lines)") from None
-            if not isinstance(row, dict):
-                raise MlplatError(f"{path}:{number} is not a JSON object (the baseline is JSON lines)")
-            columns += [k for k in row if k not in columns]
-            rows.append(row)
-        return columns, rows
-    reader = csv.reader(text.splitlines())
-    header = next(reader, None)
-    if not header:
-        raise MlplatError(f"the drift baseline {path} is empty", hint="give a CSV file with a header row")
-    return header, [dict(zip(header, (_cell(v) for v in row), strict=False)) for row in reader if row]
-
-
-def _cell(text: str) -> Any:
-    if text.strip() == "":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
 
 
 def monitored_path(deployments: dict[str, Any]) -> str:

@@ -303,7 +303,7 @@ class AzureTarget(Target):
                           deployments: dict[str, Ref], outputs: dict[str, Any]) -> list[Resource]:
         """drift → the baseline uploaded to the blob datastore, and a monitor schedule with a data-drift signal per
         deployment (threshold per feature), whose e-mails are the alerts."""
-        from mlplat_plugins.azure.monitoring import read_baseline
+        from provisioner.monitoring.baseline import load
 
         drift = monitoring.drift
         assert drift is not None
@@ -311,7 +311,8 @@ class AzureTarget(Target):
         if not source.is_file():
             raise MlplatError(f"monitoring.drift.baseline {drift.baseline!r} is not a file ({source})",
                               hint="give a CSV file with a header row (or JSON lines), relative to the stack file")
-        columns, rows = read_baseline(source)
+        table = load(source)  # the core's reader (`mlplat monitor` reads baselines with it): refuses an empty one
+        columns, rows = table.columns, table.rows
         features = list(drift.features or columns)
         missing = [f for f in features if f not in columns]
         if missing or not rows:

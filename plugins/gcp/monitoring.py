@@ -11,15 +11,11 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import re
-from pathlib import Path
 from typing import Any
 
 from mlplat_plugins.gcp.base import TOKEN_LABEL, GcpProvider
 from provisioner.cloud import unless_missing
-from provisioner.errors import MlplatError
 from provisioner.operations import StepContext
 from provisioner.provider import Created, Observed
 
@@ -32,45 +28,6 @@ MASK = {"display_name": "display_name", "deployed": "model_deployment_monitoring
         "threshold": "model_deployment_monitoring_objective_configs",
         "interval_hours": "model_deployment_monitoring_schedule_config",
         "sample_rate": "logging_sampling_strategy", "emails": "model_monitoring_alert_config"}
-
-
-def read_baseline(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
-    """The columns and rows of a baseline dataset: a CSV file with a header row, or JSON lines (one object a row)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise MlplatError(f"cannot read the drift baseline {path}: {err}") from None
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        columns: list[str] = []
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                raise MlplatError(f"{path}:{number} is not a JSON object (the baseline is JSON lines)") from None
-            if not isinstance(row, dict):
-                raise MlplatError(f"{path}:{number} is not a JSON object (the baseline is JSON lines)")
-            columns += [k for k in row if k not in columns]
-            rows.append(row)
-        return columns, rows
-    reader = csv.reader(text.splitlines())
-    header = next(reader, None)
-    if not header:
-        raise MlplatError(f"the drift baseline {path} is empty", hint="give a CSV file with a header row")
-    return header, [dict(zip(header, (_cell(v) for v in row), strict=False)) for row in reader if row]
-
-
-def _cell(text: str) -> Any:
-    if text.strip() == "":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 class MonitoringJob(GcpProvider):
