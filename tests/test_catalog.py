@@ -18,7 +18,7 @@ from provisioner import catalog, plugins
 from provisioner.errors import MlplatError, NotOffered, UnknownAccelerator
 
 ROOT = Path(__file__).resolve().parent.parent
-CLOUDS = ["aws", "azure", "gcp"]  # the catalog targets the built-in plugins offer
+CLOUDS = ["aws", "azure", "gcp", "onprem"]  # the catalog targets the built-in plugins offer (onprem: node shapes)
 ALL_OFFERINGS = [o for t in catalog.targets() for n in catalog.names() for o in catalog.offerings(t, n)]
 
 # --- An independent record of how many GPUs each instance type carries, written from the clouds' own
@@ -100,6 +100,9 @@ AZURE_CPU = re.compile(r"^Standard_D(\d+s_v[345]|S\d_v2)$")
 def expected_gpus(o: catalog.Offering) -> tuple[str | set[str], int]:
     """(accelerator(s) the instance type can carry, GPU count), from the tables above."""
     name = o.instance_type
+    if o.target == "onprem":  # node shapes of a cluster you run, named `<accelerator>-node-x<GPUs>` (cpu-node)
+        shape = re.fullmatch(r"(.+)-node-x(\d+)", name)
+        return ("cpu", 0) if name == "cpu-node" else (shape.group(1), int(shape.group(2)))
     if o.target == "aws":
         family = name.split(".")[0]
         return AWS_FAMILY[family], 0 if family == "m5" else AWS_GPUS[name]
@@ -279,7 +282,7 @@ def test_h100_nvl_is_offered_only_on_azure():
     for target in ("aws", "gcp"):
         with pytest.raises(NotOffered) as err:
             catalog.instance_for(target, "h100-nvl", 1)
-        assert err.value.hint.endswith("another target: azure")
+        assert err.value.hint.endswith("another target: azure, onprem")
     assert catalog.instance_for("azure", "h100-nvl", 1).instance_type == "Standard_NC40ads_H100_v5"
 
 
@@ -287,7 +290,7 @@ def test_a10g_is_offered_only_on_aws():
     for target in ("gcp", "azure"):
         with pytest.raises(NotOffered) as err:
             catalog.instance_for(target, "a10g", 1)
-        assert err.value.hint.endswith("another target: aws")
+        assert err.value.hint.endswith("another target: aws, onprem")
 
 
 def test_cpu_gives_the_smallest_general_purpose_instance():
@@ -309,9 +312,9 @@ def test_cpu_with_gpus_and_gpu_without_gpus_are_refused():
 
 def test_unknown_target_is_a_user_error():
     with pytest.raises(MlplatError) as err:
-        catalog.instance_for("onprem", "t4", 1)
+        catalog.instance_for("oracle", "t4", 1)
     assert not isinstance(err.value, NotOffered)
-    assert err.value.hint.endswith("aws, azure, gcp")
+    assert err.value.hint.endswith("aws, azure, gcp, onprem")
     with pytest.raises(MlplatError):
         catalog.offerings("oracle", "t4")
 
@@ -529,7 +532,7 @@ def test_serving_lookup_on_the_shipped_catalog():
     assert catalog.instance_for("azure", "cpu", 0).instance_type != "Standard_DS3_v2"  # unpriced: never cheapest
     with pytest.raises(NotOffered) as err:  # Azure's only H200 size is not an online-endpoint SKU
         catalog.instance_for("azure", "h200", 8, serving=True)
-    assert err.value.hint.endswith("or serve on another target: aws")
+    assert err.value.hint.endswith("or serve on another target: aws, onprem")
 
 
 # Independent records of what each cloud's managed serving sells, written from the clouds' own lists, not from the

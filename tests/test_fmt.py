@@ -78,6 +78,7 @@ def test_every_stack_is_or_becomes_canonical_and_loads_the_same(stacks: Path, na
     monkeypatch.setenv("MLPLAT_AWS_BUCKET", "sagemaker-test")
     monkeypatch.setenv("MLPLAT_GCP_BUCKET", "mlplat-test")
     monkeypatch.setenv("MLPLAT_AZURE_SUBSCRIPTION", "00000000-0000-0000-0000-000000000001")
+    monkeypatch.setenv("MLPLAT_KUBECONFIG", "/nonexistent/kubeconfig")
     path = stacks / name
     original = path.read_text()
     before = load(path).platform.model_dump()

@@ -339,7 +339,7 @@ def test_export_json_and_a_plugin_format(tmp_path: Path, cli) -> None:  # type: 
     assert "wrote out.txt (addresses)" in out.stderr
     assert "shared.filesystem.main\n" in (tmp_path / "out.txt").read_text()
     unknown = cli("export", "--format", "hcl", "-f", "stack.yaml", cwd=tmp_path, check=False)
-    assert unknown.returncode == 1 and "unknown export format 'hcl' (formats: json)" in unknown.stderr
+    assert unknown.returncode == 1 and "unknown export format 'hcl' (formats: json, pulumi)" in unknown.stderr
 
 
 # -- pluggy hygiene -----------------------------------------------------------------------------------------------
