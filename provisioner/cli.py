@@ -512,11 +512,14 @@ def import_(
 def export(
     format: Annotated[str, typer.Option("--format", help="Export format (see --list)")] = "json",
     file: StackFile = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout (a "
+                                                                 "directory, for formats that write several files)")
+                   ] = None,
     list_formats: Annotated[bool, typer.Option("--list", help="List the export formats and exit")] = False,
 ) -> None:
     """Write the stack's resources in another format (json, or one a plugin adds)."""
-    from provisioner.export import exporter, exporters
+    from provisioner.errors import MlplatError
+    from provisioner.export import exporter, exporters, write_directory
 
     if list_formats:
         for name, e in sorted(exporters().items()):
@@ -526,6 +529,16 @@ def export(
     stack = _open(file, json_mode=True)
     stack.validate()
     text = chosen.export(stack)
+    if isinstance(text, dict):  # a directory export: relative path -> text
+        if out is None:
+            raise MlplatError(f"export format {format} writes a directory: pass -o DIR",
+                              hint=f"e.g. mlplat export --format {format} -f {file or 'STACK'} -o {format}-program")
+        written = write_directory(text, out)
+        err = _console(stderr=True)
+        err.print(f"wrote {out}/ ({format}: {len(written)} file{'s' if len(written) != 1 else ''})", markup=False)
+        for note in getattr(text, "notes", []):
+            err.print(note, markup=False)
+        return
     if out is None:
         sys.stdout.write(text)
     else:

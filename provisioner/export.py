@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from provisioner.errors import MlplatError
@@ -17,13 +18,39 @@ if TYPE_CHECKING:
     from provisioner.api import Stack
 
 
+class Files(dict[str, str]):
+    """A directory export: relative path → text. `notes` (e.g. what was left out) are printed on stderr."""
+
+    def __init__(self, files: dict[str, str] | None = None, notes: list[str] | None = None) -> None:
+        super().__init__(files or {})
+        self.notes = list(notes or [])
+
+
 @dataclass(frozen=True)
 class Exporter:
-    """One export format: `export(stack)` returns the exported text (the stack is validated and lowered)."""
+    """One export format: `export(stack)` returns the exported text, or a directory as `dict[str, str]` (relative
+    path → text; `Files` adds notes) that `mlplat export -o DIR` writes (the stack is validated and lowered)."""
 
     name: str
     description: str
-    export: Callable[[Stack], str]
+    export: Callable[[Stack], str | dict[str, str]]
+
+
+def write_directory(files: dict[str, str], directory: Path) -> list[Path]:
+    """Write a directory export under `directory` (made if missing); each path must stay inside it."""
+    if directory.exists() and not directory.is_dir():
+        raise MlplatError(f"{directory} is a file: a directory export needs a directory",
+                          hint="pass -o with a new or existing directory")
+    root = directory.resolve()
+    written: list[Path] = []
+    for relative, text in files.items():
+        target = (root / relative).resolve()
+        if PurePosixPath(relative).is_absolute() or not target.is_relative_to(root):
+            raise MlplatError(f"export file {relative!r} is outside the output directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        written.append(target)
+    return written
 
 
 def _json(stack: Stack) -> str:

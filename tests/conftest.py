@@ -232,3 +232,31 @@ class AzureWorkspace:
 
 def _without_none(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if not (k == "timeouts" and v is None)}
+
+
+# --- onprem: the real kubernetes client against tests/kube_fake (a fake API server and data plane) on 127.0.0.1 ---
+
+
+@pytest.fixture(scope="session")
+def kube_server() -> Iterator[Any]:
+    """One fake Kubernetes API server (and its Gateway data plane) on 127.0.0.1 for the session; only the gateway
+    API group installed (tests `install`/`uninstall` the others; `reset()` restores this)."""
+    require_module("kubernetes", "the onprem extra is part of the test extra")
+    from kube_fake import started_server
+
+    server = started_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def kube_cluster(kube_server: Any, tmp_path: Path) -> KubeCluster:
+    """An empty cluster (built-in namespaces and the Gateway only) and a kubeconfig for it."""
+    kube_server.reset()
+    return KubeCluster(kube_server, kube_server.write_kubeconfig(tmp_path / "kubeconfig"))
+
+
+@dataclass
+class KubeCluster:
+    server: Any
+    kubeconfig: Path

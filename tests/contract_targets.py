@@ -41,7 +41,7 @@ from provisioner.apply import ApplyOptions, RetryPolicy
 from provisioner.errors import RetryableError
 from provisioner.events import Event
 
-from conftest import STACKS, AwsAccount
+from conftest import FAKE_CLOUD_TIMEOUTS, STACKS, AwsAccount
 
 if TYPE_CHECKING:
     from provisioner.plan import Plan
@@ -761,7 +761,60 @@ class AzureHarness(Harness):
             yield
 
 
-HARNESSES: list[type[Harness]] = [SimHarness, LocalHarness, AwsHarness, GcpHarness, AzureHarness, ToyHarness]
+class OnpremHarness(Harness):
+    """The real kubernetes client against the fake API server (tests/kube_fake); every object is found in the
+    fake's store by the `mlplat.dev/address` annotation it carries (an object of the stack without one is counted
+    under its kind and name), every model by the annotations of its OCI manifest in the fake registry."""
+
+    target = "onprem"
+    bad_settings: ClassVar[dict[str, Any]] = {"namespace_prefix": "Not A Label", "nfs_server": "10.0.0.2"}
+    expected_kinds = Counter({"onprem.namespace": 1, "onprem.persistent_volume": 1,
+                              "onprem.persistent_volume_claim": 1, "onprem.deployment": 3, "onprem.service": 3,
+                              "onprem.model_artifact": 2, "onprem.http_route": 1})
+    sdk = ("kubernetes", "urllib3", "pulumi", "pulumi_kubernetes")
+    cluster: Any
+
+    def prepare(self, request: pytest.FixtureRequest) -> None:
+        self.cluster = request.getfixturevalue("kube_cluster")
+
+    @property
+    def fake(self) -> Any:
+        return self.cluster.server
+
+    def settings(self) -> dict[str, Any]:
+        # the drift check changes a route as `kubectl edit` would: apply takes the field back (force_conflicts)
+        return {"kubeconfig": str(self.cluster.kubeconfig), "nfs_server": "10.0.0.2", "poll_interval_s": 0.02,
+                "force_conflicts": True, "timeouts": FAKE_CLOUD_TIMEOUTS}
+
+    def cloud_objects(self) -> Counter[str]:
+        from kube_fake.console import console_objects
+
+        return console_objects(self.fake, "contract")
+
+    def make_drift(self) -> str:
+        def half(route: dict[str, Any]) -> None:
+            for backend in route["spec"]["rules"][0]["backendRefs"]:
+                backend["weight"] = 50
+
+        self.fake.edit("gateway.networking.k8s.io/v1", "HTTPRoute", "iris", "mlplat-contract", half)
+        return "iris.http_route.main"
+
+    def delete_out_of_band(self, record: ResourceRecord) -> None:
+        from kube_fake.console import console_delete
+
+        console_delete(self.fake, record.kind, record.id, record.inputs)
+
+    @contextmanager
+    def throttled(self, times: int, calls: Calls) -> Iterator[None]:
+        """429 TooManyRequests with Retry-After for the first `times` of each distinct read (get, list, a GET or
+        HEAD through the service proxy) or write (apply, delete, other requests through the proxy)."""
+        actions = {"get", "list", "proxy-read"} if calls == "reads" else {"apply", "delete", "proxy-write"}
+        with self.fake.throttle(times, actions, per_request=True):
+            yield
+
+
+HARNESSES: list[type[Harness]] = [SimHarness, LocalHarness, AwsHarness, GcpHarness, AzureHarness, OnpremHarness,
+                                  ToyHarness]
 
 
 def state_files(h: Harness) -> bytes:

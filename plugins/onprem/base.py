@@ -34,9 +34,14 @@ FAST = {"create": 300.0, "update": 300.0, "delete": 300.0}
 SLOW = {"create": 1800.0, "update": 1800.0, "delete": 1800.0}
 
 
-def object_id(name: str, namespace: str | None) -> str:
-    """A provider id: `namespace/name`, or `name` for a cluster-scoped object."""
-    return f"{namespace}/{name}" if namespace else name
+def object_id(kind: str, name: str, namespace: str | None) -> str:
+    """A provider id, as kubectl names objects: `Kind/namespace/name`, or `Kind/name` when cluster-scoped (a
+    Deployment and its Service share a name)."""
+    return f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
+
+
+def _id_of(inputs: dict[str, Any]) -> str:
+    return object_id(inputs["kind"], inputs["name"], inputs.get("namespace"))
 
 
 def project(live: Any, declared: Any) -> Any:
@@ -94,7 +99,8 @@ class KubeObject(ResourceProvider):
         return self.kube.get(inputs["api_version"], inputs["kind"], inputs["name"], inputs.get("namespace"))
 
     def _what(self, inputs: dict[str, Any]) -> str:
-        return f"{inputs['kind']} {object_id(inputs['name'], inputs.get('namespace'))}"
+        namespace = inputs.get("namespace")
+        return f"{inputs['kind']} {namespace}/{inputs['name']}" if namespace else f"{inputs['kind']} {inputs['name']}"
 
     def _wait_ready(self, ctx: StepContext, inputs: dict[str, Any], phase: str) -> dict[str, Any]:
         def check() -> tuple[bool, Any]:
@@ -107,10 +113,20 @@ class KubeObject(ResourceProvider):
         return ctx.wait(check, what=f"{self._what(inputs)} {phase}", **self.intervals)
 
     def _apply(self, address: str, inputs: dict[str, Any], token: str) -> dict[str, Any]:
-        return self.kube.apply(self.manifest(address, inputs, token), force=self.settings.force_conflicts)
+        from mlplat_plugins.onprem.sdk import KubeApiError
+
+        try:
+            return self.kube.apply(self.manifest(address, inputs, token), force=self.settings.force_conflicts)
+        except KubeApiError as err:
+            if not err.conflict:
+                raise
+            target = self.target.context.target_name
+            raise MlplatError(str(err), hint=f"another field manager owns what mlplat declares: undo its change, "
+                                             f"or set targets.{target}.force_conflicts: true to take the fields "
+                                             "back") from None
 
     def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
-        id = object_id(inputs["name"], inputs.get("namespace"))
+        id = _id_of(inputs)
         if operation_of(ctx, "Apply") is None:
             existing = self._get(inputs)
             if existing is not None and _token(existing) != ctx.token:
@@ -122,8 +138,7 @@ class KubeObject(ResourceProvider):
         return Created(id, self.outputs(self._wait_ready(ctx, inputs, "Creating")))
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
-        seen = self._get(inputs) if object_id(inputs["name"], inputs.get("namespace")) == id else \
-            self._get(dict(inputs, **_split(id)))
+        seen = self._get(inputs) if _id_of(inputs) == id else self._get(dict(inputs, **_split(id)))
         if seen is None or seen.get("metadata", {}).get("deletionTimestamp"):
             return None
         observed = dict(inputs, manifest=project(_without_ours(seen), inputs["manifest"]))
@@ -137,6 +152,8 @@ class KubeObject(ResourceProvider):
         return self.outputs(self._wait_ready(ctx, desired, "Updating"))
 
     def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
+        # the object `id` names: a deposed predecessor's inputs may be its successor's (only its id is recorded)
+        inputs = dict(inputs, **_split(id))
         if operation_of(ctx, "Delete") is None:
             if not self.kube.delete(inputs["api_version"], inputs["kind"], inputs["name"], inputs.get("namespace")):
                 return
@@ -145,22 +162,23 @@ class KubeObject(ResourceProvider):
                  **self.intervals)
 
     def find(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created | None:
-        id = object_id(inputs["name"], inputs.get("namespace"))
+        id = _id_of(inputs)
         seen = find_own(id, ctx, lambda: self._get(inputs), _token)
         if seen is None:
             return None
         return Created(id, self.outputs(self._wait_ready(ctx, inputs, "Creating")))
 
     def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
-        """`mlplat import ADDRESS NAMESPACE/NAME` (or NAME for a cluster-scoped object)."""
-        if id != object_id(inputs["name"], inputs.get("namespace")):
+        """`mlplat import ADDRESS Kind/NAMESPACE/NAME` (`Kind/NAME` for a cluster-scoped object)."""
+        if id != _id_of(inputs):
             return None
         return self.read(id, inputs)
 
 
 def _split(id: str) -> dict[str, Any]:
-    namespace, _, name = id.rpartition("/")
-    return {"name": name, "namespace": namespace or None}
+    kind, _, rest = id.partition("/")
+    namespace, _, name = rest.rpartition("/")
+    return {"kind": kind, "name": name, "namespace": namespace or None}
 
 
 def _annotation(obj: dict[str, Any] | None, key: str) -> str | None:

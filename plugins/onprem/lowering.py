@@ -110,17 +110,24 @@ def storage(t: OnpremTarget, storage: Storage, ctx: LowerContext) -> Lowered:
                                "phase": Ref(claim, "phase")})
 
 
-def _registry_claim(t: OnpremTarget, registry: Registry, ctx: LowerContext) -> tuple[list[Resource], str, str]:
-    """The claim the registry keeps its data on: the first nas storage on this target, else one of its own."""
+def _registry_claim(t: OnpremTarget, registry: Registry, ctx: LowerContext
+                    ) -> tuple[list[Resource], str, str, Any]:
+    """The claim the registry keeps its data on: the first nas storage on this target, else one of its own; and
+    that claim's `replace_on` (what replaces it)."""
     for s in ctx.platform.storage:
         if s.kind == "nas" and ctx.platform.target_of(s) == t.context.target_name:
-            return [], ctx.address(s.name, "persistent_volume_claim", "main"), k8s_name(s.name)
-    return _nfs_volume(t, ctx, registry.name, "data", k8s_name(registry.name, "data"), t.s.registry_size_gb)
+            name = k8s_name(s.name)
+            fixed = {"server": t.s.nfs_server, "path": posixpath.join(t.s.nfs_path, t.namespace, name),
+                     "size": f"{s.size_gb}Gi"}
+            return [], ctx.address(s.name, "persistent_volume_claim", "main"), name, fixed
+    resources, claim_address, claim = _nfs_volume(t, ctx, registry.name, "data", k8s_name(registry.name, "data"),
+                                                  t.s.registry_size_gb)
+    return resources, claim_address, claim, resources[-1].inputs["replace_on"]
 
 
 def registry(t: OnpremTarget, registry: Registry, ctx: LowerContext) -> Lowered:
     """An OCI registry (Deployment + Service) on a claim; each model an OCI artifact pushed into it."""
-    resources, claim_address, claim = _registry_claim(t, registry, ctx)
+    resources, claim_address, claim, volume = _registry_claim(t, registry, ctx)
     name = k8s_name(registry.name)
     selector = {"mlplat.dev/registry": label_value(registry.name)}
     deployment = ctx.address(registry.name, "deployment", "main")
@@ -136,7 +143,7 @@ def registry(t: OnpremTarget, registry: Registry, ctx: LowerContext) -> Lowered:
                                      "volumeMounts": [{"name": "data", "mountPath": "/var/lib/registry",
                                                        "subPath": f"registry-{name}"}]}],
                      "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}}}},
-        claim_address))
+        claim_address, replace_on={"volume": volume}))  # its pods hold the claim: replaced with it
     resources.append(t.resource(service, "service", {
         "apiVersion": "v1", "kind": "Service", "metadata": t.meta(name, registry.name),
         "spec": {"selector": selector, "ports": [{"name": "http", "port": REGISTRY_PORT, "targetPort": "http"}]}}))

@@ -95,14 +95,20 @@ class Kube:
 
         path = self.kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config"
         path = os.path.expanduser(path)
+        settings = client.Configuration()
         if not Path(path).is_file():
             if self.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-                config.load_incluster_config()
-                return client.ApiClient()
-            raise MlplatError(f"no kubeconfig at {path}", hint="set targets.onprem.kubeconfig (or $KUBECONFIG) to "
-                                                               "the cluster's kubeconfig file")
-        return _call("load kubeconfig", lambda: config.new_client_from_config(
-            config_file=path, context=self.context, persist_config=False))
+                config.load_incluster_config(client_configuration=settings)
+            else:
+                raise MlplatError(f"no kubeconfig at {path}", hint="set targets.onprem.kubeconfig (or $KUBECONFIG) "
+                                                                   "to the cluster's kubeconfig file")
+        else:
+            _call("load kubeconfig", lambda: config.load_kube_config(
+                config_file=path, context=self.context, client_configuration=settings, persist_config=False))
+        # no retries inside the client (urllib3 retries a 429 three times by default): the engine retries every
+        # call, with its backoff, Retry-After and the target's concurrency cap
+        settings.retries = False
+        return client.ApiClient(configuration=settings)
 
     @property
     def dynamic(self) -> Any:
@@ -230,7 +236,7 @@ class Kube:
                     raise
                 return err.status or 0, dict(err.headers or {}), err.body if isinstance(err.body, bytes) \
                     else str(err.body or "").encode()
-            raw = response[0]
+            raw = response[0] if isinstance(response, tuple) else response  # the urllib3 response
             return raw.status, dict(raw.headers or {}), raw.data
 
         return _call(operation, call)
