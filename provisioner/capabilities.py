@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from provisioner import catalog
+from provisioner.errors import MlplatError
 from provisioner.spec.model import Cluster, Component, Platform, Serving, Storage
 from provisioner.target import Capabilities, Reason
 
@@ -120,3 +122,18 @@ def differences(a: Capabilities, b: Capabilities) -> dict[str, tuple[Any, Any]]:
     each, what a migration's compatibility report is made of."""
     left, right = a.to_json(), b.to_json()
     return {name: (left[name], right[name]) for name in left if left[name] != right[name]}
+
+
+def accelerator_count(target: str, accelerator: str, gpus: int, serving: bool, loc: tuple[str | int, ...]
+                      ) -> list[Reason]:
+    """`accelerator-count-not-offered`, located at `loc`, when `target`'s catalog offers `accelerator` but no
+    instance type with `gpus` of it (for serving, with `serving`): what a cloud target's `check` reports for a GPU
+    count. Nothing for cpu (sizes are picked by vCPUs) or an accelerator not offered at all (a capability
+    refusal)."""
+    if accelerator == "cpu" or accelerator not in catalog.accelerators_offered(target, serving=serving):
+        return []
+    try:
+        catalog.instance_for(target, accelerator, gpus, serving=serving)
+    except MlplatError as err:
+        return [Reason("accelerator-count-not-offered", err.message + (f"; {err.hint}" if err.hint else ""), loc)]
+    return []

@@ -205,6 +205,37 @@ def content_name(base: str, inputs: dict[str, Any], *ignore: str) -> str:
     return f"{base}-{digest}"
 
 
+def split_percent(weights: dict[str, float]) -> dict[str, int]:
+    """Weights → integer percentages summing to 100 (largest remainder), as clouds' traffic splits want them
+    (Vertex AI's traffic_split, Azure ML's traffic); all-zero weights give all zeros."""
+    total = sum(max(w, 0.0) for w in weights.values())
+    if total <= 0:
+        return {k: 0 for k in weights}
+    exact = {k: max(w, 0.0) * 100 / total for k, w in weights.items()}
+    out = {k: int(v) for k, v in exact.items()}
+    for k in sorted(exact, key=lambda k: (out[k] - exact[k], k))[:100 - sum(out.values())]:
+        out[k] += 1
+    return out
+
+
+def slug(text: str) -> str:
+    """`text` in lower case with every character that is not a letter or digit a dash, none at either end."""
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def cloud_name(*parts: str, limit: int = 63, digest: int = 8, letter_first: bool = False) -> str:
+    """A name clouds accept, derived from `parts`: their slugs joined by dashes (`[a-z0-9-]`), at most `limit`
+    characters; a longer one keeps its start and `digest` hex of a hash of the whole text, so it stays unique.
+    `letter_first`: prefixed `m-` unless it starts with a letter (Google and Azure ids)."""
+    text = "-".join(slug(p) for p in parts if p)
+    if letter_first and not text[:1].isalpha():
+        text = f"m-{text}"
+    if len(text) <= limit:
+        return text
+    hashed = hashlib.sha256(text.encode()).hexdigest()[:digest]
+    return f"{text[:limit - digest - 1].rstrip('-')}-{hashed}"
+
+
 class TranslatedClient:
     """An SDK client whose every method raises mlplat's errors: `translate(err, operation)` maps an SDK exception
     to a `CloudApiError` / `RetryableError` / `MlplatError` (returning it unchanged lets it through). Each plugin's

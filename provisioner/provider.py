@@ -7,6 +7,7 @@ several threads at once (keep per-call data in locals, guard shared caches with 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -107,13 +108,18 @@ class ResourceProvider:
 
     #: whether `import_` can adopt an existing object of this kind (`mlplat import`)
     importable: bool = True
+    #: what an `mlplat import` id of this kind looks like (`fs-…`, `projects/…/endpoints/…`); None: any id
+    import_id: re.Pattern[str] | None = None
 
     def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
         """What to record for an existing object `id` adopted at `address` (`mlplat import`): its inputs and
         outputs as `read` reports them, or None when `id` names no object of this kind. `inputs` are the stack
         file's desired inputs (references to resources not yet in the state left as `Ref`s); the differences
-        between them and what this returns are the next plan's diff. Default: `read(id, inputs)`; override
-        when an object must be checked to be of this kind or `read` needs more than the id."""
+        between them and what this returns are the next plan's diff. Default: None for an id `import_id` does
+        not match, else `read(id, inputs)`; override when an object must be checked to be of this kind or `read`
+        needs more than the id."""
+        if self.import_id is not None and not self.import_id.fullmatch(id):
+            return None
         return self.read(id, inputs)
 
 

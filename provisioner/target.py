@@ -189,6 +189,18 @@ class Target:
     def capabilities(self) -> Capabilities:
         return Capabilities()
 
+    def required(self, setting: str, why: str) -> Any:
+        """The value of an optional setting that a use needs (`why`: "to hold model artifacts"); MlplatError
+        naming it and where to set it when it is not set."""
+        from provisioner.errors import MlplatError
+
+        value = getattr(self.settings, setting)
+        if not value:
+            where = f"targets.{self.context.target_name}"
+            raise MlplatError(f"{where}.{setting} is required {why}", hint=f"set {setting} under {where} in the "
+                                                                           "stack file")
+        return value
+
     def check(self, component: Component) -> Iterable[Reason]:
         """Refusals `Capabilities` cannot express (a name too long for this cloud, a combination it rejects),
         each a coded `Reason` located inside the component, checked at validate with the capabilities.

@@ -10,13 +10,12 @@ issuing the call again.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from provisioner import cloud
 from provisioner.operations import OPERATIONS
-from provisioner.provider import Observed, ResourceProvider
+from provisioner.provider import ResourceProvider
 
 if TYPE_CHECKING:
     from mlplat_plugins.aws.sdk import Clients
@@ -35,20 +34,12 @@ FAST = {"create": 300.0, "update": 300.0, "delete": 300.0}
 
 class AwsProvider(ResourceProvider):
     timeouts = FAST
-    #: what an `mlplat import` id of this kind looks like (a name, `fs-…`); another id is no object of this kind
-    import_id: re.Pattern[str] | None = None
 
     def __init__(self, target: AwsTarget) -> None:
         self.target = target
         self.settings = target.settings
         if "wait_timeout_s" in self.settings.model_fields_set:  # the older setting, where a stack still sets it
             self.timeouts = dict.fromkeys(OPERATIONS, self.settings.wait_timeout_s)
-
-    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
-        """`read` the object `id`, once it looks like an id of this kind (`import_id`)."""
-        if self.import_id is not None and not self.import_id.fullmatch(id):
-            return None
-        return self.read(id, inputs)
 
     @property
     def aws(self) -> Clients:

@@ -23,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from provisioner import catalog
 from provisioner.artifacts import artifact_path, sha256_file
+from provisioner.capabilities import accelerator_count
+from provisioner.cloud import cloud_name, slug
 from provisioner.errors import MlplatError
 from provisioner.graph import Ref, Resource
 from provisioner.provider import ResourceProvider
@@ -126,10 +128,11 @@ class AwsTarget(Target):
         found = []
         if isinstance(component, Cluster):
             for i, pool in enumerate(component.gpu_pools):
-                found += _count_reason(pool.accelerator, pool.gpus_per_node, False, ("gpu_pools", i, "gpus_per_node"))
+                found += accelerator_count("aws", pool.accelerator, pool.gpus_per_node, False,
+                                           ("gpu_pools", i, "gpus_per_node"))
         elif isinstance(component, Serving):
             for name, path in component.paths.items():
-                found += _count_reason(path.accelerator, path.gpu_count, True, ("paths", name, "gpus"))
+                found += accelerator_count("aws", path.accelerator, path.gpu_count, True, ("paths", name, "gpus"))
             if component.monitoring is not None:
                 found += _monitoring_reasons(component.monitoring)
         return found
@@ -187,28 +190,21 @@ class AwsTarget(Target):
     def _resource(self, address: str, kind: str, inputs: dict[str, Any], *after: str) -> Resource:
         return Resource(address, f"aws.{kind}", self.context.target_name, inputs, depends_on=tuple(after))
 
-    def _require(self, field: str, why: str) -> Any:
-        value = getattr(self.settings, field)
-        if not value:
-            raise MlplatError(f"targets.{self.context.target_name}.{field} is required {why}",
-                              hint=f"set {field} under targets.{self.context.target_name} in the stack file")
-        return value
-
     def _lower_cluster(self, cluster: Cluster, ctx: LowerContext) -> Lowered:
-        role = self._require("role_arn", "for HyperPod instance groups")
+        role = self.required("role_arn", "for HyperPod instance groups")
         groups = []
         for pool in cluster.gpu_pools:
             offering = catalog.instance_for("aws", pool.accelerator, pool.gpus_per_node)
             groups.append({
                 # the accelerator is part of the name: changing it replaces the group, as UpdateCluster requires
-                "name": f"{pool.name}-{_slug(pool.accelerator)}"[:63],
+                "name": f"{pool.name}-{slug(pool.accelerator)}"[:63],
                 "pool": pool.name,
                 "instance_type": catalog.sagemaker_instance_type(offering),
                 "count": pool.nodes.min,
             })
         address = ctx.address(cluster.name, "hyperpod_cluster", "main")
         inputs = {
-            "name": _name(self.context.stack_name, cluster.name),
+            "name": cloud_name(self.context.stack_name, cluster.name),
             "groups": groups,
             "role_arn": role,
             "lifecycle_script_uri": self.settings.lifecycle_script_uri or self._s3_uri("hyperpod/"),
@@ -224,7 +220,7 @@ class AwsTarget(Target):
         subnets = self.settings.subnets
         if storage.kind == "lustre":
             if not subnets:
-                self._require("subnets", "for FSx for Lustre")
+                self.required("subnets", "for FSx for Lustre")
             address = ctx.address(storage.name, "fsx_lustre", "main")
             inputs = {"token": _token(self.context.stack_name, address),
                       "storage_gb": _lustre_capacity(storage.size_gb), "subnet": subnets[0],
@@ -253,10 +249,10 @@ class AwsTarget(Target):
             outputs[f"image.{image.name}"] = Ref(address, "uri")
         if not registry.models:
             return Lowered(resources, outputs)
-        bucket = self._require("bucket", "to hold model artifacts")
+        bucket = self.required("bucket", "to hold model artifacts")
         group = ctx.address(registry.name, "model_package_group", "main")
         resources.append(self._resource(group, "model_package_group",
-                                        {"name": _name(self.context.stack_name, registry.name)}))
+                                        {"name": cloud_name(self.context.stack_name, registry.name)}))
         outputs["package_group"] = Ref(group, "name")
         for model in registry.models:
             image = self._image_for(model.framework, registry, outputs)
@@ -311,7 +307,7 @@ class AwsTarget(Target):
 
     def _lower_serving(self, serving: Serving, ctx: LowerContext) -> Lowered:
         registry = ctx.platform.registry
-        role = self._require("role_arn", "for SageMaker models")
+        role = self.required("role_arn", "for SageMaker models")
         resources: list[Resource] = []
         variants, shadow_variants, weights, instances = [], [], {}, {}
         for path_name, path in serving.paths.items():
@@ -320,7 +316,8 @@ class AwsTarget(Target):
                 raise MlplatError(f"paths.{path_name}.model {path.model!r} is not in the registry (models: {known})",
                                   hint="declare it under registry.models")
             model_address = ctx.address(serving.name, "model", path_name)
-            inputs: dict[str, Any] = {"base_name": _name(self.context.stack_name, serving.name, path_name, limit=54),
+            base = cloud_name(self.context.stack_name, serving.name, path_name, limit=54)
+            inputs: dict[str, Any] = {"base_name": base,
                                       "role_arn": role, "model": path.model,
                                       "subnets": list(self.settings.subnets),
                                       "security_groups": list(self.settings.security_groups)}
@@ -346,8 +343,8 @@ class AwsTarget(Target):
                 instances[path_name] = path.replicas
         config = ctx.address(serving.name, "endpoint_config", "main")
         endpoint = ctx.address(serving.name, "endpoint", "main")
-        name = _name(self.context.stack_name, serving.name)
-        config_inputs: dict[str, Any] = {"base_name": _name(self.context.stack_name, serving.name, limit=54),
+        name = cloud_name(self.context.stack_name, serving.name)
+        config_inputs: dict[str, Any] = {"base_name": cloud_name(self.context.stack_name, serving.name, limit=54),
                                          "variants": variants, "shadow_variants": shadow_variants}
         endpoint_inputs: dict[str, Any] = {"name": name, "config": Ref(config, "name"), "weights": weights,
                                            "instances": instances}
@@ -375,7 +372,7 @@ class AwsTarget(Target):
 
         stack, resources = self.context.stack_name, []
         drift, alerts = monitoring.drift, monitoring.alerts
-        name = _name(stack, serving.name)
+        name = cloud_name(stack, serving.name)
         schedule = schedule_name = features = None
         if drift is not None:
             source = Path(os.path.abspath(self.context.stack_dir / drift.baseline))
@@ -390,27 +387,27 @@ class AwsTarget(Target):
                 raise MlplatError(f"monitoring.drift: {what} the baseline {drift.baseline} (columns: "
                                   f"{', '.join(columns)})", hint="name baseline columns in drift.features, or leave "
                                                                  "features out")
-            slugs = [_slug(f) for f in features]
+            slugs = [slug(f) for f in features]
             if len(set(slugs)) != len(slugs) or not all(slugs):
                 raise MlplatError(f"monitoring.drift.features {features} do not make distinct alarm names",
                                   hint="rename the baseline's columns: letters and digits tell them apart")
             prefix = f"monitoring/{name}"
             baseline = ctx.address(serving.name, "monitoring_baseline", "main")
             resources.append(self._resource(baseline, "monitoring_baseline", {
-                "bucket": self._require("bucket", "for drift checks (the baseline and reports live in S3)"),
+                "bucket": self.required("bucket", "for drift checks (the baseline and reports live in S3)"),
                 "prefix": f"{self.settings.prefix.strip('/')}/{prefix}/baseline", "source": str(source),
                 "sha256": sha256_file(source), "features": features, "threshold": drift.threshold,
                 "format": "jsonl" if source.suffix.lower() in (".jsonl", ".ndjson", ".json") else "csv"}))
             job = ctx.address(serving.name, "data_quality_job_definition", "main")
             resources.append(self._resource(job, "data_quality_job_definition", {
-                "base_name": _name(stack, serving.name, "dq", limit=54), "endpoint": name,
+                "base_name": cloud_name(stack, serving.name, "dq", limit=54), "endpoint": name,
                 "image": MODEL_MONITOR_ANALYZER.uri(self.settings.region), "role_arn": role,
                 "constraints_uri": Ref(baseline, "constraints_uri"), "statistics_uri": Ref(baseline, "statistics_uri"),
                 "preprocessor_uri": Ref(baseline, "preprocessor_uri"), "output_uri": self._s3_uri(f"{prefix}/reports"),
                 "instance_type": "ml.m5.xlarge", "instance_count": 1, "volume_gb": 20, "max_runtime_s": 3600},
                 endpoint))
             schedule = ctx.address(serving.name, "monitoring_schedule", "main")
-            schedule_name = _name(stack, serving.name, "data-quality")
+            schedule_name = cloud_name(stack, serving.name, "data-quality")
             resources.append(self._resource(schedule, "monitoring_schedule", {
                 "name": schedule_name, "job_definition": Ref(job, "name"), "endpoint": name,
                 "cron": SCHEDULES[drift.schedule]}, endpoint))
@@ -421,14 +418,14 @@ class AwsTarget(Target):
             if alerts.webhook:
                 subscriptions.append({"protocol": alerts.webhook.split(":", 1)[0].lower(), "endpoint": alerts.webhook})
             resources.append(self._resource(topic, "alert_topic", {
-                "name": _name(stack, serving.name, "alerts"),
+                "name": cloud_name(stack, serving.name, "alerts"),
                 "subscriptions": sorted(subscriptions, key=lambda s: (s["protocol"], s["endpoint"]))}))
             outputs["alert_topic"] = Ref(topic, "arn")
             for feature in features or []:
                 assert drift is not None and schedule is not None and schedule_name is not None
-                resources.append(self._resource(ctx.address(serving.name, "metric_alarm", _slug(feature)),
+                resources.append(self._resource(ctx.address(serving.name, "metric_alarm", slug(feature)),
                                                 "metric_alarm", {
-                    "name": _name(stack, serving.name, "drift", feature, limit=255),
+                    "name": cloud_name(stack, serving.name, "drift", feature, limit=255),
                     "description": f"mlplat: feature {feature} of endpoint {serving.name} drifted from its baseline "
                                    f"(SageMaker Model Monitor distance > {drift.threshold}, {drift.schedule} check)",
                     "namespace": DATA_METRICS_NAMESPACE, "metric": f"feature_baseline_drift_{feature}",
@@ -451,9 +448,9 @@ class AwsTarget(Target):
     def lower_front_door(self, serving: Serving, upstreams: list[dict[str, Any]], ctx: LowerContext) -> Lowered:
         """Route 53 weighted records `<endpoint>.<stack>.<dns_zone>`, one per upstream (its target's name as the
         SetIdentifier), each with a health check; a weight change is an in-place UPSERT."""
-        zone = self._require("dns_zone", "for front doors (an existing public Route 53 hosted zone)")
+        zone = self.required("dns_zone", "for front doors (an existing public Route 53 hosted zone)")
         zone = zone.rstrip(".")
-        record = f"{_slug(serving.name)}.{_slug(self.context.stack_name)}.{zone}"
+        record = f"{slug(serving.name)}.{slug(self.context.stack_name)}.{zone}"
         if len(record) > 253:
             raise MlplatError(f"front door record {record!r} is longer than DNS allows (253 characters)",
                               hint=f"use a shorter targets.{self.context.target_name}.dns_zone or endpoint name")
@@ -462,7 +459,7 @@ class AwsTarget(Target):
         return Lowered([resource], {"url": Ref(address, "url")})
 
     def _s3_uri(self, suffix: str, why: str = "for HyperPod lifecycle scripts (or set lifecycle_script_uri)") -> str:
-        bucket = self._require("bucket", why)
+        bucket = self.required("bucket", why)
         return f"s3://{bucket}/{self.settings.prefix.strip('/')}/{suffix}"
 
 
@@ -486,29 +483,6 @@ def _monitoring_reasons(monitoring: Monitoring) -> list[Reason]:
                             f"threshold {drift.threshold} never flags drift", ("monitoring", "drift", "threshold"),
                             severity="warning"))
     return found
-
-
-def _count_reason(accelerator: str, gpus: int, serving: bool, loc: tuple[str | int, ...]) -> list[Reason]:
-    if accelerator == "cpu" or accelerator not in catalog.accelerators_offered("aws", serving=serving):
-        return []  # cpu sizes are picked by vCPUs; an accelerator not offered at all is a capability refusal
-    try:
-        catalog.instance_for("aws", accelerator, gpus, serving=serving)
-    except MlplatError as err:
-        return [Reason("accelerator-count-not-offered", err.message + (f"; {err.hint}" if err.hint else ""), loc)]
-    return []
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
-
-
-def _name(*parts: str, limit: int = 63) -> str:
-    """A SageMaker-legal name ([a-zA-Z0-9-], ≤ limit); long names keep a hash of the full text to stay unique."""
-    text = "-".join(_slug(p) for p in parts if p)
-    if len(text) <= limit:
-        return text
-    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    return f"{text[:limit - 9].rstrip('-')}-{digest}"
 
 
 def _token(stack: str, address: str) -> str:

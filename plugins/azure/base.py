@@ -13,14 +13,13 @@ resumed after a crash can do again without the poller. The SDK's poller thread i
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from provisioner import cloud
 from provisioner.cloud import operation_id, operation_of, unless_missing
 from provisioner.errors import MlplatError
-from provisioner.provider import Observed, ResourceProvider
+from provisioner.provider import ResourceProvider
 
 if TYPE_CHECKING:
     from mlplat_plugins.azure.sdk import Clients
@@ -40,16 +39,10 @@ FAILED = ("Failed", "Canceled")
 
 class AzureProvider(ResourceProvider):
     timeouts = FAST
-    import_id: re.Pattern[str] | None = None
 
     def __init__(self, target: AzureTarget) -> None:
         self.target = target
         self.settings = target.settings
-
-    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
-        if self.import_id is not None and not self.import_id.fullmatch(id):
-            return None
-        return self.read(id, inputs)
 
     @property
     def azure(self) -> Clients:

@@ -18,7 +18,7 @@ from typing import Any
 
 from mlplat_plugins.azure.base import FAILED, LONG, SUCCEEDED, TOKEN_TAG, AzureProvider
 from provisioner import cloud
-from provisioner.cloud import content_name, operation_id, operation_of
+from provisioner.cloud import content_name, operation_id, operation_of, split_percent
 from provisioner.errors import MlplatError
 from provisioner.operations import StepContext
 from provisioner.provider import Created, Observed
@@ -42,19 +42,6 @@ def state_of(entity: Any) -> str:
     member's name, not its value)."""
     state = getattr(entity, "provisioning_state", None)
     return str(getattr(state, "value", state) or "Succeeded")
-
-
-def split_percent(weights: dict[str, float]) -> dict[str, int]:
-    """Weights → integer percentages summing to 100 (largest remainder), as Azure's traffic wants them; all-zero
-    weights give all zeros."""
-    total = sum(max(w, 0.0) for w in weights.values())
-    if total <= 0:
-        return {k: 0 for k in weights}
-    exact = {k: max(w, 0.0) * 100 / total for k, w in weights.items()}
-    out = {k: int(v) for k, v in exact.items()}
-    for k in sorted(exact, key=lambda k: (out[k] - exact[k], k))[:100 - sum(out.values())]:
-        out[k] += 1
-    return out
 
 
 def model_ref(arm_id: str | None, wanted: str | None = None) -> str | None:

@@ -16,15 +16,14 @@ an ARM PUT is an upsert by name, so kinds whose name is their key replace destro
 
 from __future__ import annotations
 
-import hashlib
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from provisioner import catalog
 from provisioner.artifacts import artifact_path, sha256_file
+from provisioner.capabilities import accelerator_count
+from provisioner.cloud import cloud_name, slug
 from provisioner.errors import MlplatError
 from provisioner.graph import Ref, Resource
 from provisioner.provider import ResourceProvider
@@ -105,10 +104,11 @@ class AzureTarget(Target):
         found: list[Reason] = []
         if isinstance(component, Cluster):
             for i, pool in enumerate(component.gpu_pools):
-                found += _count_reason(pool.accelerator, pool.gpus_per_node, False, ("gpu_pools", i, "gpus_per_node"))
+                found += accelerator_count("azure", pool.accelerator, pool.gpus_per_node, False,
+                                           ("gpu_pools", i, "gpus_per_node"))
         elif isinstance(component, Serving):
             for name, path in component.paths.items():
-                found += _count_reason(path.accelerator, path.gpu_count, True, ("paths", name, "gpus"))
+                found += accelerator_count("azure", path.accelerator, path.gpu_count, True, ("paths", name, "gpus"))
             monitoring = component.monitoring
             if monitoring is not None and monitoring.alerts is not None and monitoring.alerts.webhook:
                 found.append(Reason("alert-webhook-unsupported", "Azure ML model monitoring alerts by e-mail, not "
@@ -217,7 +217,7 @@ class AzureTarget(Target):
         if registry.images:
             acr = self._discovered("container_registry")
             for image in registry.images:
-                outputs[f"image.{image.name}"] = f"{acr}/{_slug(self.context.stack_name)}/{_slug(image.name)}"
+                outputs[f"image.{image.name}"] = f"{acr}/{slug(self.context.stack_name)}/{slug(image.name)}"
             outputs["container_registry"] = acr
         for model in registry.models:
             source = artifact_path(model, self.context.stack_dir, registry.artifact_roots)
@@ -237,7 +237,7 @@ class AzureTarget(Target):
             return self.s.serving_image
         if registry is not None and registry.images:
             acr = self._discovered("container_registry")
-            return f"{acr}/{_slug(self.context.stack_name)}/{_slug(registry.images[0].name)}:latest"
+            return f"{acr}/{slug(self.context.stack_name)}/{slug(registry.images[0].name)}:latest"
         raise MlplatError(f"no inference image for Azure ML deployments on target {self.context.target_name!r}",
                           hint=f"set targets.{self.context.target_name}.serving_image, or declare an image under "
                                "registry.images (the workspace's container registry, tag `latest`)")
@@ -303,23 +303,11 @@ class AzureTarget(Target):
                           deployments: dict[str, Ref], outputs: dict[str, Any]) -> list[Resource]:
         """drift → the baseline uploaded to the blob datastore, and a monitor schedule with a data-drift signal per
         deployment (threshold per feature), whose e-mails are the alerts."""
-        from provisioner.monitoring.baseline import load
+        from provisioner.monitoring.baseline import declared
 
         drift = monitoring.drift
         assert drift is not None
-        source = Path(os.path.abspath(self.context.stack_dir / drift.baseline))
-        if not source.is_file():
-            raise MlplatError(f"monitoring.drift.baseline {drift.baseline!r} is not a file ({source})",
-                              hint="give a CSV file with a header row (or JSON lines), relative to the stack file")
-        table = load(source)  # the core's reader (`mlplat monitor` reads baselines with it): refuses an empty one
-        columns, rows = table.columns, table.rows
-        features = list(drift.features or columns)
-        missing = [f for f in features if f not in columns]
-        if missing or not rows:
-            what = f"features {', '.join(missing)} are not columns of" if missing else "no rows in"
-            raise MlplatError(f"monitoring.drift: {what} the baseline {drift.baseline} (columns: "
-                              f"{', '.join(columns)})", hint="name baseline columns in drift.features, or leave "
-                                                             "features out")
+        source, features = declared(drift.baseline, drift.features, self.context.stack_dir)
         endpoint_name = _endpoint_name(self.context.stack_name, serving.name)
         baseline = ctx.address(serving.name, "monitoring_baseline", "main")
         schedule = ctx.address(serving.name, "monitor_schedule", "main")
@@ -340,29 +328,9 @@ class AzureTarget(Target):
         ]
 
 
-def _count_reason(accelerator: str, gpus: int, serving: bool, loc: tuple[str | int, ...]) -> list[Reason]:
-    if accelerator == "cpu" or accelerator not in catalog.accelerators_offered("azure", serving=serving):
-        return []
-    try:
-        catalog.instance_for("azure", accelerator, gpus, serving=serving)
-    except MlplatError as err:
-        return [Reason("accelerator-count-not-offered", err.message + (f"; {err.hint}" if err.hint else ""), loc)]
-    return []
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
-
-
 def _name(*parts: str, limit: int = 63) -> str:
     """An Azure name: lower case `[a-z0-9-]`, starting with a letter, ≤ limit; long ones keep a hash of the text."""
-    text = "-".join(_slug(p) for p in parts if p)
-    if not text or not text[0].isalpha():
-        text = f"m-{text}"
-    if len(text) <= limit:
-        return text
-    digest = hashlib.sha256(text.encode()).hexdigest()[:6]
-    return f"{text[:limit - 7].rstrip('-')}-{digest}"
+    return cloud_name(*parts, limit=limit, digest=6, letter_first=True)
 
 
 def _endpoint_name(stack: str, serving: str) -> str:

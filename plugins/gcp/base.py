@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from provisioner import cloud
 from provisioner.cloud import operation_id, operation_of
-from provisioner.provider import Observed, ResourceProvider
+from provisioner.provider import ResourceProvider
 
 if TYPE_CHECKING:
     from mlplat_plugins.gcp.sdk import Client, Clients
@@ -52,18 +52,10 @@ def address_of(text: str | None) -> str | None:
 
 class GcpProvider(ResourceProvider):
     timeouts = FAST
-    #: what an `mlplat import` id of this kind looks like; another id is no object of this kind
-    import_id: re.Pattern[str] | None = None
 
     def __init__(self, target: GcpTarget) -> None:
         self.target = target
         self.settings = target.settings
-
-    def import_(self, address: str, id: str, inputs: dict[str, Any]) -> Observed | None:
-        """`read` the object `id`, once it looks like an id of this kind (`import_id`)."""
-        if self.import_id is not None and not self.import_id.fullmatch(id):
-            return None
-        return self.read(id, inputs)
 
     @property
     def gcp(self) -> Clients:

@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from mlplat_plugins.gcp.base import LONG, GcpProvider, describe
-from provisioner.cloud import operation_id, operation_of, or_existing, unless_missing
+from provisioner.cloud import operation_id, operation_of, or_existing, split_percent, unless_missing
 from provisioner.errors import MlplatError
 from provisioner.operations import StepContext
 from provisioner.provider import Created, Observed
@@ -40,19 +40,6 @@ def _as_dict(message: Any) -> dict[str, Any]:
     from mlplat_plugins.gcp.sdk import to_dict
 
     return to_dict(message)
-
-
-def split_percent(weights: dict[str, float]) -> dict[str, int]:
-    """Weights → integer percentages summing to 100 (largest remainder), as Vertex AI's traffic_split wants them.
-    All-zero weights give all zeros."""
-    total = sum(max(w, 0.0) for w in weights.values())
-    if total <= 0:
-        return {k: 0 for k in weights}
-    exact = {k: max(w, 0.0) * 100 / total for k, w in weights.items()}
-    out = {k: int(v) for k, v in exact.items()}
-    for k in sorted(exact, key=lambda k: (out[k] - exact[k], k))[:100 - sum(out.values())]:
-        out[k] += 1
-    return out
 
 
 class _Serving(GcpProvider):

@@ -15,15 +15,14 @@ Vertex AI cannot mirror requests (no shadow mode); a front door is the local gat
 
 from __future__ import annotations
 
-import hashlib
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from provisioner import catalog
 from provisioner.artifacts import artifact_path, sha256_file
+from provisioner.capabilities import accelerator_count
+from provisioner.cloud import cloud_name, slug
 from provisioner.errors import MlplatError
 from provisioner.graph import Ref, Resource
 from provisioner.provider import ResourceProvider
@@ -115,10 +114,11 @@ class GcpTarget(Target):
         found: list[Reason] = []
         if isinstance(component, Cluster):
             for i, pool in enumerate(component.gpu_pools):
-                found += _count_reason(pool.accelerator, pool.gpus_per_node, False, ("gpu_pools", i, "gpus_per_node"))
+                found += accelerator_count("gcp", pool.accelerator, pool.gpus_per_node, False,
+                                           ("gpu_pools", i, "gpus_per_node"))
         elif isinstance(component, Serving):
             for name, path in component.paths.items():
-                found += _count_reason(path.accelerator, path.gpu_count, True, ("paths", name, "gpus"))
+                found += accelerator_count("gcp", path.accelerator, path.gpu_count, True, ("paths", name, "gpus"))
             if component.monitoring is not None:
                 found += _monitoring_reasons(component.monitoring)
         return found
@@ -179,13 +179,6 @@ class GcpTarget(Target):
     def _resource(self, address: str, kind: str, inputs: dict[str, Any], *after: str) -> Resource:
         return Resource(address, f"gcp.{kind}", self.context.target_name, inputs, depends_on=tuple(after))
 
-    def _require(self, field: str, why: str) -> Any:
-        value = getattr(self.s, field)
-        if not value:
-            raise MlplatError(f"targets.{self.context.target_name}.{field} is required {why}",
-                              hint=f"set {field} under targets.{self.context.target_name} in the stack file")
-        return value
-
     def _lower_cluster(self, cluster: Cluster, ctx: LowerContext) -> Lowered:
         pools = []
         for pool in cluster.gpu_pools:
@@ -234,7 +227,7 @@ class GcpTarget(Target):
                 outputs[f"image.{image.name}"] = f"{uri}/{_name(image.name)}"
         if not registry.models:
             return Lowered(resources, outputs)
-        bucket = self._require("bucket", "to hold model artifacts")
+        bucket = self.required("bucket", "to hold model artifacts")
         previous: dict[str, str] = {}  # model name → the address of its version declared before
         for model in registry.models:
             image = self._image_for(model.framework, registry, outputs)
@@ -330,24 +323,12 @@ class GcpTarget(Target):
                           deployed: dict[str, Ref], outputs: dict[str, Any]) -> list[Resource]:
         """drift → the baseline in GCS and a model deployment monitoring job over every deployed path, whose
         e-mails are the alerts."""
-        from provisioner.monitoring.baseline import load
+        from provisioner.monitoring.baseline import declared
 
         drift = monitoring.drift
         assert drift is not None
-        source = Path(os.path.abspath(self.context.stack_dir / drift.baseline))
-        if not source.is_file():
-            raise MlplatError(f"monitoring.drift.baseline {drift.baseline!r} is not a file ({source})",
-                              hint="give a CSV file with a header row (or JSON lines), relative to the stack file")
-        table = load(source)  # the core's reader (`mlplat monitor` reads baselines with it): refuses an empty one
-        columns, rows = table.columns, table.rows
-        features = list(drift.features or columns)
-        missing = [f for f in features if f not in columns]
-        if missing or not rows:
-            what = f"features {', '.join(missing)} are not columns of" if missing else "no rows in"
-            raise MlplatError(f"monitoring.drift: {what} the baseline {drift.baseline} (columns: "
-                              f"{', '.join(columns)})", hint="name baseline columns in drift.features, or leave "
-                                                             "features out")
-        bucket = self._require("bucket", "for drift checks (the baseline lives in GCS)")
+        source, features = declared(drift.baseline, drift.features, self.context.stack_dir)
+        bucket = self.required("bucket", "for drift checks (the baseline lives in GCS)")
         endpoint_id = _name(self.context.stack_name, serving.name)
         fmt = "jsonl" if source.suffix.lower() in (".jsonl", ".ndjson", ".json") else "csv"
         baseline = ctx.address(serving.name, "monitoring_baseline", "main")
@@ -394,31 +375,11 @@ def _monitoring_reasons(monitoring: Monitoring) -> list[Reason]:
     return found
 
 
-def _count_reason(accelerator: str, gpus: int, serving: bool, loc: tuple[str | int, ...]) -> list[Reason]:
-    if accelerator == "cpu" or accelerator not in catalog.accelerators_offered("gcp", serving=serving):
-        return []
-    try:
-        catalog.instance_for("gcp", accelerator, gpus, serving=serving)
-    except MlplatError as err:
-        return [Reason("accelerator-count-not-offered", err.message + (f"; {err.hint}" if err.hint else ""), loc)]
-    return []
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
-
-
 def _name(*parts: str, limit: int = 63) -> str:
     """A Google id: lower case `[a-z0-9-]`, starting with a letter, ≤ limit; long ones keep a hash of the text."""
-    text = "-".join(_slug(p) for p in parts if p)
-    if not text or not text[0].isalpha():
-        text = f"m-{text}"
-    if len(text) <= limit:
-        return text
-    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    return f"{text[:limit - 9].rstrip('-')}-{digest}"
+    return cloud_name(*parts, limit=limit, letter_first=True)
 
 
 def _alias(version: str) -> str:
     """A Model Registry version alias for `version`: `[a-z][a-zA-Z0-9-]{0,126}[a-z0-9]`, so `v` + the slug."""
-    return f"v{_slug(version)}"[:128]
+    return f"v{slug(version)}"[:128]

@@ -11,7 +11,8 @@ import hashlib
 import posixpath
 from typing import TYPE_CHECKING, Any
 
-from mlplat_plugins.onprem.target import MANAGED_BY, REGISTRY_PORT, SERVING_PORT, k8s_name, label_value
+from mlplat_plugins.onprem.target import MANAGED_BY, REGISTRY_PORT, SERVING_PORT, label_value
+from provisioner.cloud import cloud_name
 from provisioner.errors import MlplatError
 from provisioner.graph import Ref, Resource
 from provisioner.spec.model import Cluster, Registry, Serving, ServingPath, Storage
@@ -34,8 +35,8 @@ def cluster(t: OnpremTarget, cluster: Cluster, ctx: LowerContext) -> Lowered:
     kueue = t.discovered.get("kueue", False)
     for pool in cluster.gpu_pools:
         placement = t.node_placement(pool.accelerator, pool.gpus_per_node)
-        scoped = k8s_name(t.namespace, cluster.name, pool.name)  # cluster-scoped names carry the namespace
-        local = k8s_name(cluster.name, pool.name)
+        scoped = cloud_name(t.namespace, cluster.name, pool.name)  # cluster-scoped names carry the namespace
+        local = cloud_name(cluster.name, pool.name)
         priority = ctx.address(cluster.name, "priority_class", pool.name)
         resources.append(t.resource(priority, "priority_class", {
             "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
@@ -76,17 +77,21 @@ def cluster(t: OnpremTarget, cluster: Cluster, ctx: LowerContext) -> Lowered:
     return Lowered(resources, outputs)
 
 
+def _nfs_source(t: OnpremTarget, name: str, size_gb: int) -> dict[str, str]:
+    """Where the volume `name` lives on the NFS server, and its size: what a change of replaces the volume and its
+    claim (a static NFS volume does not expand, and its source is immutable; Retain keeps the data)."""
+    server = t.required("nfs_server", "for nas storage and the registry (an NFS volume)")
+    return {"server": server, "path": posixpath.join(t.s.nfs_path, t.namespace, name), "size": f"{size_gb}Gi"}
+
+
 def _nfs_volume(t: OnpremTarget, ctx: LowerContext, component: str, key: str, name: str,
                 size_gb: int) -> tuple[list[Resource], str, str]:
     """An NFS PersistentVolume and the ReadWriteMany claim bound to it; (resources, claim address, claim name)."""
-    server = t.require_nfs("for nas storage and the registry (an NFS volume)")
-    path = posixpath.join(t.s.nfs_path, t.namespace, name)
-    volume_name = k8s_name(t.namespace, name)
+    fixed = _nfs_source(t, name, size_gb)
+    server, path, size = fixed["server"], fixed["path"], fixed["size"]
+    volume_name = cloud_name(t.namespace, name)
     volume = ctx.address(component, "persistent_volume", key)
     claim = ctx.address(component, "persistent_volume_claim", key)
-    size = f"{size_gb}Gi"
-    # a static NFS volume does not expand, and its source is immutable: any change replaces both (Retain keeps data)
-    fixed = {"server": server, "path": path, "size": size}
     pv = t.resource(volume, "persistent_volume", {
         "apiVersion": "v1", "kind": "PersistentVolume", "metadata": t.meta(volume_name, component, False),
         "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteMany"],
@@ -102,12 +107,11 @@ def _nfs_volume(t: OnpremTarget, ctx: LowerContext, component: str, key: str, na
 def storage(t: OnpremTarget, storage: Storage, ctx: LowerContext) -> Lowered:
     if storage.kind != "nas":  # refused at validate (capabilities); kept for a direct lower()
         raise MlplatError(f"the onprem target has no {storage.kind} storage", hint="use kind: nas (an NFS volume)")
-    resources, claim, claim_name = _nfs_volume(t, ctx, storage.name, "main", k8s_name(storage.name),
+    resources, claim, claim_name = _nfs_volume(t, ctx, storage.name, "main", cloud_name(storage.name),
                                                storage.size_gb)
-    server = t.s.nfs_server
-    path = posixpath.join(t.s.nfs_path, t.namespace, k8s_name(storage.name))
-    return Lowered(resources, {"claim": claim_name, "nfs": f"{server}:{path}", "mount_path": storage.mount_path,
-                               "phase": Ref(claim, "phase")})
+    source = resources[-1].inputs["replace_on"]
+    return Lowered(resources, {"claim": claim_name, "nfs": f"{source['server']}:{source['path']}",
+                               "mount_path": storage.mount_path, "phase": Ref(claim, "phase")})
 
 
 def _registry_claim(t: OnpremTarget, registry: Registry, ctx: LowerContext
@@ -116,11 +120,9 @@ def _registry_claim(t: OnpremTarget, registry: Registry, ctx: LowerContext
     that claim's `replace_on` (what replaces it)."""
     for s in ctx.platform.storage:
         if s.kind == "nas" and ctx.platform.target_of(s) == t.context.target_name:
-            name = k8s_name(s.name)
-            fixed = {"server": t.s.nfs_server, "path": posixpath.join(t.s.nfs_path, t.namespace, name),
-                     "size": f"{s.size_gb}Gi"}
-            return [], ctx.address(s.name, "persistent_volume_claim", "main"), name, fixed
-    resources, claim_address, claim = _nfs_volume(t, ctx, registry.name, "data", k8s_name(registry.name, "data"),
+            name = cloud_name(s.name)
+            return [], ctx.address(s.name, "persistent_volume_claim", "main"), name, _nfs_source(t, name, s.size_gb)
+    resources, claim_address, claim = _nfs_volume(t, ctx, registry.name, "data", cloud_name(registry.name, "data"),
                                                   t.s.registry_size_gb)
     return resources, claim_address, claim, resources[-1].inputs["replace_on"]
 
@@ -128,7 +130,7 @@ def _registry_claim(t: OnpremTarget, registry: Registry, ctx: LowerContext
 def registry(t: OnpremTarget, registry: Registry, ctx: LowerContext) -> Lowered:
     """An OCI registry (Deployment + Service) on a claim; each model an OCI artifact pushed into it."""
     resources, claim_address, claim, volume = _registry_claim(t, registry, ctx)
-    name = k8s_name(registry.name)
+    name = cloud_name(registry.name)
     selector = {"mlplat.dev/registry": label_value(registry.name)}
     deployment = ctx.address(registry.name, "deployment", "main")
     service = ctx.address(registry.name, "service", "main")
@@ -150,13 +152,13 @@ def registry(t: OnpremTarget, registry: Registry, ctx: LowerContext) -> Lowered:
     host = f"{name}.{t.namespace}.svc.cluster.local:{REGISTRY_PORT}"
     outputs: dict[str, Any] = {"registry": host, "claim": claim}
     for image in registry.images:
-        outputs[f"image.{image.name}"] = f"{host}/{k8s_name(image.name)}"
+        outputs[f"image.{image.name}"] = f"{host}/{cloud_name(image.name)}"
     for model in registry.models:
         source, digest = t.artifact(registry, model)
         address = ctx.address(registry.name, "model_artifact", model.ref)
         resources.append(Resource(address, "onprem.model_artifact", t.context.target_name, {
             "namespace": t.namespace, "service": name, "port": REGISTRY_PORT, "host": host,
-            "repository": f"models/{k8s_name(model.name)}", "tag": label_value(model.version),
+            "repository": f"models/{cloud_name(model.name)}", "tag": label_value(model.version),
             "file": posixpath.basename(source), "source": source, "sha256": digest, "framework": model.framework},
             depends_on=(deployment, service)))
         outputs[f"model.{model.ref}"] = Ref(address, "uri")
@@ -231,7 +233,7 @@ def serving(t: OnpremTarget, serving: Serving, ctx: LowerContext) -> Lowered:
 def _gateway_route(t: OnpremTarget, serving: Serving, ctx: LowerContext) -> Lowered:
     """Per path a model-server Deployment and Service; one HTTPRoute splitting (or mirroring) between them."""
     base = t.gateway_base()
-    endpoint = k8s_name(serving.name)
+    endpoint = cloud_name(serving.name)
     resources: list[Resource] = []
     backends: list[dict[str, Any]] = []
     filters: list[dict[str, Any]] = [
@@ -240,10 +242,10 @@ def _gateway_route(t: OnpremTarget, serving: Serving, ctx: LowerContext) -> Lowe
     for path_name, path in serving.paths.items():
         fetch, uri, file = _model_source(t, serving, path, ctx)
         placement = t.node_placement(path.accelerator, path.gpu_count, serving=True)
-        name = k8s_name(serving.name, path_name)
+        name = cloud_name(serving.name, path_name)
         # a new model is a new Deployment beside the old one (create before destroy: the Service selects both
         # while they overlap, so no request fails), named by the model's content; replicas change in place
-        release = k8s_name(name, _short_hash(path.model, str(_sha256_of(serving, path, ctx))))
+        release = cloud_name(name, _short_hash(path.model, str(_sha256_of(serving, path, ctx))))
         selector = {"mlplat.dev/endpoint": label_value(serving.name), "mlplat.dev/path": path_name}
         deployment = ctx.address(serving.name, "deployment", path_name)
         service = ctx.address(serving.name, "service", path_name)
@@ -305,7 +307,7 @@ def _service_monitor(t: OnpremTarget, serving: Serving, ctx: LowerContext) -> li
         return []
     return [t.resource(ctx.address(serving.name, "service_monitor", "main"), "service_monitor", {
         "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-        "metadata": t.meta(k8s_name(serving.name), serving.name),
+        "metadata": t.meta(cloud_name(serving.name), serving.name),
         "spec": {"selector": {"matchLabels": {"mlplat.dev/endpoint": label_value(serving.name)}},
                  "endpoints": [{"port": "http", "path": "/metrics", "interval": "30s"}]}})]
 
@@ -336,7 +338,7 @@ def _inference_service(t: OnpremTarget, serving: Serving, ctx: LowerContext) -> 
     spec_predictor = dict(canary, canaryTrafficPercent=percent) if canary is not None else production
     address = ctx.address(serving.name, "inference_service", "main")
     resource = t.resource(address, "inference_service", {
-        "apiVersion": KSERVE, "kind": "InferenceService", "metadata": t.meta(k8s_name(serving.name), serving.name),
+        "apiVersion": KSERVE, "kind": "InferenceService", "metadata": t.meta(cloud_name(serving.name), serving.name),
         "spec": {"predictor": spec_predictor}}, production=production)
     return Lowered([resource], {"url": Ref(address, "url"), "engine": "kserve",
                                 "upstream": {"url": Ref(address, "url"), "sign": None, "api_key": None}})

@@ -176,10 +176,14 @@ class ModelArtifact(ResourceProvider):
                                                             f"{self._id(inputs)}")
         return Created(self._id(inputs), self._push(address, inputs, ctx.token))
 
+    def _named(self, id: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        """`inputs` naming the artifact `id` (`<repository>:<tag>`), which they may not (a delete gets only an id
+        of its own: plugins/README.md, "delete by id")."""
+        repository, _, tag = id.rpartition(":")
+        return inputs if id == self._id(inputs) else dict(inputs, repository=repository, tag=tag)
+
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
-        if id != self._id(inputs):
-            repository, _, tag = id.rpartition(":")
-            inputs = dict(inputs, repository=repository, tag=tag)
+        inputs = self._named(id, inputs)
         seen = self._manifest(inputs)
         if seen is None:
             return None
@@ -204,6 +208,7 @@ class ModelArtifact(ResourceProvider):
         return outputs
 
     def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
+        inputs = self._named(id, inputs)
         seen = self._manifest(inputs)
         if seen is not None:
             self._delete_manifest(inputs, seen[1])  # 404: deleted meanwhile, success

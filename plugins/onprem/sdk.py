@@ -78,6 +78,7 @@ class Kube:
         self._lock = threading.Lock()
         self._api: Any = None
         self._dynamic: Any = None
+        self._cache: tempfile.TemporaryDirectory[str] | None = None
         self._resources: dict[tuple[str, str], Any] = {}
 
     # clients ------------------------------------------------------------------------------------------------
@@ -117,8 +118,10 @@ class Kube:
             if self._dynamic is None:
                 from kubernetes.dynamic import DynamicClient
 
-                # discovery cached per client, not in a file shared by every process talking to this server
-                cache = os.path.join(tempfile.mkdtemp(prefix="mlplat-kube-"), "discovery.json")
+                # discovery cached per client, not in a file shared by every process talking to this server;
+                # the directory goes with the client (or at exit)
+                self._cache = tempfile.TemporaryDirectory(prefix="mlplat-kube-")
+                cache = os.path.join(self._cache.name, "discovery.json")
                 self._dynamic = _call("discovery", lambda: DynamicClient(api, cache_file=cache))
             return self._dynamic
 

@@ -21,14 +21,13 @@ A weight change patches only the HTTPRoute (or the InferenceService's canary per
 
 from __future__ import annotations
 
-import hashlib
-import os
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from provisioner import catalog
 from provisioner.artifacts import artifact_path, sha256_file
+from provisioner.cloud import cloud_name
 from provisioner.errors import MlplatError
 from provisioner.graph import Resource
 from provisioner.provider import ResourceProvider
@@ -117,7 +116,7 @@ class OnpremTarget(Target):
 
     @property
     def namespace(self) -> str:
-        return k8s_name(self.s.namespace_prefix, self.context.stack_name)
+        return cloud_name(self.s.namespace_prefix, self.context.stack_name)
 
     def capabilities(self) -> Capabilities:
         return Capabilities(
@@ -185,9 +184,6 @@ class OnpremTarget(Target):
 
     # lowering ----------------------------------------------------------------------------------------
 
-    def _has(self, key: str) -> bool:
-        return bool(self.discovered.get(key))
-
     def resource(self, address: str, kind: str, manifest: dict[str, Any], *after: str, replace_on: Any = None,
                  **extra: Any) -> Resource:
         """One Kubernetes object: its whole manifest (server-side applied), what replaces it when it changes
@@ -237,12 +233,6 @@ class OnpremTarget(Target):
             if self.s.gpu_toleration else []
         return {"node_selector": {PRODUCT_LABEL: product}, "tolerations": tolerations, "gpus": gpus}
 
-    def require_nfs(self, why: str) -> str:
-        if not self.s.nfs_server:
-            raise MlplatError(f"targets.{self.context.target_name}.nfs_server is required {why}",
-                              hint=f"set nfs_server (and nfs_path) under targets.{self.context.target_name}")
-        return self.s.nfs_server
-
     def artifact(self, registry: Registry, model: Any) -> tuple[str, str]:
         """The local file of a registry model and its sha256."""
         source = artifact_path(model, self.context.stack_dir, registry.artifact_roots)
@@ -258,23 +248,6 @@ class OnpremTarget(Target):
                               hint=f"set targets.{self.context.target_name}.gateway_url, or install a Gateway API "
                                    "implementation and name its Gateway in `gateway`")
         return str(url).rstrip("/")
-
-    def work_path(self, *parts: str) -> str:
-        return os.path.join(str(self.context.work_dir), *parts)
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
-
-
-def k8s_name(*parts: str, limit: int = 63) -> str:
-    """A DNS-1123 label: lower case `[a-z0-9-]`, starting and ending alphanumeric, ≤ limit (long ones keep a
-    hash of the text)."""
-    text = "-".join(s for s in (_slug(p) for p in parts if p) if s) or "x"
-    if len(text) <= limit:
-        return text
-    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    return f"{text[:limit - 9].rstrip('-')}-{digest}"
 
 
 def label_value(text: str) -> str:

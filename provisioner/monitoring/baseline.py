@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,24 @@ def load(path: str | Path) -> Baseline:
             if value is not None:
                 values[column].append(value)
     return Baseline(path, columns, values, len(rows))
+
+
+def declared(baseline: str, features: list[str] | None, stack_dir: Path) -> tuple[Path, list[str]]:
+    """The baseline file an endpoint's `monitoring.drift` names (relative to the stack file) and the features it
+    checks (every column when it names none): what a cloud target's lowering uploads and watches. MlplatError for a
+    missing or unreadable file, one without rows, or a feature that is not one of its columns."""
+    source = Path(os.path.abspath(stack_dir / baseline))
+    if not source.is_file():
+        raise MlplatError(f"monitoring.drift.baseline {baseline!r} is not a file ({source})",
+                          hint="give a CSV file with a header row (or JSON lines), relative to the stack file")
+    columns = load(source).columns  # refuses an empty one
+    checked = list(features or columns)
+    missing = [f for f in checked if f not in columns]
+    if missing:
+        raise MlplatError(f"monitoring.drift: features {', '.join(missing)} are not columns of the baseline "
+                          f"{baseline} (columns: {', '.join(columns)})",
+                          hint="name baseline columns in drift.features, or leave features out")
+    return source, checked
 
 
 def _csv(path: Path, text: str) -> tuple[list[str], list[dict[str, Any]]]:
