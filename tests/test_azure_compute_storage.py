@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from stack_file import StackFile
 
-from provisioner.api import Stack
 from provisioner.errors import MlplatError
 from provisioner.operations import detached
 
@@ -34,33 +33,18 @@ SHARE_ID = f"https://{STORAGE_ACCOUNT}.file.core.windows.net/{SHARE_NAME}"
 DEFAULT_DATASTORES = {"workspaceblobstore", "workspacefilestore"}
 
 
-class AzureStack:
+class AzureStack(StackFile):
     """A stack file with a one-pool GPU cluster and nas storage on the fake, edited as a dict."""
 
     def __init__(self, path: Path, workspace: AzureWorkspace) -> None:
-        self.path, self.server = path, workspace.server
-        self.doc: dict[str, Any] = {
+        self.server = workspace.server
+        super().__init__(path, {
             "apiVersion": "mlplat/v1", "metadata": {"name": "vision"}, "target": "azure",
             "targets": {"azure": workspace.settings()},
             "clusters": [{"name": "train", "gpu_pools": [
                 {"name": "gpu", "accelerator": "T4", "gpus_per_node": 1, "nodes": {"min": 0, "max": 2}}]}],
             "storage": [{"name": "shared", "kind": "nas", "size_gb": 100, "mount_path": "/mnt/shared"}],
-        }
-        self.write()
-
-    def write(self) -> AzureStack:
-        self.path.write_text(yaml.safe_dump(self.doc, sort_keys=False))
-        return self
-
-    def plan_and_apply(self) -> dict[str, str]:
-        with _Open(self.path) as stack:
-            plan = stack.plan()
-            stack.apply(plan)
-        return {c.address: c.action for c in plan.changes if c.action != "noop"}
-
-    def destroy(self) -> None:
-        with _Open(self.path) as stack:
-            stack.apply(stack.plan(destroy=True))
+        })
 
     def objects(self) -> dict[str, int]:
         """What exists per address: computes and datastores by their `mlplat-address` tag, shares by metadata."""
@@ -87,19 +71,6 @@ class AzureStack:
         return self.server.objects["datastores"][DATASTORE_NAME]
 
 
-class _Open:
-    """`Stack(path)` closed on exit."""
-
-    def __init__(self, path: Path) -> None:
-        self.stack = Stack(path)
-
-    def __enter__(self) -> Stack:
-        return self.stack
-
-    def __exit__(self, *exc: object) -> None:
-        self.stack.close()
-
-
 @pytest.fixture
 def azure_stack(tmp_path: Path, azure_workspace: AzureWorkspace) -> AzureStack:
     return AzureStack(tmp_path / "stack.yaml", azure_workspace)
@@ -113,7 +84,7 @@ def scale(obj: dict[str, Any]) -> tuple[Any, ...]:
 
 def test_cluster_and_file_share_round_trip(azure_stack: AzureStack) -> None:
     server = azure_stack.server
-    assert azure_stack.plan_and_apply() == {CLUSTER: "create", SHARE: "create", DATASTORE: "create"}
+    assert azure_stack.apply() == {CLUSTER: "create", SHARE: "create", DATASTORE: "create"}
     assert azure_stack.objects() == {CLUSTER: 1, SHARE: 1, DATASTORE: 1}
     cluster, share, datastore = azure_stack.compute, azure_stack.share, azure_stack.datastore
     assert cluster["properties"]["provisioningState"] == "Succeeded"
@@ -127,23 +98,23 @@ def test_cluster_and_file_share_round_trip(azure_stack: AzureStack) -> None:
         ("AzureFile", STORAGE_ACCOUNT, SHARE_NAME)
     assert props["credentials"] == {"credentialsType": "None"}  # identity-based: no key kept in the workspace
     assert props["tags"]["mlplat-address"] == DATASTORE
-    with _Open(azure_stack.path) as stack:
+    with azure_stack.open() as stack:
         outputs = stack.outputs()
     assert outputs["train.compute.gpu"] == COMPUTE_NAME
     assert outputs["shared.share"] == SHARE_NAME and outputs["shared.datastore"] == DATASTORE_NAME
     assert outputs["shared.account"] == STORAGE_ACCOUNT and outputs["shared.mount_path"] == "/mnt/shared"
-    with _Open(azure_stack.path) as stack:
+    with azure_stack.open() as stack:
         records = stack.state.resources()
     assert records[CLUSTER].id == COMPUTE_ID and records[SHARE].id == SHARE_ID
     assert records[DATASTORE].id == f"{WORKSPACE_PATH}/datastores/{DATASTORE_NAME}"
     assert records[SHARE].outputs == {"name": SHARE_NAME, "url": SHARE_ID}
-    assert azure_stack.plan_and_apply() == {}  # no drift right after create
+    assert azure_stack.apply() == {}  # no drift right after create
 
     # node counts change in place (the same PUT, new scale settings)
     azure_stack.doc["clusters"][0]["gpu_pools"][0]["nodes"] = {"min": 1, "max": 4}
     azure_stack.write()
     server.calls.clear()
-    assert azure_stack.plan_and_apply() == {CLUSTER: "update"}
+    assert azure_stack.apply() == {CLUSTER: "update"}
     assert [server.count(a) for a in ("Compute.CreateOrUpdate", "Compute.Delete")] == [1, 0]
     assert scale(azure_stack.compute) == ("Standard_NC4as_T4_v3", "Dedicated", 1, 4)
     assert azure_stack.compute["properties"]["createdOn"] == cluster["properties"]["createdOn"]
@@ -152,7 +123,7 @@ def test_cluster_and_file_share_round_trip(azure_stack: AzureStack) -> None:
     azure_stack.doc["clusters"][0]["gpu_pools"][0]["accelerator"] = "V100"
     azure_stack.write()
     server.calls.clear()
-    assert azure_stack.plan_and_apply() == {CLUSTER: "replace"}
+    assert azure_stack.apply() == {CLUSTER: "replace"}
     assert [server.count(a) for a in ("Compute.Delete", "Compute.CreateOrUpdate")] == [1, 1]
     actions = [a for a, _ in server.calls]
     assert actions.index("Compute.Delete") < actions.index("Compute.CreateOrUpdate")
@@ -161,7 +132,7 @@ def test_cluster_and_file_share_round_trip(azure_stack: AzureStack) -> None:
     # ... and so does spot (low priority)
     azure_stack.doc["clusters"][0]["gpu_pools"][0]["spot"] = True
     azure_stack.write()
-    assert azure_stack.plan_and_apply() == {CLUSTER: "replace"}
+    assert azure_stack.apply() == {CLUSTER: "replace"}
     assert scale(azure_stack.compute) == ("Standard_NC6s_v3", "LowPriority", 1, 4)
     assert azure_stack.objects() == {CLUSTER: 1, SHARE: 1, DATASTORE: 1}
 
@@ -170,10 +141,10 @@ def test_cluster_and_file_share_round_trip(azure_stack: AzureStack) -> None:
     azure_stack.doc["storage"][0]["size_gb"] = 500
     azure_stack.write()
     server.calls.clear()
-    assert azure_stack.plan_and_apply() == {SHARE: "update"}
+    assert azure_stack.apply() == {SHARE: "update"}
     assert server.count("File.DeleteShare") == 0 and server.count("File.PutShare") == 1
     assert azure_stack.share["quota"] == 500 and azure_stack.share["metadata"]["mlplat_token"] == token
-    assert azure_stack.plan_and_apply() == {}
+    assert azure_stack.apply() == {}
 
     server.calls.clear()
     azure_stack.destroy()
@@ -186,29 +157,29 @@ def test_cluster_and_file_share_round_trip(azure_stack: AzureStack) -> None:
 
 def test_out_of_band_changes_show_as_drift_and_apply_corrects_them(azure_stack: AzureStack) -> None:
     server = azure_stack.server
-    azure_stack.plan_and_apply()
+    azure_stack.apply()
     server.edit("computes", COMPUTE_NAME,
                 lambda c: c["properties"]["properties"]["scaleSettings"].update(maxNodeCount=6))
     storage_key = f"{STORAGE_ACCOUNT}/{SHARE_NAME}"
     server.edit("shares", storage_key, lambda s: s.update(quota=300))
     server.edit("datastores", DATASTORE_NAME, lambda d: d["properties"].update(fileShareName="elsewhere"))
-    with _Open(azure_stack.path) as stack:
+    with azure_stack.open() as stack:
         plan = stack.plan()
     changes = {c.address: c for c in plan.changes if c.action != "noop"}
     assert {a: c.action for a, c in changes.items()} == {CLUSTER: "update", SHARE: "update", DATASTORE: "update"}
     assert changes[CLUSTER].drift == {"max_nodes": [2, 6]}
     assert changes[SHARE].drift == {"quota_gb": [100, 300]}
     assert changes[DATASTORE].drift == {"share": [SHARE_NAME, "elsewhere"]}
-    assert azure_stack.plan_and_apply() == {CLUSTER: "update", SHARE: "update", DATASTORE: "update"}
+    assert azure_stack.apply() == {CLUSTER: "update", SHARE: "update", DATASTORE: "update"}
     assert scale(azure_stack.compute)[3] == 2 and azure_stack.share["quota"] == 100
     assert azure_stack.datastore["properties"]["fileShareName"] == SHARE_NAME
-    assert azure_stack.plan_and_apply() == {}
+    assert azure_stack.apply() == {}
 
     # deleted out of band: read as gone, planned as creates
     del server.objects["computes"][COMPUTE_NAME]
     del server.objects["shares"][storage_key]
     del server.objects["datastores"][DATASTORE_NAME]
-    assert azure_stack.plan_and_apply() == {CLUSTER: "create", SHARE: "create", DATASTORE: "create"}
+    assert azure_stack.apply() == {CLUSTER: "create", SHARE: "create", DATASTORE: "create"}
     assert azure_stack.objects() == {CLUSTER: 1, SHARE: 1, DATASTORE: 1}
     del server.objects["computes"][COMPUTE_NAME]
     del server.objects["shares"][storage_key]
@@ -228,7 +199,7 @@ COMPUTE_INPUTS = {"name": "train-gpu", "vm_size": "Standard_NC4as_T4_v3", "min_n
 def test_a_compute_create_resumed_after_a_crash_waits_on_its_operation(azure_stack: AzureStack) -> None:
     server = azure_stack.server
     server.operation_polls = 3
-    with _Open(azure_stack.path) as stack:
+    with azure_stack.open() as stack:
         provider = stack.provider_for("azure", "azure.compute")
         checkpoints: list[str] = []
 
@@ -288,9 +259,9 @@ def test_a_compute_create_resumed_after_a_crash_waits_on_its_operation(azure_sta
 
 def test_an_update_resumed_after_a_crash_waits_on_its_operation(azure_stack: AzureStack) -> None:
     server = azure_stack.server
-    azure_stack.plan_and_apply()
+    azure_stack.apply()
     server.operation_polls = 3
-    with _Open(azure_stack.path) as stack:
+    with azure_stack.open() as stack:
         record = stack.state.resources()[CLUSTER]
         provider = stack.provider_for("azure", record.kind)
         prior = copy.deepcopy(record.inputs)
@@ -315,7 +286,7 @@ def test_an_update_resumed_after_a_crash_waits_on_its_operation(azure_stack: Azu
 
 
 def test_file_share_and_datastore_create_adopt_and_import(azure_stack: AzureStack) -> None:
-    with _Open(azure_stack.path) as stack:
+    with azure_stack.open() as stack:
         shares = stack.provider_for("azure", "azure.file_share")
         datastores = stack.provider_for("azure", "azure.datastore")
         inputs = {"account": STORAGE_ACCOUNT, "name": SHARE_NAME, "quota_gb": 100}
@@ -354,18 +325,18 @@ def test_file_share_and_datastore_create_adopt_and_import(azure_stack: AzureStac
 def test_throttled_writes_and_reads_are_retried(azure_stack: AzureStack) -> None:
     server = azure_stack.server
     with server.throttle(1, "writes"):
-        assert azure_stack.plan_and_apply() == {CLUSTER: "create", SHARE: "create", DATASTORE: "create"}
+        assert azure_stack.apply() == {CLUSTER: "create", SHARE: "create", DATASTORE: "create"}
     assert server.count("Compute.CreateOrUpdate") == 2 and server.count("File.PutShare") == 2
     assert server.count("Datastores.CreateOrUpdate") == 2
     assert azure_stack.objects() == {CLUSTER: 1, SHARE: 1, DATASTORE: 1}
     with server.throttle(1, "reads"):
-        assert azure_stack.plan_and_apply() == {}
+        assert azure_stack.apply() == {}
     azure_stack.doc["clusters"][0]["gpu_pools"][0]["nodes"] = {"min": 1, "max": 3}
     azure_stack.doc["storage"][0]["size_gb"] = 200
     azure_stack.write()
     server.calls.clear()
     with server.throttle(1, "writes"):
-        assert azure_stack.plan_and_apply() == {CLUSTER: "update", SHARE: "update"}
+        assert azure_stack.apply() == {CLUSTER: "update", SHARE: "update"}
     assert server.count("Compute.CreateOrUpdate") == 2 and server.count("File.PutShare") == 2
     assert scale(azure_stack.compute)[2:] == (1, 3) and azure_stack.share["quota"] == 200
     server.calls.clear()

@@ -6,49 +6,27 @@ local front door (the gateway sends the endpoint's key as a bearer token to its 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import yaml
-from front_door_load import Load
+from stack_file import CliStack, moved, quickstart_doc, round_trip, torn_down
 
-from conftest import STACKS, AzureWorkspace, require_module, run_mlplat
-from local_processes import kill_all, servers_under
+from conftest import STACKS, AzureWorkspace, require_module
 
 require_module("azure.ai.ml", "the azure extra is part of the test extra")
 
 PASSPHRASE = "azure lifecycle state passphrase"
 
 
-class AzureStack:
+class AzureStack(CliStack):
     """A stack file in a temporary directory pointed at the fake Azure, and its CLI."""
 
     def __init__(self, directory: Path, workspace: AzureWorkspace, doc: dict[str, Any], name: str = "azure") -> None:
-        self.directory, self.workspace, self.server = directory, workspace, workspace.server
-        self.path = directory / f"{name}.yaml"
-        shutil.copytree(STACKS / "models", directory / "models", dirs_exist_ok=True)
-        shutil.copytree(STACKS / "data", directory / "data", dirs_exist_ok=True)
-        self.doc = doc
-        self.write()
-        self.env = {"MLPLAT_AZURE_SUBSCRIPTION": self.server.subscription, "MLPLAT_STATE_PASSPHRASE": PASSPHRASE}
-
-    def write(self) -> None:
-        self.path.write_text(yaml.safe_dump(self.doc, sort_keys=False))
-
-    def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return run_mlplat(*args, "-f", str(self.path), cwd=self.directory, env=self.env, check=check,
-                          timeout=timeout)
-
-    def changes(self) -> dict[str, str]:
-        plan = json.loads(self.cli("preview", "--json").stdout)
-        return {c["address"]: c["action"] for c in plan["changes"] if c["action"] != "noop"}
-
-    def outputs(self) -> dict[str, Any]:
-        return json.loads(self.cli("output", "--json").stdout)  # type: ignore[no-any-return]
+        self.workspace, self.server = workspace, workspace.server
+        super().__init__(directory, doc, name, {"MLPLAT_AZURE_SUBSCRIPTION": self.server.subscription,
+                                                "MLPLAT_STATE_PASSPHRASE": PASSPHRASE}, ("models", "data"))
 
     def endpoint(self, name: str) -> dict[str, Any]:
         return self.server.objects["online_endpoints"][name.lower()]  # type: ignore[no-any-return]
@@ -121,67 +99,25 @@ def test_azure_stack_life_cycle_through_the_cli(tmp_path: Path, azure_workspace:
 # -- migration: the quickstart platform local → azure → local under load -------------------------------------------
 
 
-COMPONENTS = ("train", "shared", "models", "iris")
-
-
-def quickstart_doc(workspace: AzureWorkspace) -> dict[str, Any]:
-    """stacks/quickstart.yaml with an azure target on the fake, and iris behind a local front door shifting
-    10 → 50 → 100 % in 1 s windows; `auth: key`: on local a key the stack gives, on azure one Azure mints."""
-    doc = yaml.safe_load((STACKS / "quickstart.yaml").read_text())
-    doc["targets"] = {"azure": workspace.settings(serving_image="mlplatacr.azurecr.io/quickstart/iris:latest")}
-    doc["serving"][0]["front_door"] = ["local"]
-    doc["serving"][0]["migration"] = {"steps": [10, 50, 100], "window_s": 1}
-    return doc
-
-
-def migrate_under_load(stack: AzureStack, *args: str) -> tuple[dict[str, Any], Load]:
-    url = stack.outputs()["iris.front_door.local.url"]
-    with Load(url, threads=4) as load:
-        time.sleep(1.0)
-        out = stack.cli("migrate", *args, "--yes", "--json", timeout=400).stdout
-        time.sleep(1.0)
-    return json.loads(out), load
+def azure_quickstart_doc(workspace: AzureWorkspace) -> dict[str, Any]:
+    """The quickstart on local with an azure target on the fake (`auth: key`: on local a key the stack gives, on
+    azure one Azure mints)."""
+    return quickstart_doc({"azure": workspace.settings(serving_image="mlplatacr.azurecr.io/quickstart/iris:latest")})
 
 
 def test_quickstart_round_trip_local_azure_local(tmp_path: Path, azure_workspace: AzureWorkspace) -> None:
     from azure_fake.console import console_objects
 
-    stack = AzureStack(tmp_path, azure_workspace, quickstart_doc(azure_workspace), "quickstart")
+    stack = AzureStack(tmp_path, azure_workspace, azure_quickstart_doc(azure_workspace), "quickstart")
     server = azure_workspace.server
-    local_root = tmp_path / ".mlplat" / "quickstart" / "local"
-    stack.cli("apply", "--yes")
-    try:
-        url = stack.outputs()["iris.url"]
-        front_door = servers_under(local_root / "front_doors")
-        assert len(front_door) == 1, front_door
 
-        report, load = migrate_under_load(stack, *COMPONENTS, "--to", "azure")
-        print(f"\n[local → azure] failed {len(load.failures)} of {len(load.served) + len(load.failures)}; "
-              f"per route {dict(load.routes())}; phases {json.dumps(report.get('migrations'), sort_keys=True)}")
-        assert load.failures == [], load.failures[:5]
-        assert set(report["migrations"]) == set(COMPONENTS)
-        routes = load.routes()
-        assert routes["local"] > 0 and routes["azure"] > 0, routes
-        assert load.last(30) == Counter({"azure": 30}), "after the move every request reaches Azure ML"
-        assert stack.outputs()["iris.url"] == url, "the front door's URL survives the move"
-        assert server.count("Scoring.Score") > 0
-        assert servers_under(local_root / "serving") == {}
-        assert "No changes" in stack.cli("preview").stdout
+    def arrived(outputs: dict[str, Any]) -> None:
+        assert server.count("Scoring.Score") > 0, "Azure ML served requests"
 
-        report, load = migrate_under_load(stack, *COMPONENTS, "--to", "local")
-        print(f"[azure → local] failed {len(load.failures)} of {len(load.served) + len(load.failures)}; "
-              f"per route {dict(load.routes())}")
-        assert load.failures == [], load.failures[:5]
-        assert load.last(30) == Counter({"local": 30})
-        assert stack.outputs()["iris.url"] == url
-        assert servers_under(local_root / "serving"), "the endpoint serves on local again"
+    def left_nothing() -> None:
         assert console_objects(server) == Counter(), "nothing of the platform is left on azure"
-        assert "No changes" in stack.cli("preview").stdout
-    finally:
-        stack.cli("destroy", "--yes", check=False)
-        left = servers_under(tmp_path)
-        kill_all(tmp_path)
-        assert not left, f"destroy left server processes: {left}"
+
+    round_trip(stack, "azure", arrived=arrived, left_nothing=left_nothing)
 
 
 # -- migration: aws → azure (a moto server and the fake Azure) -----------------------------------------------------
@@ -194,7 +130,7 @@ def test_migration_aws_to_azure_under_load(tmp_path: Path, azure_workspace: Azur
 
     from contract_targets import aws_objects
 
-    doc = quickstart_doc(azure_workspace)
+    doc = azure_quickstart_doc(azure_workspace)
     doc["target"] = "aws"
     doc["targets"]["aws"] = aws_account.settings()
     stack = AzureStack(tmp_path, azure_workspace, doc, "quickstart")
@@ -204,25 +140,12 @@ def test_migration_aws_to_azure_under_load(tmp_path: Path, azure_workspace: Azur
     credentials.chmod(0o600)
     stack.env.update({**aws_account.env(), "AWS_SHARED_CREDENTIALS_FILE": str(credentials)})
     stack.cli("apply", "--yes")
-    try:
-        url = stack.outputs()["iris.url"]
-        report, load = migrate_under_load(stack, *COMPONENTS, "--to", "azure")
-        print(f"\n[aws → azure] failed {len(load.failures)} of {len(load.served) + len(load.failures)}; "
-              f"per route {dict(load.routes())}; phases {json.dumps(report.get('migrations'), sort_keys=True)}")
-        assert load.failures == [], load.failures[:5]
-        routes = load.routes()
-        assert routes["aws"] > 0 and routes["azure"] > 0, routes
-        assert load.last(30) == Counter({"azure": 30})
+    with torn_down(stack):
+        moved(stack, "aws", "azure", stack.outputs()["iris.url"])
         outputs = stack.outputs()
-        assert outputs["iris.url"] == url
         for ref in ("iris:1", "iris:2"):
             assert outputs[f"models.model.{ref}"].startswith("https://mlplatstore.blob.core.windows.net/"), outputs
         assert aws_objects(aws_account) == Counter(), "nothing of the platform is left on aws"
         assert sum(console_objects(azure_workspace.server).values()) > 0
         assert "No changes" in stack.cli("preview").stdout
-    finally:
-        stack.cli("destroy", "--yes", check=False)
-        left = servers_under(tmp_path)
-        kill_all(tmp_path)
-        assert not left, f"destroy left server processes: {left}"
     assert console_objects(azure_workspace.server) == Counter()

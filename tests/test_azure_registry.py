@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from stack_file import StackFile
 
-from provisioner.api import Stack
 from provisioner.errors import MlplatError
 from provisioner.events import Event
 from provisioner.operations import StepContext
@@ -34,55 +33,23 @@ PATH2 = "mlplat/models/iris/2/iris-v2.json"
 BLOB_URL = f"https://{STORAGE_ACCOUNT}.blob.core.windows.net/{BLOB_CONTAINER}"
 
 
-class RegistryStack:
+class RegistryStack(StackFile):
     """A stack with a registry on azure: two versions of one model, artifacts beside the stack file."""
 
     def __init__(self, directory: Path, workspace: AzureWorkspace) -> None:
-        self.path, self.server = directory / "stack.yaml", workspace.server
+        self.server = workspace.server
         shutil.copytree(STACKS / "models", directory / "models")
-        self.doc: dict[str, Any] = {
+        super().__init__(directory / "stack.yaml", {
             "apiVersion": "mlplat/v1", "metadata": {"name": "vision"}, "target": "azure",
             "targets": {"azure": workspace.settings()},
             "registry": {"name": "models",
                          "models": [{"name": "iris", "version": "1", "artifact": "models/iris-v1.json"},
                                     {"name": "iris", "version": "2", "artifact": "models/iris-v2.json"}]},
-        }
-        self.path.write_text(yaml.safe_dump(self.doc, sort_keys=False))
+        })
 
     @property
     def artifact(self) -> Path:
         return self.path.parent / "models" / "iris-v1.json"
-
-    def open(self, events: list[Event] | None = None) -> Stack:
-        return Stack(self.path, listeners=[events.append] if events is not None else None)
-
-    def changes(self) -> dict[str, str]:
-        stack = self.open()
-        try:
-            return {c.address: c.action for c in stack.plan().changes if c.action != "noop"}
-        finally:
-            stack.close()
-
-    def apply(self, events: list[Event] | None = None, *, destroy: bool = False) -> None:
-        stack = self.open(events)
-        try:
-            stack.apply(stack.plan(destroy=destroy))
-        finally:
-            stack.close()
-
-    def outputs(self) -> dict[str, Any]:
-        stack = self.open()
-        try:
-            return stack.outputs()
-        finally:
-            stack.close()
-
-    def records(self) -> dict[str, Any]:
-        stack = self.open()
-        try:
-            return dict(stack.state.resources())
-        finally:
-            stack.close()
 
     # the console: the fake's objects
     def versions(self) -> dict[str, dict[str, Any]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from stack_file import StackFile
 
 from provisioner.errors import MlplatError
 from provisioner.operations import StepContext
@@ -298,16 +298,16 @@ needs_registry = pytest.mark.skipif(importlib.util.find_spec("mlplat_plugins.azu
                                     reason="the azure registry providers (plugins/azure/registry.py) are not there yet")
 
 
-class AzureStack:
+class AzureStack(StackFile):
     """A stack with a registry (two versions of iris) and an endpoint splitting 80/20 on azure."""
 
     def __init__(self, tmp_path: Path, workspace: AzureWorkspace, auth: str = "key") -> None:
         shutil.copytree(STACKS / "models", tmp_path / "models")
         shutil.copytree(STACKS / "data", tmp_path / "data")
         self.directory = tmp_path
-        self.path, self.workspace, self.server = tmp_path / "shop.yaml", workspace, workspace.server
+        self.workspace, self.server = workspace, workspace.server
         self.server.operation_polls = 2
-        self.doc: dict[str, Any] = {
+        super().__init__(tmp_path / "shop.yaml", {
             "apiVersion": "mlplat/v1", "metadata": {"name": "shop"}, "target": "azure",
             "targets": {"azure": workspace.settings(serving_image=IMAGE)},
             "registry": {"name": "models", "models": [
@@ -315,38 +315,13 @@ class AzureStack:
                 {"name": "iris", "version": "2", "artifact": "models/iris-v2.json"}]},
             "serving": [{"name": "iris", "auth": auth, "paths": {
                 "production": {"model": "iris:1", "weight": 80, **GPU},
-                "experimental": {"model": "iris:2", "weight": 20, **GPU}}}]}
-        self.write()
+                "experimental": {"model": "iris:2", "weight": 20, **GPU}}}]})
 
     @property
     def serving(self) -> dict[str, Any]:
         return self.doc["serving"][0]
 
     endpoint = "shop-iris"
-
-    def write(self) -> None:
-        self.path.write_text(yaml.safe_dump(self.doc, sort_keys=False))
-
-    def _run(self, fn: Any) -> Any:
-        from provisioner.api import Stack
-
-        stack = Stack(self.path)
-        try:
-            return fn(stack)
-        finally:
-            stack.close()
-
-    def changes(self) -> dict[str, str]:
-        return self._run(lambda s: {c.address: c.action for c in s.plan().changes if c.action != "noop"})
-
-    def drift(self) -> dict[str, Any]:
-        return self._run(lambda s: {c.address: c.drift for c in s.plan().changes if c.drift})
-
-    def apply(self) -> None:
-        self._run(lambda s: s.apply(s.plan()))
-
-    def destroy(self) -> None:
-        self._run(lambda s: s.apply(s.plan(destroy=True)))
 
     def split(self) -> dict[str, int]:
         """{path: percent} as the endpoint serves it (paths from the deployments' address tags)."""
@@ -471,7 +446,7 @@ def test_minted_key_is_sealed_and_scores(azure_stack: AzureStack) -> None:
     def output(stack: Any) -> Any:
         return stack.outputs()
 
-    outputs = azure_stack._run(output)
+    outputs = azure_stack.run(output)
     assert str(outputs["iris.key"]) == key and outputs["iris.url"].endswith("/score")
     answer = requests.post(f"{server.url}/score", json={"input_data": [[1.0, 2.0, 3.0]]}, timeout=10, headers={
         "X-Mlplat-Original-Host": "shop-iris.eastus.inference.ml.azure.com", "Authorization": f"Bearer {key}"})
@@ -584,7 +559,7 @@ def test_monitoring(azure_stack: AzureStack) -> None:
         assert {a: r.id for a, r in stack.state.resources().items() if a in order} == ids
         return {a: (c.action, c.changed) for a, c in done.items() if c.action != "noop"}
 
-    assert azure_stack._run(reimport) == {}
+    assert azure_stack.run(reimport) == {}
     assert azure_stack.changes() == {}
 
     azure_stack.destroy()

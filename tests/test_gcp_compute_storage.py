@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from stack_file import StackFile
 
-from provisioner.api import Stack
 from provisioner.errors import MlplatError, SpecError
 from provisioner.operations import detached
 
@@ -27,34 +26,19 @@ PR_NAME = "projects/mlplat-test/locations/us-central1/persistentResources/vision
 FS_NAME = "projects/mlplat-test/locations/us-central1-a/instances/vision-shared"
 
 
-class GcpStack:
+class GcpStack(StackFile):
     """A stack file with a two-pool GPU cluster and nas storage on the fake, edited as a dict."""
 
     def __init__(self, path: Path, project: GcpProject) -> None:
-        self.path, self.project, self.server = path, project, project.server
-        self.doc: dict[str, Any] = {
+        self.project, self.server = project, project.server
+        super().__init__(path, {
             "apiVersion": "mlplat/v1", "metadata": {"name": "vision"}, "target": "gcp",
             "targets": {"gcp": project.settings()},
             "clusters": [{"name": "train", "gpu_pools": [
                 {"name": "big", "accelerator": "L4", "gpus_per_node": 2, "nodes": {"min": 1, "max": 3}},
                 {"name": "small", "accelerator": "T4", "gpus_per_node": 1, "nodes": {"min": 2, "max": 2}}]}],
             "storage": [{"name": "shared", "kind": "nas", "size_gb": 1024, "mount_path": "/mnt/shared"}],
-        }
-        self.write()
-
-    def write(self) -> GcpStack:
-        self.path.write_text(yaml.safe_dump(self.doc, sort_keys=False))
-        return self
-
-    def plan_and_apply(self) -> dict[str, str]:
-        with _Open(self.path) as stack:
-            plan = stack.plan()
-            stack.apply(plan)
-        return {c.address: c.action for c in plan.changes if c.action != "noop"}
-
-    def destroy(self) -> None:
-        with _Open(self.path) as stack:
-            stack.apply(stack.plan(destroy=True))
+        })
 
     def objects(self) -> dict[str, int]:
         """What exists per address: persistent resources by their address label, instances by description."""
@@ -68,19 +52,6 @@ class GcpStack:
     @property
     def instance(self) -> dict[str, Any]:
         return self.server.objects["instances"][FS_NAME]
-
-
-class _Open:
-    """`Stack(path)` closed on exit."""
-
-    def __init__(self, path: Path) -> None:
-        self.stack = Stack(path)
-
-    def __enter__(self) -> Stack:
-        return self.stack
-
-    def __exit__(self, *exc: object) -> None:
-        self.stack.close()
 
 
 @pytest.fixture
@@ -98,7 +69,7 @@ def pools(resource: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
 
 def test_cluster_and_filestore_round_trip(gcp_stack: GcpStack) -> None:
     server = gcp_stack.server
-    assert gcp_stack.plan_and_apply() == {CLUSTER: "create", STORAGE: "create"}
+    assert gcp_stack.apply() == {CLUSTER: "create", STORAGE: "create"}
     assert gcp_stack.objects() == {CLUSTER: 1, STORAGE: 1}
     resource, instance = gcp_stack.resource, gcp_stack.instance
     assert resource["state"] == "RUNNING" and resource["displayName"] == "train"
@@ -110,19 +81,19 @@ def test_cluster_and_filestore_round_trip(gcp_stack: GcpStack) -> None:
     assert instance["fileShares"][0] == {"name": "share1", "capacityGb": "1024"}
     assert instance["description"] == f"mlplat:{STORAGE}"
     ip = instance["networks"][0]["ipAddresses"][0]
-    with _Open(gcp_stack.path) as stack:
+    with gcp_stack.open() as stack:
         outputs = stack.outputs()
     assert outputs["shared.nfs"] == f"{ip}:/share1" and outputs["shared.ip"] == ip
     assert outputs["shared.name"] == FS_NAME and outputs["shared.mount_path"] == "/mnt/shared"
     assert outputs["train.name"] == PR_NAME and outputs["train.id"] == "vision-train"
-    assert gcp_stack.plan_and_apply() == {}  # no drift right after create
+    assert gcp_stack.apply() == {}  # no drift right after create
 
     # node counts and autoscaling bounds change in place
     gcp_stack.doc["clusters"][0]["gpu_pools"][0]["nodes"] = {"min": 2, "max": 5}
     gcp_stack.doc["clusters"][0]["gpu_pools"][1]["nodes"] = {"min": 3, "max": 3}
     gcp_stack.write()
     server.calls.clear()
-    assert gcp_stack.plan_and_apply() == {CLUSTER: "update"}
+    assert gcp_stack.apply() == {CLUSTER: "update"}
     assert [server.count(a) for a in ("UpdatePersistentResource", "CreatePersistentResource",
                                       "DeletePersistentResource")] == [1, 0, 0]
     assert pools(gcp_stack.resource) == {"big": ("g2-standard-24", "NVIDIA_L4", 2, 2, "2", "5"),
@@ -132,7 +103,7 @@ def test_cluster_and_filestore_round_trip(gcp_stack: GcpStack) -> None:
     gcp_stack.doc["clusters"][0]["gpu_pools"][1]["accelerator"] = "L4"
     gcp_stack.write()
     server.calls.clear()
-    assert gcp_stack.plan_and_apply() == {CLUSTER: "replace"}
+    assert gcp_stack.apply() == {CLUSTER: "replace"}
     assert [server.count(a) for a in ("DeletePersistentResource", "CreatePersistentResource")] == [1, 1]
     assert server.calls.index(next(c for c in server.calls if c[0] == "DeletePersistentResource")) < \
         server.calls.index(next(c for c in server.calls if c[0] == "CreatePersistentResource"))
@@ -143,17 +114,17 @@ def test_cluster_and_filestore_round_trip(gcp_stack: GcpStack) -> None:
     gcp_stack.doc["storage"][0]["size_gb"] = 2048
     gcp_stack.write()
     server.calls.clear()
-    assert gcp_stack.plan_and_apply() == {STORAGE: "update"}
+    assert gcp_stack.apply() == {STORAGE: "update"}
     assert [server.count(a) for a in ("UpdateInstance", "CreateInstance", "DeleteInstance")] == [1, 0, 0]
     assert gcp_stack.instance["fileShares"][0]["capacityGb"] == "2048"
     assert gcp_stack.instance["networks"][0]["ipAddresses"] == [ip]  # the same instance
-    assert gcp_stack.plan_and_apply() == {}
+    assert gcp_stack.apply() == {}
 
     # ... and Filestore refuses to shrink a BASIC tier: Google's error, at the address
     gcp_stack.doc["storage"][0]["size_gb"] = 1024
     gcp_stack.write()
     with pytest.raises(MlplatError) as failed:
-        gcp_stack.plan_and_apply()
+        gcp_stack.apply()
     assert "it can only grow" in str(failed.value)
     assert gcp_stack.instance["fileShares"][0]["capacityGb"] == "2048"
     gcp_stack.doc["storage"][0]["size_gb"] = 2048
@@ -167,14 +138,14 @@ def test_cluster_and_filestore_round_trip(gcp_stack: GcpStack) -> None:
 def test_a_size_below_the_tiers_minimum_is_refused_at_validate(gcp_stack: GcpStack) -> None:
     gcp_stack.doc["storage"][0]["size_gb"] = 512
     gcp_stack.write()
-    with _Open(gcp_stack.path) as stack, pytest.raises(SpecError) as refused:
+    with gcp_stack.open() as stack, pytest.raises(SpecError) as refused:
         stack.validate()
     assert "1024" in str(refused.value)
     assert any(r["code"] == "storage-size-below-min" for r in refused.value.reasons)
     gcp_stack.doc["targets"]["gcp"]["filestore_tier"] = "BASIC_SSD"
     gcp_stack.doc["storage"][0]["size_gb"] = 2048
     gcp_stack.write()
-    with _Open(gcp_stack.path) as stack, pytest.raises(SpecError) as refused:
+    with gcp_stack.open() as stack, pytest.raises(SpecError) as refused:
         stack.validate()
     assert "2560" in str(refused.value)
     assert gcp_stack.server.calls == []  # no cloud call
@@ -182,14 +153,14 @@ def test_a_size_below_the_tiers_minimum_is_refused_at_validate(gcp_stack: GcpSta
 
 def test_out_of_band_changes_show_as_drift_and_apply_corrects_them(gcp_stack: GcpStack) -> None:
     server = gcp_stack.server
-    gcp_stack.plan_and_apply()
+    gcp_stack.apply()
 
     def scale(resource: dict[str, Any]) -> None:
         resource["resourcePools"][1]["replicaCount"] = "5"  # the fixed-size pool, resized in the console
 
     server.edit("persistentResources", PR_NAME, scale)
     server.edit("instances", FS_NAME, lambda i: i["fileShares"][0].update(capacityGb="3072"))
-    with _Open(gcp_stack.path) as stack:
+    with gcp_stack.open() as stack:
         plan = stack.plan()
     changes = {c.address: c for c in plan.changes if c.action != "noop"}
     assert {a: c.action for a, c in changes.items()} == {CLUSTER: "update", STORAGE: "update"}
@@ -200,15 +171,15 @@ def test_out_of_band_changes_show_as_drift_and_apply_corrects_them(gcp_stack: Gc
     server.edit("persistentResources", PR_NAME, lambda r: r["resourcePools"][0].update(replicaCount="3"))
     server.edit("instances", FS_NAME, lambda i: i["fileShares"][0].update(capacityGb="1024"))
     server.edit("persistentResources", PR_NAME, lambda r: r["resourcePools"][1].update(replicaCount="2"))
-    assert gcp_stack.plan_and_apply() == {}
+    assert gcp_stack.apply() == {}
 
     # an out-of-band resize is corrected in place; a deletion out of band is planned as a create
     server.edit("persistentResources", PR_NAME, scale)
-    assert gcp_stack.plan_and_apply() == {CLUSTER: "update"}
+    assert gcp_stack.apply() == {CLUSTER: "update"}
     assert int(gcp_stack.resource["resourcePools"][1]["replicaCount"]) == 2
     assert int(gcp_stack.resource["resourcePools"][0]["replicaCount"]) == 3  # the autoscaler's count kept
     del server.objects["instances"][FS_NAME]
-    assert gcp_stack.plan_and_apply() == {STORAGE: "create"}
+    assert gcp_stack.apply() == {STORAGE: "create"}
     assert gcp_stack.objects() == {CLUSTER: 1, STORAGE: 1}
     del server.objects["instances"][FS_NAME]
     gcp_stack.destroy()  # a destroy of what is already gone succeeds
@@ -234,7 +205,7 @@ def test_a_create_resumed_after_a_crash_waits_on_its_operation(gcp_stack: GcpSta
                                                                collection: str) -> None:
     server = gcp_stack.server
     server.operation_polls = 3
-    with _Open(gcp_stack.path) as stack:
+    with gcp_stack.open() as stack:
         provider = stack.provider_for("gcp", kind)
         checkpoints: list[str] = []
 
@@ -292,9 +263,9 @@ def test_a_create_resumed_after_a_crash_waits_on_its_operation(gcp_stack: GcpSta
 def test_an_update_resumed_after_a_crash_waits_on_its_operation(gcp_stack: GcpStack, address: str, action: str,
                                                                 change: Any) -> None:
     server = gcp_stack.server
-    gcp_stack.plan_and_apply()
+    gcp_stack.apply()
     server.operation_polls = 3
-    with _Open(gcp_stack.path) as stack:
+    with gcp_stack.open() as stack:
         record = stack.state.resources()[address]
         provider = stack.provider_for("gcp", record.kind)
         prior = copy.deepcopy(record.inputs)
@@ -318,17 +289,17 @@ def test_an_update_resumed_after_a_crash_waits_on_its_operation(gcp_stack: GcpSt
 def test_throttled_writes_and_reads_are_retried(gcp_stack: GcpStack) -> None:
     server = gcp_stack.server
     with server.throttle(1, "writes"):
-        assert gcp_stack.plan_and_apply() == {CLUSTER: "create", STORAGE: "create"}
+        assert gcp_stack.apply() == {CLUSTER: "create", STORAGE: "create"}
     assert server.count("CreatePersistentResource") == 2 and server.count("CreateInstance") == 2
     assert gcp_stack.objects() == {CLUSTER: 1, STORAGE: 1}
     with server.throttle(1, "reads"):
-        assert gcp_stack.plan_and_apply() == {}
+        assert gcp_stack.apply() == {}
     gcp_stack.doc["clusters"][0]["gpu_pools"][0]["nodes"] = {"min": 1, "max": 4}
     gcp_stack.doc["storage"][0]["size_gb"] = 1500
     gcp_stack.write()
     server.calls.clear()
     with server.throttle(1, "writes"):
-        assert gcp_stack.plan_and_apply() == {CLUSTER: "update", STORAGE: "update"}
+        assert gcp_stack.apply() == {CLUSTER: "update", STORAGE: "update"}
     assert server.count("UpdatePersistentResource") == 2 and server.count("UpdateInstance") == 2
     server.calls.clear()
     with server.throttle(1, "writes"):
@@ -342,11 +313,11 @@ def test_a_failed_provisioning_fails_with_googles_message_and_leaves_nothing(gcp
     del gcp_stack.doc["storage"]
     gcp_stack.write()
     with vertex_compute.stockout("NVIDIA_L4"), pytest.raises(MlplatError) as failed:
-        gcp_stack.plan_and_apply()
+        gcp_stack.apply()
     assert "does not have enough resources available" in str(failed.value)
     assert server.count("DeletePersistentResource") == 1  # the resource left in ERROR was deleted
     assert not server.objects["persistentResources"]
-    assert gcp_stack.plan_and_apply() == {CLUSTER: "create"}  # once there is capacity, the next apply makes it
+    assert gcp_stack.apply() == {CLUSTER: "create"}  # once there is capacity, the next apply makes it
     assert gcp_stack.objects() == {CLUSTER: 1}
     gcp_stack.destroy()
     assert gcp_stack.objects() == {}

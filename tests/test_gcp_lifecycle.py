@@ -7,20 +7,18 @@ The "console" here is the real Vertex AI client (what `gcloud ai endpoints updat
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from front_door_load import Load
+from stack_file import CliStack, quickstart_doc, round_trip
 
-from conftest import STACKS, GcpProject, require_module, run_mlplat
-from local_processes import kill_all, servers_under
+from conftest import STACKS, GcpProject, require_module
+from local_processes import servers_under
 
 require_module("google.cloud.aiplatform_v1", "the gcp extra is part of the test extra")
 
@@ -29,31 +27,12 @@ PLATFORM_COLLECTIONS = ("endpoints", "model_versions", "persistentResources", "i
                         "monitoring_jobs", "gcs_objects")
 
 
-class GcpStack:
+class GcpStack(CliStack):
     """A stack file in a temporary directory pointed at the fake server, and its CLI."""
 
     def __init__(self, directory: Path, project: GcpProject, doc: dict[str, Any], name: str = "gcp") -> None:
-        self.directory, self.project, self.server = directory, project, project.server
-        self.path = directory / f"{name}.yaml"
-        shutil.copytree(STACKS / "models", directory / "models", dirs_exist_ok=True)
-        shutil.copytree(STACKS / "data", directory / "data", dirs_exist_ok=True)
-        self.doc = doc
-        self.write()
-        self.env = {"MLPLAT_GCP_BUCKET": project.bucket}
-
-    def write(self) -> None:
-        self.path.write_text(yaml.safe_dump(self.doc, sort_keys=False))
-
-    def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return run_mlplat(*args, "-f", str(self.path), cwd=self.directory, env=self.env, check=check,
-                          timeout=timeout)
-
-    def changes(self) -> dict[str, str]:
-        plan = json.loads(self.cli("preview", "--json").stdout)
-        return {c["address"]: c["action"] for c in plan["changes"] if c["action"] != "noop"}
-
-    def outputs(self) -> dict[str, Any]:
-        return json.loads(self.cli("output", "--json").stdout)  # type: ignore[no-any-return]
+        self.project, self.server = project, project.server
+        super().__init__(directory, doc, name, {"MLPLAT_GCP_BUCKET": project.bucket}, ("models", "data"))
 
     def endpoint_client(self) -> Any:
         import google.auth
@@ -147,72 +126,23 @@ def test_gcp_stack_life_cycle_through_the_cli(tmp_path: Path, gcp_project: GcpPr
 # -- migration: the quickstart platform local → gcp → local under load -------------------------------------------
 
 
-def quickstart_doc(project: GcpProject) -> dict[str, Any]:
-    """stacks/quickstart.yaml with a gcp target on the fake, its storage at Filestore's minimum (1 TiB: local
-    takes any size), and iris behind a local front door shifting 10 → 50 → 100 % in 1 s windows (clients
-    authenticate at the gateway, which signs for Vertex AI: `auth` stays the gateway's)."""
-    doc = yaml.safe_load((STACKS / "quickstart.yaml").read_text())
-    doc["targets"] = {"gcp": project.settings()}
-    doc["storage"][0]["size_gb"] = 1024
-    doc["serving"][0]["front_door"] = ["local"]
-    doc["serving"][0]["migration"] = {"steps": [10, 50, 100], "window_s": 1}
-    return doc
-
-
-COMPONENTS = ("train", "shared", "models", "iris")
-
-
-def migrate_under_load(stack: GcpStack, *args: str) -> tuple[dict[str, Any], Load]:
-    url = stack.outputs()["iris.front_door.local.url"]
-    with Load(url, threads=4) as load:
-        time.sleep(1.0)
-        out = stack.cli("migrate", *args, "--yes", "--json", timeout=400).stdout
-        time.sleep(1.0)
-    return json.loads(out), load
-
-
 def test_quickstart_round_trip_local_gcp_local(tmp_path: Path, gcp_project: GcpProject) -> None:
-    stack = GcpStack(tmp_path, gcp_project, quickstart_doc(gcp_project), "quickstart")
-    local_root = tmp_path / ".mlplat" / "quickstart" / "local"
-    stack.cli("apply", "--yes")
-    try:
-        url = stack.outputs()["iris.url"]
-        front_door = servers_under(local_root / "front_doors")
-        assert len(front_door) == 1, front_door
+    """The quickstart platform local → gcp → local under load, its storage at Filestore's minimum (1 TiB: local
+    takes any size); clients authenticate at the gateway, which signs for Vertex AI: `auth` stays the gateway's."""
+    doc = quickstart_doc({"gcp": gcp_project.settings()})
+    doc["storage"][0]["size_gb"] = 1024
+    stack = GcpStack(tmp_path, gcp_project, doc, "quickstart")
 
-        report, load = migrate_under_load(stack, *COMPONENTS, "--to", "gcp")
-        print(f"\n[local → gcp] failed {len(load.failures)} of {len(load.served) + len(load.failures)}; "
-              f"per route {dict(load.routes())}; phases {json.dumps(report.get('migrations'), sort_keys=True)}")
-        assert load.failures == [], load.failures[:5]
-        assert set(report["migrations"]) == set(COMPONENTS)
-        routes = load.routes()
-        assert routes["local"] > 0 and routes["gcp"] > 0, routes
-        assert load.last(30) == Counter({"gcp": 30}), "after the move every request reaches Vertex AI"
-        outputs = stack.outputs()
-        assert outputs["iris.url"] == url, "the front door's URL survives the move"
+    def arrived(outputs: dict[str, Any]) -> None:
         assert outputs["iris.name"].endswith("/endpoints/quickstart-iris")
         for ref in ("iris:1", "iris:2"):
             assert outputs[f"models.model.{ref}"].startswith(f"gs://{gcp_project.bucket}/"), outputs
-        assert servers_under(local_root / "serving") == {}
-        assert servers_under(local_root / "front_doors") == front_door, "the same front door process serves"
-        assert "No changes" in stack.cli("preview").stdout
-        served_by_vertex = gcp_project.server.count("RawPredict")
-        assert served_by_vertex > 0
+        assert gcp_project.server.count("RawPredict") > 0, "Vertex AI served requests"
 
-        report, load = migrate_under_load(stack, *COMPONENTS, "--to", "local")
-        print(f"[gcp → local] failed {len(load.failures)} of {len(load.served) + len(load.failures)}; "
-              f"per route {dict(load.routes())}")
-        assert load.failures == [], load.failures[:5]
-        assert load.last(30) == Counter({"local": 30})
-        assert stack.outputs()["iris.url"] == url
-        assert servers_under(local_root / "serving"), "the endpoint serves on local again"
+    def left_nothing() -> None:
         assert stack.leftovers() == {}, "nothing of the platform is left on gcp"
-        assert "No changes" in stack.cli("preview").stdout
-    finally:
-        stack.cli("destroy", "--yes", check=False)
-        left = servers_under(tmp_path)
-        kill_all(tmp_path)
-        assert not left, f"destroy left server processes: {left}"
+
+    round_trip(stack, "gcp", arrived=arrived, left_nothing=left_nothing)
 
 
 # -- the local gateway's Google signing ------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from stack_file import StackFile
 
 from provisioner.operations import StepContext
 from provisioner.provider import Created
@@ -267,7 +267,7 @@ def test_predict_routes_by_the_split(direct: Direct) -> None:
 
 
 def test_traffic_split_rounding() -> None:
-    from mlplat_plugins.gcp.serving import split_percent
+    from provisioner.cloud import split_percent
 
     assert split_percent({"a": 80.0, "b": 20.0}) == {"a": 80, "b": 20}
     assert split_percent({"a": 1.0, "b": 1.0, "c": 1.0}) == {"a": 34, "b": 33, "c": 33}
@@ -281,14 +281,14 @@ needs_registry = pytest.mark.skipif(importlib.util.find_spec("mlplat_plugins.gcp
                                     reason="the gcp registry providers (plugins/gcp/registry.py) are not there yet")
 
 
-class GcpStack:
+class GcpStack(StackFile):
     """A stack with a registry (two versions of iris) and an endpoint splitting 80/20 on gcp, auth: iam."""
 
     def __init__(self, tmp_path: Path, project: GcpProject) -> None:
         shutil.copytree(STACKS / "models", tmp_path / "models")
         shutil.copytree(STACKS / "data", tmp_path / "data")
-        self.path, self.project, self.server = tmp_path / "shop.yaml", project, project.server
-        self.doc: dict[str, Any] = {
+        self.project, self.server = project, project.server
+        super().__init__(tmp_path / "shop.yaml", {
             "apiVersion": "mlplat/v1", "metadata": {"name": "shop"}, "target": "gcp",
             "targets": {"gcp": project.settings(serving_image=IMAGE)},
             "registry": {"name": "models", "models": [
@@ -296,8 +296,7 @@ class GcpStack:
                 {"name": "iris", "version": "2", "artifact": "models/iris-v2.json"}]},
             "serving": [{"name": "iris", "auth": "iam", "paths": {
                 "production": {"model": "iris:1", "weight": 80},
-                "experimental": {"model": "iris:2", "weight": 20}}}]}
-        self.write()
+                "experimental": {"model": "iris:2", "weight": 20}}}]})
 
     @property
     def serving(self) -> dict[str, Any]:
@@ -306,30 +305,6 @@ class GcpStack:
     @property
     def endpoint(self) -> str:
         return f"{self.server.parent()}/endpoints/shop-iris"
-
-    def write(self) -> None:
-        self.path.write_text(yaml.safe_dump(self.doc, sort_keys=False))
-
-    def _run(self, fn: Any) -> Any:
-        from provisioner.api import Stack
-
-        stack = Stack(self.path)
-        try:
-            return fn(stack)
-        finally:
-            stack.close()
-
-    def changes(self) -> dict[str, str]:
-        return self._run(lambda s: {c.address: c.action for c in s.plan().changes if c.action != "noop"})
-
-    def drift(self) -> dict[str, Any]:
-        return self._run(lambda s: {c.address: c.drift for c in s.plan().changes if c.drift})
-
-    def apply(self) -> None:
-        self._run(lambda s: s.apply(s.plan()))
-
-    def destroy(self) -> None:
-        self._run(lambda s: s.apply(s.plan(destroy=True)))
 
     def split(self) -> dict[str, int]:
         """{path: percent} as the endpoint serves it (paths from the deployed models' display names)."""
@@ -485,7 +460,7 @@ def test_monitoring(gcp_stack: GcpStack) -> None:
         assert {a: r.id for a, r in stack.state.resources().items() if a in order} == ids
         return {a: (c.action, c.changed) for a, c in done.items() if c.action != "noop"}
 
-    assert gcp_stack._run(reimport) == {}
+    assert gcp_stack.run(reimport) == {}
     assert gcp_stack.changes() == {}
 
     gcp_stack.destroy()

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from stack_file import StackFile
 
-from provisioner.api import Stack
 from provisioner.cloud import CloudApiError
 from provisioner.errors import MlplatError, RetryableError
 from provisioner.events import Event
@@ -41,14 +40,14 @@ KUEUE = {f"train.{kind}.{pool}" for kind in ("resource_flavor", "cluster_queue",
          for pool in ("cpu", "big")}
 
 
-class OnpremStack:
+class OnpremStack(StackFile):
     """A stack file (cluster with a cpu pool and an 8 x H100 pool, nas storage, a registry with two models) on the
     fake cluster, edited as a dict."""
 
     def __init__(self, directory: Path, cluster: Any) -> None:
-        self.path, self.cluster, self.fake = directory / "stack.yaml", cluster, cluster.server
+        self.cluster, self.fake = cluster, cluster.server
         shutil.copytree(STACKS / "models", directory / "models")
-        self.doc: dict[str, Any] = {
+        super().__init__(directory / "stack.yaml", {
             "apiVersion": "mlplat/v1", "metadata": {"name": "vision"}, "target": "onprem",
             "targets": {"onprem": {"kubeconfig": str(cluster.kubeconfig), "nfs_server": "10.0.0.2",
                                    "poll_interval_s": 0.02, "timeouts": FAKE_CLOUD_TIMEOUTS}},
@@ -59,39 +58,14 @@ class OnpremStack:
             "registry": {"name": "models", "models": [
                 {"name": "iris", "version": "1", "artifact": "models/iris-v1.json"},
                 {"name": "iris", "version": "2", "artifact": "models/iris-v2.json"}]},
-        }
-        self.write()
-
-    def write(self) -> OnpremStack:
-        self.path.write_text(yaml.safe_dump(self.doc, sort_keys=False))
-        return self
+        })
 
     def artifact(self, version: int) -> Path:
         return self.path.parent / "models" / f"iris-v{version}.json"
 
-    def open(self, events: list[Event] | None = None) -> Stack:
-        return Stack(self.path, listeners=[events.append] if events is not None else None)
-
     def plan(self) -> Any:
         with self.open() as stack:
             return stack.plan()
-
-    def changes(self) -> dict[str, str]:
-        return {c.address: c.action for c in self.plan().changes if c.action != "noop"}
-
-    def apply(self, events: list[Event] | None = None, *, destroy: bool = False) -> dict[str, str]:
-        with self.open(events) as stack:
-            plan = stack.plan(destroy=destroy)
-            stack.apply(plan)
-        return {c.address: c.action for c in plan.changes if c.action != "noop"}
-
-    def outputs(self) -> dict[str, Any]:
-        with self.open() as stack:
-            return stack.outputs()
-
-    def records(self) -> dict[str, Any]:
-        with self.open() as stack:
-            return dict(stack.state.resources())
 
     # kubectl get, on the fake's store
     def get(self, api_version: str, kind: str, name: str, namespace: str = "") -> dict[str, Any] | None:

@@ -8,18 +8,13 @@ The "kubectl" here is the real kubernetes client with another field manager, nev
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import yaml
-from front_door_load import Load
+from stack_file import CliStack, quickstart_doc, round_trip
 
-from conftest import FAKE_CLOUD_TIMEOUTS, STACKS, require_module, run_mlplat
-from local_processes import kill_all, servers_under
+from conftest import FAKE_CLOUD_TIMEOUTS, STACKS, require_module
 
 require_module("kubernetes", "the onprem extra is part of the test extra")
 
@@ -27,30 +22,12 @@ GATEWAY = "gateway.networking.k8s.io/v1"
 FAST = {"poll_interval_s": 0.02, "timeouts": FAKE_CLOUD_TIMEOUTS}
 
 
-class OnpremStack:
+class OnpremStack(CliStack):
     """A stack file in a temporary directory pointed at the fake cluster (MLPLAT_KUBECONFIG), and its CLI."""
 
     def __init__(self, directory: Path, cluster: Any, doc: dict[str, Any], name: str = "onprem") -> None:
-        self.directory, self.cluster, self.server = directory, cluster, cluster.server
-        self.path = directory / f"{name}.yaml"
-        shutil.copytree(STACKS / "models", directory / "models", dirs_exist_ok=True)
-        self.doc = doc
-        self.write()
-        self.env = {"MLPLAT_KUBECONFIG": str(cluster.kubeconfig)}
-
-    def write(self) -> None:
-        self.path.write_text(yaml.safe_dump(self.doc, sort_keys=False))
-
-    def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return run_mlplat(*args, "-f", str(self.path), cwd=self.directory, env=self.env, check=check,
-                          timeout=timeout)
-
-    def changes(self) -> dict[str, str]:
-        plan = json.loads(self.cli("preview", "--json").stdout)
-        return {c["address"]: c["action"] for c in plan["changes"] if c["action"] != "noop"}
-
-    def outputs(self) -> dict[str, Any]:
-        return json.loads(self.cli("output", "--json").stdout)  # type: ignore[no-any-return]
+        self.cluster, self.server = cluster, cluster.server
+        super().__init__(directory, doc, name, {"MLPLAT_KUBECONFIG": str(cluster.kubeconfig)})
 
     def kubectl(self) -> Any:
         """The real client as `kubectl` would use it (its own field manager)."""
@@ -170,66 +147,16 @@ def test_onprem_stack_life_cycle_through_the_cli(tmp_path: Path, kube_cluster: A
 # -- migration: the quickstart platform local → onprem → local under load ----------------------------------------
 
 
-def quickstart_doc(cluster: Any) -> dict[str, Any]:
-    """stacks/quickstart.yaml with an onprem target on the fake cluster, and iris behind a local front door
-    shifting 10 → 50 → 100 % in 1 s windows."""
-    doc = yaml.safe_load((STACKS / "quickstart.yaml").read_text())
-    doc["targets"] = {"onprem": {"kubeconfig": str(cluster.kubeconfig), "nfs_server": "10.0.0.2", **FAST}}
-    doc["serving"][0]["front_door"] = ["local"]
-    doc["serving"][0]["migration"] = {"steps": [10, 50, 100], "window_s": 1}
-    return doc
-
-
-COMPONENTS = ("train", "shared", "models", "iris")
-
-
-def migrate_under_load(stack: OnpremStack, *args: str) -> tuple[dict[str, Any], Load]:
-    url = stack.outputs()["iris.front_door.local.url"]
-    with Load(url, threads=4) as load:
-        time.sleep(1.0)
-        out = stack.cli("migrate", *args, "--yes", "--json", timeout=400).stdout
-        time.sleep(1.0)
-    return json.loads(out), load
-
-
 def test_quickstart_round_trip_local_onprem_local(tmp_path: Path, kube_cluster: Any) -> None:
-    stack = OnpremStack(tmp_path, kube_cluster, quickstart_doc(kube_cluster), "quickstart")
-    local_root = tmp_path / ".mlplat" / "quickstart" / "local"
-    server = kube_cluster.server
-    stack.cli("apply", "--yes")
-    try:
-        url = stack.outputs()["iris.url"]
-        front_door = servers_under(local_root / "front_doors")
-        assert len(front_door) == 1, front_door
+    doc = quickstart_doc({"onprem": {"kubeconfig": str(kube_cluster.kubeconfig), "nfs_server": "10.0.0.2", **FAST}})
+    stack = OnpremStack(tmp_path, kube_cluster, doc, "quickstart")
 
-        report, load = migrate_under_load(stack, *COMPONENTS, "--to", "onprem")
-        print(f"\n[local → onprem] failed {len(load.failures)} of {len(load.served) + len(load.failures)}; "
-              f"per route {dict(load.routes())}; phases {json.dumps(report.get('migrations'), sort_keys=True)}")
-        assert load.failures == [], load.failures[:5]
-        assert set(report["migrations"]) == set(COMPONENTS)
-        routes = load.routes()
-        assert routes["local"] > 0 and routes["onprem"] > 0, routes
-        assert load.last(30) == Counter({"onprem": 30}), "after the move every request reaches the cluster"
-        outputs = stack.outputs()
-        assert outputs["iris.url"] == url, "the front door's URL survives the move"
+    def arrived(outputs: dict[str, Any]) -> None:
         assert outputs["iris.engine"] == "gateway"
         assert outputs["models.model.iris:1"].startswith("oci://models.mlplat-quickstart.svc.cluster.local:5000/")
-        assert servers_under(local_root / "serving") == {}
-        assert servers_under(local_root / "front_doors") == front_door, "the same front door process serves"
-        assert "No changes" in stack.cli("preview").stdout
-        assert sum(server.served.values()) > 0
+        assert sum(kube_cluster.server.served.values()) > 0, "the cluster served requests"
 
-        report, load = migrate_under_load(stack, *COMPONENTS, "--to", "local")
-        print(f"[onprem → local] failed {len(load.failures)} of {len(load.served) + len(load.failures)}; "
-              f"per route {dict(load.routes())}")
-        assert load.failures == [], load.failures[:5]
-        assert load.last(30) == Counter({"local": 30})
-        assert stack.outputs()["iris.url"] == url
-        assert servers_under(local_root / "serving"), "the endpoint serves on local again"
+    def left_nothing() -> None:
         assert stack.leftovers("quickstart") == [], "nothing of the platform is left on the cluster"
-        assert "No changes" in stack.cli("preview").stdout
-    finally:
-        stack.cli("destroy", "--yes", check=False)
-        left = servers_under(tmp_path)
-        kill_all(tmp_path)
-        assert not left, f"destroy left server processes: {left}"
+
+    round_trip(stack, "onprem", arrived=arrived, left_nothing=left_nothing)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from stack_file import StackFile
 
 from provisioner.errors import MlplatError, SpecError
 
@@ -33,14 +33,14 @@ KSERVE = "serving.kserve.io/v1beta1"
 ID = "InferenceService"
 
 
-class OnpremStack:
+class OnpremStack(StackFile):
     """Stack `shop` on the fake cluster: a registry (iris 1 and 2, on its own NFS claim) and endpoint `iris`
     splitting 80/20."""
 
     def __init__(self, tmp_path: Path, cluster: KubeCluster) -> None:
         shutil.copytree(STACKS / "models", tmp_path / "models")
-        self.path, self.fake = tmp_path / "shop.yaml", cluster.server
-        self.doc: dict[str, Any] = {
+        self.fake = cluster.server
+        super().__init__(tmp_path / "shop.yaml", {
             "apiVersion": "mlplat/v1", "metadata": {"name": "shop"}, "target": "onprem",
             "targets": {"onprem": {"kubeconfig": str(cluster.kubeconfig), "nfs_server": "10.0.0.2",
                                    "poll_interval_s": 0.02, "timeouts": FAKE_CLOUD_TIMEOUTS}},
@@ -49,8 +49,7 @@ class OnpremStack:
                 {"name": "iris", "version": "2", "artifact": "models/iris-v2.json"}]},
             "serving": [{"name": "iris", "paths": {
                 "production": {"model": "iris:1", "weight": 80},
-                "experimental": {"model": "iris:2", "weight": 20}}}]}
-        self.write()
+                "experimental": {"model": "iris:2", "weight": 20}}}]})
 
     @property
     def serving(self) -> dict[str, Any]:
@@ -64,29 +63,8 @@ class OnpremStack:
     def settings(self) -> dict[str, Any]:
         return self.doc["targets"]["onprem"]
 
-    def write(self) -> None:
-        self.path.write_text(yaml.safe_dump(self.doc, sort_keys=False))
-
-    def _run(self, fn: Any) -> Any:
-        from provisioner.api import Stack
-
-        stack = Stack(self.path)
-        try:
-            return fn(stack)
-        finally:
-            stack.close()
-
-    def changes(self) -> dict[str, str]:
-        return self._run(lambda s: {c.address: c.action for c in s.plan().changes if c.action != "noop"})
-
-    def drift(self) -> dict[str, Any]:
-        return self._run(lambda s: {c.address: c.drift for c in s.plan().changes if c.drift})
-
-    def apply(self) -> None:
-        self._run(lambda s: s.apply(s.plan()))
-
     def validate(self) -> Any:
-        return self._run(lambda s: s.validate())
+        return self.run(lambda s: s.validate())
 
     def lowered(self) -> dict[str, Any]:
         """The resources the stack lowers to on the cluster as it is now (discovery first)."""
@@ -94,13 +72,10 @@ class OnpremStack:
             stack.discovery()
             return stack.lower()[0]
 
-        return self._run(lower)
+        return self.run(lower)
 
     def addresses(self) -> set[str]:
         return set(self.lowered())
-
-    def outputs(self) -> dict[str, Any]:
-        return self._run(lambda s: s.outputs())
 
     # the cluster, as the fake stores it ---------------------------------------------------------------------
 

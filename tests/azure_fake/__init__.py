@@ -27,9 +27,11 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from loopback_server import METHODS, LoopbackServer, serve
 
 SUBSCRIPTION = "00000000-0000-0000-0000-0000000000aa"
 TENANT = "00000000-0000-0000-0000-0000000000bb"
@@ -137,7 +139,7 @@ class AzureFake:
         self.client_secret = secrets.token_urlsafe(16)
         self._throttle: tuple[int, str | frozenset[str] | None] | None = None
         self._throttled: Counter[tuple[str, ...]] = Counter()
-        self.server: ThreadingHTTPServer | None = None
+        self.server: LoopbackServer | None = None
         from azure_fake import compute, endpoints, models, storage
 
         self._modules = (compute, storage, models, endpoints)
@@ -151,31 +153,15 @@ class AzureFake:
     @property
     def url(self) -> str:
         assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.server.url
 
     def start(self) -> AzureFake:
-        fake = self
-
-        class _Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _serve(self) -> None:
-                fake._dispatch(self)
-
-            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = _serve
-
-        self.server = _Server(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True, name="azure-fake").start()
+        self.server = serve(self._dispatch, "azure-fake", (*METHODS, "HEAD"))
         return self
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.stop()
 
     def reset(self) -> None:
         with self.lock:
@@ -399,14 +385,6 @@ class AzureFake:
         http.end_headers()
         if http.command != "HEAD":
             http.wfile.write(data)
-
-
-class _Server(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        import sys
-
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
 
 
 def _host_kind(host: str) -> tuple[str, dict[str, str]]:

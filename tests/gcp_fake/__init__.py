@@ -28,9 +28,11 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from loopback_server import LoopbackServer, serve
 
 PROJECT = "mlplat-test"
 REGION = "us-central1"
@@ -129,7 +131,7 @@ class GcpFake:
         self.require_auth = True
         self._throttle: tuple[int, frozenset[str] | None] | None = None
         self._throttled: Counter[tuple[str, ...]] = Counter()
-        self.server: ThreadingHTTPServer | None = None
+        self.server: LoopbackServer | None = None
         from gcp_fake import (
             artifact_registry,
             auth,
@@ -151,31 +153,15 @@ class GcpFake:
     @property
     def url(self) -> str:
         assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.server.url
 
     def start(self) -> GcpFake:
-        fake = self
-
-        class _Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _serve(self) -> None:
-                fake._dispatch(self)
-
-            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
-
-        self.server = _Server(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True, name="gcp-fake").start()
+        self.server = serve(self._dispatch, "gcp-fake")
         return self
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.stop()
 
     def reset(self) -> None:
         with self.lock:
@@ -339,15 +325,6 @@ class GcpFake:
                 http.send_header(key, value)
         http.end_headers()
         http.wfile.write(data)
-
-
-class _Server(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hung up (a test's load stopped, a process killed) is not a server error: say nothing."""
-        import sys
-
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
 
 
 def _operation_json(op: Operation) -> dict[str, Any]:

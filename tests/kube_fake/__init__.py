@@ -45,12 +45,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
+from loopback_server import METHODS, LoopbackServer, serve
 
 from kube_fake import fields
 from kube_fake.registry import BUILTIN, OPTIONAL, Catalog, ResourceType, crd_objects, discovery_version, types_from_crd
@@ -191,7 +192,7 @@ class KubeFake:
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.token = secrets.token_hex(16)
-        self.server: ThreadingHTTPServer | None = None
+        self.server: LoopbackServer | None = None
         self.catalog = Catalog()
         self.store: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {}
         self.owners: dict[tuple[str, str, str, str], dict[tuple[str, str, str], Owner]] = {}
@@ -221,7 +222,7 @@ class KubeFake:
     @property
     def url(self) -> str:
         assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.server.url
 
     @property
     def gateway_url(self) -> str:
@@ -238,23 +239,8 @@ class KubeFake:
         return self.dataplane.mirrored
 
     def start(self) -> KubeFake:
-        fake = self
-
-        class _Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _serve(self) -> None:
-                fake._dispatch(self)
-
-            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = _serve
-
         self.dataplane.start()
-        self.server = _Server(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True, name="kube-fake").start()
+        self.server = serve(self._dispatch, "kube-fake", (*METHODS, "HEAD", "OPTIONS"))
         threading.Thread(target=self._ticker, daemon=True, name="kube-fake-controllers").start()
         self.reset()
         return self
@@ -264,8 +250,7 @@ class KubeFake:
         with self.changed:
             self.changed.notify_all()
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.stop()
         self.dataplane.stop()
 
     def _ticker(self) -> None:
@@ -716,15 +701,6 @@ def write(http: BaseHTTPRequestHandler, response: Response) -> None:
     http.end_headers()
     if http.command != "HEAD":
         http.wfile.write(data)
-
-
-class _Server(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hung up is not a server error: say nothing."""
-        import sys
-
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
 
 
 def started_server(install: tuple[str, ...] | list[str] = (), **knobs: Any) -> KubeFake:

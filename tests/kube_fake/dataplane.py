@@ -20,14 +20,15 @@ import hashlib
 import json
 import random
 import re
-import threading
 import uuid
 from collections import Counter
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from kube_fake import GATEWAY_NAME, GATEWAY_NAMESPACE, Request, Response, _Server, write
+from loopback_server import METHODS, LoopbackServer, serve
+
+from kube_fake import GATEWAY_NAME, GATEWAY_NAMESPACE, Request, Response, write
 
 if TYPE_CHECKING:
     from kube_fake import KubeFake
@@ -54,7 +55,7 @@ def _prefix_matches(prefix: str, path: str) -> bool:
 class DataPlane:
     def __init__(self, fake: KubeFake) -> None:
         self.fake = fake
-        self.server: _Server | None = None
+        self.server: LoopbackServer | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -72,27 +73,11 @@ class DataPlane:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        plane = self
-
-        class _Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _serve(self) -> None:
-                plane._dispatch(self)
-
-            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = _serve
-
-        self.server = _Server(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True, name="kube-fake-dataplane").start()
+        self.server = serve(self._dispatch, "kube-fake-dataplane", (*METHODS, "HEAD"))
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.stop()
 
     # --- the Gateway's listener ---------------------------------------------------------------------------------
 
