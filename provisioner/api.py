@@ -48,8 +48,9 @@ class Stack:
 
     def __init__(self, path: str | Path, *, state_url: str | None = None, listeners: list[Listener] | None = None,
                  options: ApplyOptions | None = None, lock_timeout: float = 0.0,
-                 force_new_state: bool = False) -> None:
-        self.loaded = spec.load(path)
+                 force_new_state: bool = False, environment: str | None = None,
+                 variables: dict[str, str] | None = None) -> None:
+        self.loaded = spec.load(path, environment=environment, variables=variables)
         self.platform = self.loaded.platform
         self.name = self.platform.metadata.name
         self.directory = self.loaded.directory.resolve()

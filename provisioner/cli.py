@@ -55,6 +55,13 @@ StateUrl = Annotated[str | None, typer.Option("--state", help="State location: s
                                                               "postgresql://host/db or s3://bucket/prefix")]
 LockTimeout = Annotated[float, typer.Option("--lock-timeout", min=0, help="Seconds to wait for another process's "
                                                                          "lock on the stack (default: fail at once)")]
+EnvName = Annotated[str | None, typer.Option(
+    "--env", "-e", help="Environment (dev, staging, prod…): its variable values from <stack>.<env>.yaml and its own "
+                        "state (default $MLPLAT_ENV, else the one `mlplat env select` chose, else default)",
+    show_default=False)]
+VarValues = Annotated[list[str] | None, typer.Option(
+    "--var", help="Set a declared variable, NAME=VALUE (repeatable; overrides the environment's file)",
+    show_default=False)]
 ForceNewState = Annotated[bool, typer.Option("--force-new-state", help="Start from an empty state even though the "
                                                                        "stack's working area holds objects")]
 
@@ -99,9 +106,28 @@ def _open(path: Path | None, state: str | None = None, *, json_mode: bool = Fals
     from provisioner.apply import ApplyOptions
 
     listeners = [] if json_mode else [_progress_printer()]
+    environment, variables = _environment()
     return Stack(path, state_url=state, listeners=listeners,
                  options=ApplyOptions(parallelism=parallelism), lock_timeout=lock_timeout,
-                 force_new_state=force_new_state)
+                 force_new_state=force_new_state, environment=environment, variables=variables)
+
+
+def _environment() -> tuple[str | None, dict[str, str]]:
+    """The command's `--env` and `--var NAME=VALUE` options (every command reading a stack has them): read from
+    the click context, so the helpers need not thread them through each command."""
+    import click
+
+    from provisioner.errors import MlplatError
+
+    ctx = click.get_current_context(silent=True)
+    params = ctx.params if ctx is not None else {}
+    variables: dict[str, str] = {}
+    for item in params.get("var") or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise MlplatError(f"--var {item!r}: write NAME=VALUE", hint="e.g. --var replicas=3")
+        variables[name.strip()] = value
+    return params.get("env"), variables
 
 
 def _emit_json(data: Any) -> None:
@@ -125,7 +151,8 @@ def _shown(value: Any) -> str:
 
 # -- commands -------------------------------------------------------------------------------------------------
 @app.command(epilog="Example: mlplat validate -f stacks/quickstart.yaml")
-def validate(file: StackFile = None, json_out: JsonFlag = False) -> None:
+def validate(file: StackFile = None, env: EnvName = None, var: VarValues = None,
+             json_out: JsonFlag = False) -> None:
     """Check the stack file, target settings and capabilities, and policy hooks."""
     stack = _open(file, json_mode=json_out)
     warnings = stack.validate()
@@ -144,6 +171,8 @@ def validate(file: StackFile = None, json_out: JsonFlag = False) -> None:
 @app.command(epilog="Example: mlplat preview -f stacks/quickstart.yaml -o plan.json")
 def preview(
     file: StackFile = None,
+    env: EnvName = None,
+    var: VarValues = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Save the plan to apply it exactly later")] = None,
     json_out: JsonFlag = False,
     detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode",
@@ -186,6 +215,8 @@ def _plan_json(plan: Plan, cost: tuple[Any, Any] | None) -> dict[str, Any]:
 def show(
     plan_file: Annotated[Path, typer.Argument(help="A plan saved by `preview -o`")],
     file: StackFile = None,
+    env: EnvName = None,
+    var: VarValues = None,
     json_out: JsonFlag = False,
     state: StateUrl = None,
 ) -> None:
@@ -221,6 +252,8 @@ def _read_plan(plan_file: Path) -> str:
 def apply(
     plan_file: Annotated[Path | None, typer.Argument(help="A plan saved by `preview -o`; applied exactly")] = None,
     file: StackFile = None,
+    env: EnvName = None,
+    var: VarValues = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
     json_out: JsonFlag = False,
     refresh: Annotated[bool, typer.Option("--refresh/--no-refresh")] = True,
@@ -246,6 +279,8 @@ def apply(
 @app.command(epilog="Example: mlplat destroy -f stacks/quickstart.yaml --yes")
 def destroy(
     file: StackFile = None,
+    env: EnvName = None,
+    var: VarValues = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
     json_out: JsonFlag = False,
     parallelism: Annotated[int, typer.Option(min=1)] = 10,
@@ -272,6 +307,8 @@ def migrate(
     components: Annotated[list[str], typer.Argument(help="Components to move (their names in the stack file)")],
     to: Annotated[str | None, typer.Option("--to", help="The target to move them to")] = None,
     file: StackFile = None,
+    env: EnvName = None,
+    var: VarValues = None,
     keep_source: Annotated[bool, typer.Option("--keep-source", help="Keep the source running after the move "
                                                                     "(--finish deletes it later)")] = False,
     rollback: Annotated[bool, typer.Option("--rollback", help="Return the components to the target they are "
@@ -389,7 +426,8 @@ def _run_plan(stack: Stack, saved: Plan | None, *, yes: bool, json_out: bool, re
 
 
 @app.command(epilog="Example: mlplat refresh -f stacks/quickstart.yaml")
-def refresh(file: StackFile = None, json_out: JsonFlag = False, state: StateUrl = None,
+def refresh(file: StackFile = None, env: EnvName = None, var: VarValues = None,
+            json_out: JsonFlag = False, state: StateUrl = None,
             lock_timeout: LockTimeout = 0.0, force_new_state: ForceNewState = False) -> None:
     """Read every resource and record what is really there (drift)."""
     stack = _open(file, state, json_mode=json_out, lock_timeout=lock_timeout, force_new_state=force_new_state)
@@ -412,6 +450,8 @@ def refresh(file: StackFile = None, json_out: JsonFlag = False, state: StateUrl 
 def output(
     name: Annotated[str | None, typer.Argument(help="One output, e.g. iris.url")] = None,
     file: StackFile = None,
+    env: EnvName = None,
+    var: VarValues = None,
     json_out: JsonFlag = False,
     state: StateUrl = None,
 ) -> None:
@@ -438,7 +478,8 @@ def output(
 
 
 @app.command(epilog="Example: mlplat graph -f stacks/quickstart.yaml")
-def graph(file: StackFile = None, json_out: JsonFlag = False) -> None:
+def graph(file: StackFile = None, env: EnvName = None, var: VarValues = None,
+          json_out: JsonFlag = False) -> None:
     """Print the resource graph as Mermaid (or nodes and direct edges as JSON)."""
     from provisioner.graph import mermaid
 
@@ -485,6 +526,8 @@ def import_(
     address: Annotated[str, typer.Argument(help="The stack file's resource address (see mlplat graph)")],
     id: Annotated[str, typer.Argument(help="The existing object's id on its target (a name, ARN or path)")],
     file: StackFile = None,
+    env: EnvName = None,
+    var: VarValues = None,
     json_out: JsonFlag = False,
     state: StateUrl = None,
     lock_timeout: LockTimeout = 0.0,
@@ -512,6 +555,8 @@ def import_(
 def export(
     format: Annotated[str, typer.Option("--format", help="Export format (see --list)")] = "json",
     file: StackFile = None,
+    env: EnvName = None,
+    var: VarValues = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout (a "
                                                                  "directory, for formats that write several files)")
                    ] = None,
@@ -589,6 +634,8 @@ def fmt(
 @app.command("cost", epilog="Example: mlplat cost -f stacks/quickstart.yaml --compare aws,gcp,azure")
 def cost_(
     file: StackFile = None,
+    env: EnvName = None,
+    var: VarValues = None,
     compare: Annotated[str | None, typer.Option("--compare", help="Price the platform on each of these target "
                                                                   "types instead, side by side (e.g. aws,gcp,azure)")]
     = None,
@@ -616,6 +663,8 @@ def cost_(
 @app.command(epilog="Example: mlplat monitor -f stacks/monitoring.yaml --once")
 def monitor(
     file: StackFile = None,
+    env: EnvName = None,
+    var: VarValues = None,
     once: Annotated[bool, typer.Option("--once", help="Check once and exit (default: check again on the shortest "
                                                        "drift schedule, hourly or daily, until Ctrl-C)")] = False,
     since: Annotated[float, typer.Option("--since", min=0, help="Hours of captured rows to check (0: every row)")]
@@ -653,6 +702,8 @@ def monitor(
 @app.command(epilog="Example: mlplat top -f stacks/quickstart.yaml --once")
 def top(
     file: StackFile = None,
+    env: EnvName = None,
+    var: VarValues = None,
     window: Annotated[float, typer.Option("--window", min=0.1, help="Seconds each view covers (and between "
                                                                      "refreshes)")] = 5.0,
     once: Annotated[bool, typer.Option("--once", help="One view, then exit")] = False,
@@ -698,7 +749,8 @@ def top(
 
 
 @state_app.command("list", epilog="Example: mlplat state list -f stacks/quickstart.yaml")
-def state_list(file: StackFile = None, json_out: JsonFlag = False, state: StateUrl = None) -> None:
+def state_list(file: StackFile = None, env: EnvName = None, var: VarValues = None,
+               json_out: JsonFlag = False, state: StateUrl = None) -> None:
     """List recorded resources."""
     stack = _open(file, state, json_mode=True)
     records = stack.state.resources()
@@ -713,7 +765,8 @@ def state_list(file: StackFile = None, json_out: JsonFlag = False, state: StateU
 
 
 @state_app.command("show", epilog="Example: mlplat state show shared.filesystem.main -f stack.yaml --json")
-def state_show(address: str, file: StackFile = None, state: StateUrl = None, json_out: JsonFlag = False) -> None:
+def state_show(address: str, file: StackFile = None, env: EnvName = None, var: VarValues = None,
+               state: StateUrl = None, json_out: JsonFlag = False) -> None:
     """Show one recorded resource (JSON, with or without --json)."""
     from provisioner.errors import MlplatError
 
@@ -724,7 +777,8 @@ def state_show(address: str, file: StackFile = None, state: StateUrl = None, jso
 
 
 @state_app.command("rm", epilog="Example: mlplat state rm shared.filesystem.main -f stacks/quickstart.yaml")
-def state_rm(address: str, file: StackFile = None, state: StateUrl = None, json_out: JsonFlag = False) -> None:
+def state_rm(address: str, file: StackFile = None, env: EnvName = None, var: VarValues = None,
+             state: StateUrl = None, json_out: JsonFlag = False) -> None:
     """Forget one resource: the object stays where it is, unmanaged (`mlplat import` adopts it again)."""
     record = _open(file, state, json_mode=True).forget(address)
     if json_out:
@@ -742,6 +796,8 @@ def state_mv(
     destination: Annotated[str, typer.Argument(metavar="TO", help="Its address in the stack file now "
                                                                   "(see mlplat graph)")],
     file: StackFile = None,
+    env: EnvName = None,
+    var: VarValues = None,
     state: StateUrl = None,
     json_out: JsonFlag = False,
     lock_timeout: LockTimeout = 0.0,
@@ -760,6 +816,8 @@ def state_migrate(
     to: Annotated[str, typer.Option("--to", help="Destination: sqlite:///path.db, postgresql://host/db or "
                                                  "s3://bucket/prefix (must be empty)")],
     file: StackFile = None,
+    env: EnvName = None,
+    var: VarValues = None,
     state: StateUrl = None,
 ) -> None:
     """Move the stack's state to another backend, losslessly (lineage, serial, journal, secrets sealed)."""
@@ -775,7 +833,8 @@ def state_migrate(
 
 
 @state_app.command("unlock", epilog="Example: mlplat state unlock 3f2a9c1e -f stacks/quickstart.yaml")
-def state_unlock(lock_id: str, file: StackFile = None, state: StateUrl = None) -> None:
+def state_unlock(lock_id: str, file: StackFile = None, env: EnvName = None, var: VarValues = None,
+                 state: StateUrl = None) -> None:
     """Remove a lock left by a process that will not come back (give the lock id from the error)."""
     from provisioner.errors import MlplatError
 

@@ -179,6 +179,9 @@ class Target:
     #: modules the target's SDK provides (checked, never imported, at validate), and the extra installing them
     sdk: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str | None] = None
+    #: raw resource kinds a stack file may declare under `resources:` (the escape hatch), each with the pydantic
+    #: model of its `inputs` (unknown keys rejected; field descriptions reach the JSON Schema)
+    raw_kinds: ClassVar[dict[str, type[BaseModel]]] = {}
 
     def __init__(self, settings: BaseModel, context: TargetContext) -> None:
         self.settings = settings

@@ -61,7 +61,10 @@ class LoadedStack:
         return SpecError([self.problem(loc, message)], hint=hint)
 
 
-def load(path: str | Path) -> LoadedStack:
+def load(path: str | Path, *, environment: str | None = None,
+         variables: dict[str, str] | None = None) -> LoadedStack:
+    """`environment`: its variable values come from `<stack>.<environment>.yaml`; `variables`: NAME -> text given
+    on the command line (parsed as the declared type), over the environment's values."""
     path = Path(path)
     try:
         data = path.read_bytes()
