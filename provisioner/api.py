@@ -25,6 +25,7 @@ from provisioner.recovery import recover
 from provisioner.secrets import contains_secret
 from provisioner.spec.loader import Loc, format_loc
 from provisioner.spec.model import Component, Serving, component_kind
+from provisioner.spec.variables import per_environment_state_url
 from provisioner.state import LockInfo, ResourceRecord, StateBackend, open_state
 from provisioner.state.lease import LeaseKeeper
 from provisioner.target import (
@@ -95,6 +96,9 @@ class Stack:
                 used.setdefault(component.target, (*loc, "target"))
             for i, door in enumerate(getattr(component, "front_door", ())):
                 used.setdefault(door, (*loc, "front_door", i))
+        for i, raw in enumerate(self.platform.resources):
+            if raw.target:
+                used.setdefault(raw.target, ("resources", i, "target"))
         targets: dict[str, Target] = {}
         problems: list[str] = []
         for name, loc in used.items():
@@ -112,7 +116,8 @@ class Stack:
                 declared = ", ".join(sorted(self.platform.targets)) or "none"
                 where = ("targets", name, "type") if name in self.platform.targets else loc
                 problems.append(f"{self.loaded.where(where)}: unknown target {type_name!r} (installed target "
-                                f"types: {known}; targets declared in this stack: {declared})")
+                                f"types: {known}; targets declared in this stack: {declared})"
+                                f"{self.loaded.included(where)}")
                 continue
             try:
                 model = target_type.settings_model.model_validate(settings)
@@ -254,11 +259,12 @@ class Stack:
         return self._discovery
 
     def targets_in_use(self) -> list[str]:
-        """Targets the stack's components run on or have front doors on."""
+        """Targets the stack's components run on or have front doors on, and its raw resources' targets."""
         names = []
         for _, component in self.components():
             names.append(self.platform.target_of(component))
             names.extend(getattr(component, "front_door", ()))
+        names.extend(raw.target or self.platform.target for raw in self.platform.resources)
         return list(dict.fromkeys(names))
 
     def lower(self) -> tuple[dict[str, Resource], dict[str, Any]]:
@@ -293,7 +299,8 @@ class Stack:
                     component, Serving) else []
             except MlplatError as err:
                 raise SpecError([f"{self.loaded.where(loc)}: {component_kind(component)} {component.name!r} on "
-                                 f"target {target_name!r}: {err.message}"], hint=err.hint) from None
+                                 f"target {target_name!r}: {err.message}{self.loaded.included(loc)}"],
+                                hint=err.hint) from None
             self._add(resources, lowered.resources, target_name, f"{component.name}.",
                       f"target {target_name!r} lowered component {component.name!r} to a resource outside "
                       f"{component.name}.")
@@ -305,6 +312,10 @@ class Stack:
                 self._after_stack_scope(resources, front.resources, scoped[door], door)
             component_outputs[component.name] = lowered.outputs
             outputs.update({f"{component.name}.{k}": v for k, v in lowered.outputs.items()})
+        if self.platform.resources:  # raw resources (`resources:`), after the components they may name
+            from provisioner.raw import lower_raw
+
+            lower_raw(self, ctx, resources, scoped)
         self._lowered = (resources, outputs)
         return self._lowered
 
@@ -404,7 +415,8 @@ class Stack:
     def state(self) -> StateBackend:
         if self._state is None:
             cfg = self.platform.state
-            state = open_state(self.name, self.directory, url=self._state_url or cfg.url,
+            state_url = per_environment_state_url(self._state_url, self.loaded.environment)  # --state: per env
+            state = open_state(self.name, self.directory, url=state_url or cfg.url,
                                backend=cfg.backend, path=cfg.path)
             if not self.force_new_state and state.meta().serial == 0 and not state.resources():
                 try:
@@ -501,16 +513,24 @@ class Stack:
 
     # -- plan / apply -----------------------------------------------------------------------------------------
     def plan(self, *, refresh: bool = True, destroy: bool = False, keep_source: frozenset[str] = frozenset(),
-             finish: frozenset[str] = frozenset()) -> Plan:
+             finish: frozenset[str] = frozenset(), targets: list[str] | None = None,
+             replace: list[str] | None = None) -> Plan:
         """The changes apply would make. A component whose `target:` changed is planned as a migration
         (`provisioner.migration`): `keep_source` names components whose source stays after their move, `finish`
-        components whose kept source goes now."""
+        components whose kept source goes now. `targets` (addresses or their prefixes, e.g. a component name)
+        narrow the plan to their changes and what those need; `replace` forces recorded resources to be replaced
+        (`provisioner.targeting`)."""
+        from provisioner import targeting
         from provisioner.migration.planner import finish_plan, plan_migrations
 
         self.recover()
         meta = self.state.meta()
         records = self.state.resources()
+        targets, replace = list(targets or ()), list(dict.fromkeys(replace or ()))
         if destroy:
+            if replace:
+                raise PlanError("--replace does not go with destroy", hint="destroy --target ADDRESS deletes one")
+            matched = targeting.match_targets(targets, records) if targets else set()
             plan = make_destroy_plan(records, stack=self.name, lineage=meta.lineage, serial=meta.serial)
         else:
             self.check()
@@ -520,12 +540,20 @@ class Stack:
                    for r in desired.values()):
                 self.state.codec.require_key()  # refuse now, not after the cloud call returned a secret
             planned = plan_migrations(self, desired, records, keep_source=keep_source, finish=finish)
+            forced = targeting.check_replace(replace, planned.view, desired)
+            targets += [a for a in replace if targets and a not in targets]  # a replaced resource is targeted
+            matched = targeting.match_targets(targets, [*desired, *records]) if targets else set()
             refreshed = self.observe(planned.view) if refresh else None
             plan = make_plan(desired, planned.view, self.provider_for, stack=self.name, lineage=meta.lineage,
-                             serial=meta.serial, refreshed=refreshed, outputs=outputs)
+                             serial=meta.serial, refreshed=refreshed, outputs=outputs, force_replace=forced)
             finish_plan(plan, planned)
             plan.discovery = discovery
+            plan.replace = replace
+        if targets:
+            targeting.narrow(plan, matched, targets=targets, recorded_outputs=self.state.get_outputs(),
+                             records=records)
         plan.stack_file = str(self.loaded.path.resolve())  # a saved plan is applied from any directory
+        plan.environment, plan.variables = self.loaded.environment, dict(self.loaded.variables.overrides)
         return plan
 
     def apply(self, plan: Plan) -> ApplyResult:
@@ -545,10 +573,10 @@ class Stack:
                 self._check_discovery(plan)
             self.state.bump_serial()
             self._record_drift(plan)
-            if not plan.destroy:  # before any step: outputs are references resolved against records, so a
-                self.state.set_outputs(to_json(plan.outputs))  # kill at any point leaves them right
+            if not plan.destroy or plan.targets:  # before any step: outputs are references resolved against
+                self.state.set_outputs(to_json(plan.outputs))  # records, so a kill at any point leaves them right
             result = self._apply_segments(plan)
-            if plan.destroy:
+            if plan.destroy and not plan.targets:
                 self.state.set_outputs({})
             self.sweep()
             return result
@@ -678,12 +706,17 @@ class Stack:
             record.inputs = change.before or record.inputs
             self.state.put(record)
 
-    def refresh(self) -> dict[str, Any]:
-        """Read every resource and record what is really there. Returns the drift found per address."""
+    def refresh(self, *, preview: bool = False) -> dict[str, Any]:
+        """Read every resource and record what is really there. Returns the drift found per address. With
+        `preview`, record nothing (the state's serial stays): what a refresh would record."""
         with self.locked("refresh"):
             self.recover()
             records = self.state.resources()
             observed = self.observe(records)
+            if preview:
+                from provisioner.targeting import refresh_drift
+
+                return refresh_drift(records, observed)
             drift: dict[str, Any] = {}
             self.state.bump_serial()
             for address, seen in observed.items():
@@ -833,15 +866,19 @@ class Stack:
         path.write_text(text)
         return cls(path, **options)
 
-    def preview(self, *, refresh: bool = True, destroy: bool = False) -> Plan:
-        """What `up()` (or `destroy()`) would change: `mlplat preview`, under the stack's lock."""
+    def preview(self, *, refresh: bool = True, destroy: bool = False, targets: list[str] | None = None,
+                replace: list[str] | None = None) -> Plan:
+        """What `up()` (or `destroy()`) would change: `mlplat preview`, under the stack's lock (`targets`,
+        `replace`: as `plan`'s, `mlplat preview --target/--replace`)."""
         with self.locked("preview"):
-            return self.plan(refresh=refresh, destroy=destroy)
+            return self.plan(refresh=refresh, destroy=destroy, targets=targets, replace=replace)
 
-    def up(self, *, refresh: bool = True) -> ApplyResult:
-        """Make the platform match the stack file (`mlplat apply --yes`); `.done` counts the steps made."""
+    def up(self, *, refresh: bool = True, targets: list[str] | None = None,
+           replace: list[str] | None = None) -> ApplyResult:
+        """Make the platform match the stack file (`mlplat apply --yes`); `.done` counts the steps made.
+        `targets`/`replace`: `mlplat apply --target/--replace` (a targeted apply is partial)."""
         with self.locked("apply"):
-            plan = self.plan(refresh=refresh)
+            plan = self.plan(refresh=refresh, targets=targets, replace=replace)
             if plan.has_changes or plan.has_drift:
                 return self.apply(plan)
             self.sync_outputs(plan)

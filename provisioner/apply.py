@@ -175,10 +175,22 @@ class Applier:
             while ready or running:
                 if self.stop.is_set():
                     ready = []
+                inline = []
                 for key in ready:
-                    work.put(key)
-                running += len(ready)
+                    if self._state_only(steps[key]):
+                        inline.append(key)
+                    else:
+                        work.put(key)
+                        running += 1
                 ready = []
+                for key in inline:  # on this thread, as if a worker had finished it
+                    try:
+                        self._run_step(steps[key])
+                    except Exception as err:
+                        finished.put((key, err))
+                    else:
+                        finished.put((key, None))
+                    running += 1
                 if not running:
                     break
                 key, err = finished.get()
@@ -211,6 +223,9 @@ class Applier:
         if done != len(steps):
             raise PlanError(f"apply stopped after {done} of {len(steps)} steps")
         return ApplyResult(done, self.records, time.perf_counter() - started)
+
+    def _state_only(self, step: Step) -> bool:
+        return self.provider_for(step.change.target, step.change.kind).state_only
 
     @staticmethod
     def _drain(finished: queue.SimpleQueue[tuple[str, BaseException | None]], running: int) -> int:
@@ -295,6 +310,12 @@ class Applier:
         record = ResourceRecord(change.address, change.kind, change.target, "", inputs,
                                 depends_on=depends_on, deposed=deposed)
         token = self._token()
+        if provider.state_only and not deposed and not in_place:  # nothing outside the state: one write
+            created = provider.create(change.address, inputs, self._context(record, "create", token, 0))
+            record.id, record.outputs = created.id, mark_secret_outputs(provider, created.outputs)
+            self.state.journal_instant(self.apply_id, "create", record, token=token, put=record)
+            self._remember(record)
+            return
         seq = self.state.journal_pending(self.apply_id, "create", record, token=token)
         ctx = self._context(record, "create", token, seq, exclude=frozenset(deposed),
                             replacing=old.id if in_place and old is not None else None)
@@ -353,6 +374,12 @@ class Applier:
         if old.deposed:
             self._delete_deposed_of(old, provider)
         token = self._token()
+        if provider.state_only:  # nothing outside the state: one write
+            provider.delete(old.id, old.inputs, self._context(old, "delete", token, 0))
+            self.state.journal_instant(self.apply_id, "delete", old, token=token, remove=change.address)
+            with self._records_lock:
+                self.records.pop(change.address, None)
+            return
         seq = self.state.journal_pending(self.apply_id, "delete", old, token=token)
         if change.drift != {"$gone": True}:
             ctx = self._context(old, "delete", token, seq)

@@ -52,7 +52,7 @@ def artifact_path(model: ModelVersion, stack_dir: Path, roots: Sequence[str] = (
         raise MlplatError(f"model {model.ref}: {problem}", hint=ARTIFACT_ROOTS_HINT)
     if not source.is_file():
         raise MlplatError(f"model {model.ref}: artifact {model.artifact} not found (looked at {source})",
-                          hint="artifact paths are relative to the stack file")
+                          hint="artifact paths are relative to the stack file (in a module: to the module)")
     return source
 
 

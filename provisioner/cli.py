@@ -28,6 +28,9 @@ app = typer.Typer(
 state_app = typer.Typer(help="Inspect and repair the recorded state.", no_args_is_help=True,
                         epilog="Example: mlplat state list -f stacks/quickstart.yaml")
 app.add_typer(state_app, name="state")
+env_app = typer.Typer(help="Environments of a stack (dev, staging, prod…): their variable values and own state.",
+                      no_args_is_help=True, epilog="Example: mlplat env list -f stacks/quickstart.yaml")
+app.add_typer(env_app, name="env")
 
 
 def _version(value: bool) -> None:
@@ -64,12 +67,26 @@ VarValues = Annotated[list[str] | None, typer.Option(
     show_default=False)]
 ForceNewState = Annotated[bool, typer.Option("--force-new-state", help="Start from an empty state even though the "
                                                                        "stack's working area holds objects")]
+Targets = Annotated[list[str] | None, typer.Option(
+    "--target", metavar="ADDRESS", help="Plan only this resource (e.g. iris.endpoint.main) or every resource under "
+                                        "an address prefix (e.g. iris), plus what they depend on; repeatable. The "
+                                        "plan is partial: run a full apply afterwards", show_default=False)]
+Replaces = Annotated[list[str] | None, typer.Option(
+    "--replace", metavar="ADDRESS", help="Replace this recorded resource even though nothing changed (e.g. "
+                                         "iris.endpoint.main); repeatable", show_default=False)]
 
 
 def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=True)  # long paths stay on one line in pipes
+
+
+def _plan_console() -> Any:
+    """For plans: a fast line printer (rich's per-line cost dominated big plans), rich for anything else."""
+    from provisioner.console import FastConsole
+
+    return FastConsole()
 
 
 def _stack_path(path: Path | None) -> Path:
@@ -100,13 +117,19 @@ def _stack_path(path: Path | None) -> Path:
 
 
 def _open(path: Path | None, state: str | None = None, *, json_mode: bool = False, parallelism: int = 10,
-          lock_timeout: float = 0.0, force_new_state: bool = False) -> Stack:
+          lock_timeout: float = 0.0, force_new_state: bool = False, progress: Any = None,
+          saved: Plan | None = None) -> Stack:
+    """`progress`: the display of an apply (`provisioner.live.progress`); default: event lines (none with --json)."""
     path = _stack_path(path)
     from provisioner.api import Stack
     from provisioner.apply import ApplyOptions
 
-    listeners = [] if json_mode else [_progress_printer()]
+    listeners = [progress] if progress is not None else [] if json_mode else [_progress_printer()]
     environment, variables = _environment()
+    if saved is not None:  # a saved plan's stack is opened in the environment, with the --var values, it records
+        from provisioner.spec.variables import plan_environment
+
+        environment, variables = plan_environment(saved.environment, saved.variables, environment, variables)
     return Stack(path, state_url=state, listeners=listeners,
                  options=ApplyOptions(parallelism=parallelism), lock_timeout=lock_timeout,
                  force_new_state=force_new_state, environment=environment, variables=variables)
@@ -115,11 +138,9 @@ def _open(path: Path | None, state: str | None = None, *, json_mode: bool = Fals
 def _environment() -> tuple[str | None, dict[str, str]]:
     """The command's `--env` and `--var NAME=VALUE` options (every command reading a stack has them): read from
     the click context, so the helpers need not thread them through each command."""
-    import click
-
     from provisioner.errors import MlplatError
 
-    ctx = click.get_current_context(silent=True)
+    ctx = _click_context()
     params = ctx.params if ctx is not None else {}
     variables: dict[str, str] = {}
     for item in params.get("var") or ():
@@ -128,6 +149,21 @@ def _environment() -> tuple[str | None, dict[str, str]]:
             raise MlplatError(f"--var {item!r}: write NAME=VALUE", hint="e.g. --var replicas=3")
         variables[name.strip()] = value
     return params.get("env"), variables
+
+
+def _click_context() -> Any:
+    """The running command's click context. typer >= 0.2x vendors click (`typer._click`): plain click's
+    `get_current_context` does not see typer's contexts there."""
+    import importlib
+
+    for module in ("typer._click.globals", "click"):
+        try:
+            ctx = importlib.import_module(module).get_current_context(silent=True)
+        except (ImportError, AttributeError):
+            continue
+        if ctx is not None:
+            return ctx
+    return None
 
 
 def _emit_json(data: Any) -> None:
@@ -158,8 +194,8 @@ def validate(file: StackFile = None, env: EnvName = None, var: VarValues = None,
     warnings = stack.validate()
     resources, _ = stack.lower()
     if json_out:
-        _emit_json({"valid": True, "stack": stack.name, "resources": len(resources),
-                    "warnings": [w.message for w in warnings]})
+        _emit_json({"valid": True, "stack": stack.name, "environment": stack.loaded.environment,
+                    "resources": len(resources), "warnings": [w.message for w in warnings]})
         return
     out = _console()
     for w in warnings:
@@ -168,7 +204,8 @@ def validate(file: StackFile = None, env: EnvName = None, var: VarValues = None,
               f"{len(stack.platform.components())} components → {len(resources)} resources")
 
 
-@app.command(epilog="Example: mlplat preview -f stacks/quickstart.yaml -o plan.json")
+@app.command(epilog="Example: mlplat preview -f stacks/quickstart.yaml -o plan.json   (one component and what it "
+                    "needs: mlplat preview --target iris -f stacks/quickstart.yaml)")
 def preview(
     file: StackFile = None,
     env: EnvName = None,
@@ -179,12 +216,14 @@ def preview(
                                                     help="Exit 0: no changes, 2: changes, 1: error")] = False,
     refresh: Annotated[bool, typer.Option("--refresh/--no-refresh", help="Read resources to detect drift")] = True,
     destroy: Annotated[bool, typer.Option("--destroy", help="Preview destroying everything")] = False,
+    target: Targets = None,
+    replace: Replaces = None,
     state: StateUrl = None,
     force_new_state: ForceNewState = False,
 ) -> None:
     """Show what apply would change (create / update / replace / delete)."""
     stack = _open(file, state, json_mode=json_out, force_new_state=force_new_state)
-    plan = stack.plan(refresh=refresh, destroy=destroy)
+    plan = stack.plan(refresh=refresh, destroy=destroy, targets=target, replace=replace)
     cost = None if destroy else stack.cost_reports()
     if out is not None:
         out.write_text(plan.dumps(stack.state.codec))  # secrets sealed, as in the state
@@ -193,7 +232,7 @@ def preview(
     else:
         from provisioner.render import render_plan
 
-        render_plan(_console(), plan, cost)
+        render_plan(_plan_console(), plan, cost)
         if out is not None:
             _console().print(f"\nSaved the plan to [bold]{out}[/]; apply exactly it with: mlplat apply {out}")
     if detailed_exitcode and plan.has_changes:
@@ -202,13 +241,9 @@ def preview(
 
 def _plan_json(plan: Plan, cost: tuple[Any, Any] | None) -> dict[str, Any]:
     """A plan as `preview --json` prints it (with its cost, when priced)."""
-    data = plan.to_json()
-    if cost is not None:
-        from provisioner.cost import delta
+    from provisioner.live import plan_json
 
-        data["estimated_cost_usd_hour"] = round(cost[0].hourly, 4)
-        data["cost"] = {"after": cost[0].to_json(), "now": cost[1].to_json(), "delta": delta(*cost)}
-    return data
+    return plan_json(plan, cost)
 
 
 @app.command(epilog="Example: mlplat show plan.json   (the plan saved by: mlplat preview -f stack.yaml -o plan.json)")
@@ -224,7 +259,8 @@ def show(
     from provisioner.plan import Plan
 
     text = _read_plan(plan_file)
-    stack = _open(file or Path(Plan.loads(text).stack_file), state, json_mode=True)
+    recorded = Plan.loads(text)
+    stack = _open(file or Path(recorded.stack_file), state, json_mode=True, saved=recorded)
     plan = Plan.loads(text, stack.state.codec)  # opens the plan's sealed secrets (shown masked)
     cost = None if plan.destroy else stack.cost_reports()
     if json_out:
@@ -232,7 +268,7 @@ def show(
         return
     from provisioner.render import render_plan
 
-    render_plan(_console(), plan, cost)
+    render_plan(_plan_console(), plan, cost)
     serial = stack.state.meta().serial
     if serial != plan.serial:
         _console().print(f"\n[yellow]warning:[/] the state changed since this plan was made (serial {plan.serial} "
@@ -248,7 +284,8 @@ def _read_plan(plan_file: Path) -> str:
         raise MlplatError(f"cannot read plan {plan_file}: {err.strerror}") from None
 
 
-@app.command(epilog="Example: mlplat apply -f stacks/quickstart.yaml --yes   (or: mlplat apply plan.json)")
+@app.command(epilog="Example: mlplat apply -f stacks/quickstart.yaml --yes   (or: mlplat apply plan.json; one "
+                    "component: mlplat apply --target iris --yes; a new object: --replace iris.endpoint.main)")
 def apply(
     plan_file: Annotated[Path | None, typer.Argument(help="A plan saved by `preview -o`; applied exactly")] = None,
     file: StackFile = None,
@@ -258,6 +295,8 @@ def apply(
     json_out: JsonFlag = False,
     refresh: Annotated[bool, typer.Option("--refresh/--no-refresh")] = True,
     parallelism: Annotated[int, typer.Option(help="Steps run at once (per target)", min=1)] = 10,
+    target: Targets = None,
+    replace: Replaces = None,
     state: StateUrl = None,
     lock_timeout: LockTimeout = 0.0,
     force_new_state: ForceNewState = False,
@@ -266,17 +305,28 @@ def apply(
     from provisioner.plan import Plan
 
     saved = None
+    if plan_file is not None and (target or replace):
+        from provisioner.errors import MlplatError
+
+        raise MlplatError("--target and --replace do not go with a saved plan: it is applied exactly as made",
+                          hint=f"make the plan with them: mlplat preview {'--target ' if target else '--replace '}"
+                               f"{(target or replace or [''])[0]} -o {plan_file}")
     if plan_file is not None:
         text = _read_plan(plan_file)
-        file = file or Path(Plan.loads(text).stack_file)
+        recorded = Plan.loads(text)
+        file = file or Path(recorded.stack_file)
+    progress = _progress(json_out)
     stack = _open(file, state, json_mode=json_out, parallelism=parallelism, lock_timeout=lock_timeout,
-                  force_new_state=force_new_state)
+                  force_new_state=force_new_state, progress=progress,
+                  saved=recorded if plan_file is not None else None)
     if plan_file is not None:
         saved = Plan.loads(text, stack.state.codec)  # opens the plan's sealed secrets
-    _run_plan(stack, saved, yes=yes or saved is not None, json_out=json_out, refresh=refresh, verb="apply")
+    _run_plan(stack, saved, yes=yes or saved is not None, json_out=json_out, refresh=refresh, verb="apply",
+              progress=progress, targets=target, replace=replace)
 
 
-@app.command(epilog="Example: mlplat destroy -f stacks/quickstart.yaml --yes")
+@app.command(epilog="Example: mlplat destroy -f stacks/quickstart.yaml --yes   (one resource and what uses it: "
+                    "mlplat destroy --target iris.endpoint.main --yes)")
 def destroy(
     file: StackFile = None,
     env: EnvName = None,
@@ -284,15 +334,20 @@ def destroy(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
     json_out: JsonFlag = False,
     parallelism: Annotated[int, typer.Option(min=1)] = 10,
+    target: Annotated[list[str] | None, typer.Option(
+        "--target", metavar="ADDRESS", help="Delete only this resource (or every one under an address prefix) and "
+                                            "what depends on it; repeatable", show_default=False)] = None,
     state: StateUrl = None,
     lock_timeout: LockTimeout = 0.0,
     force_new_state: ForceNewState = False,
 ) -> None:
     """Delete every resource the stack's state records, then the state itself and mlplat's working
     directories when nothing is left in them."""
+    progress = _progress(json_out)
     stack = _open(file, state, json_mode=json_out, parallelism=parallelism, lock_timeout=lock_timeout,
-                  force_new_state=force_new_state)
-    _run_plan(stack, None, yes=yes, json_out=json_out, refresh=False, verb="destroy")
+                  force_new_state=force_new_state, progress=progress)
+    _run_plan(stack, None, yes=yes, json_out=json_out, refresh=False, verb="destroy", progress=progress,
+              targets=target)
     kept = stack.remove_state_if_empty()
     if json_out:
         return
@@ -366,11 +421,13 @@ def migrate(
                         encoding="utf-8")
     stack.close()
     try:
-        stack = _open(path, state, json_mode=json_out, parallelism=parallelism, lock_timeout=lock_timeout)
+        progress = _progress(json_out)
+        stack = _open(path, state, json_mode=json_out, parallelism=parallelism, lock_timeout=lock_timeout,
+                      progress=progress)
         again = f"mlplat migrate {' '.join(components)} " + (f"--to {to}" if to else "--rollback" if rollback
                                                                 else "--finish") + f" -f {path}"
         _run_plan(stack, None, yes=yes, json_out=json_out, refresh=True, verb="apply", command=again,
-                  keep_source=frozenset(components) if keep_source else frozenset(),
+                  progress=progress, keep_source=frozenset(components) if keep_source else frozenset(),
                   finish=frozenset(components) if finish else frozenset())
     except BaseException as err:
         from provisioner.migration.runner import MigrationFailed
@@ -382,16 +439,16 @@ def migrate(
 
 
 def _run_plan(stack: Stack, saved: Plan | None, *, yes: bool, json_out: bool, refresh: bool, verb: str,
-              command: str | None = None, **plan_options: Any) -> None:
-    """Plan (or take the saved plan), show it, confirm, apply. `command`: what to run again with --yes."""
+              progress: Any, command: str | None = None, **plan_options: Any) -> None:
+    """Plan (or take the saved plan), show it, confirm, apply. `command`: what to run again with --yes.
+    `progress` (`provisioner.live`) shows the plan, the apply's events and, with --json, the summary."""
     from provisioner.errors import MlplatError
-    from provisioner.render import render_plan
 
-    console = _console()
-    with stack.locked(verb):
+    console = _plan_console()
+    with stack.locked(verb), progress:
         plan = saved or stack.plan(refresh=refresh, destroy=verb == "destroy", **plan_options)
-        if not json_out and saved is None:
-            render_plan(console, plan, None if verb == "destroy" else stack.cost_reports())
+        progress.plan(plan, None if verb == "destroy" or saved is not None else stack.cost_reports(),
+                      show=saved is None)
         if not plan.has_changes:
             if plan.has_drift:
                 stack.apply(plan)  # records what the refresh saw
@@ -399,45 +456,68 @@ def _run_plan(stack: Stack, saved: Plan | None, *, yes: bool, json_out: bool, re
                 stack.sync_outputs(plan)
                 stack.sweep()  # what a killed run left that no record names (e.g. a server it started)
             if json_out:
-                _emit_json({"applied": 0, "summary": plan.summary(), "outputs": stack.outputs()})
+                progress.summary({"applied": 0, "summary": plan.summary(), "outputs": stack.outputs()})
             return
         if not yes:
             if not sys.stdin.isatty():
                 raise MlplatError(f"refusing to {verb} without --yes: standard input is not a terminal",
                                   hint=f"the plan is shown above; run `{command} --yes` to make it" if command
                                   else f"review with `mlplat preview`, then run `mlplat {verb} --yes`")
-            answer = typer.prompt(f"\nDo you want to {verb} these changes? Only 'yes' will be accepted")
+            answer = typer.prompt(f"\nDo you want to {verb} these changes? Only 'yes' will be accepted",
+                                  err=json_out)  # stdout carries only JSON lines
             if answer.strip() != "yes":
                 raise MlplatError(f"{verb} cancelled")
+        progress.begin(plan)
         result = stack.apply(plan)
     outputs = stack.outputs()
     if json_out:
-        _emit_json({"applied": result.done, "summary": plan.summary(), "elapsed_s": round(result.elapsed, 3),
-                    "outputs": outputs, **({"migrations": stack.migration_timings} if plan.migrations else {})})
+        progress.summary({"applied": result.done, "summary": plan.summary(),
+                          "elapsed_s": round(result.elapsed, 3), "outputs": outputs,
+                          **({"migrations": stack.migration_timings} if plan.migrations else {})})
         return
     console.print(f"\n[bold green]{verb.capitalize()} complete![/] {result.done} step(s) in {result.elapsed:.1f}s.")
+    if plan.targets:
+        from provisioner.targeting import PARTIAL_WARNING
+
+        console.print(f"[yellow]warning:[/] {PARTIAL_WARNING}", soft_wrap=True, markup=True)
     for component, phases in stack.migration_timings.items():
         took = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in phases.items())
         console.print(f"Migration of {component}: {took}")
     if outputs:
         console.print("\nOutputs:")
         for key, value in outputs.items():
-            console.print(f"  {key} = {_shown(value)}")
+            console.print(f"  {key} = {_shown(value)}", markup=False)
 
 
-@app.command(epilog="Example: mlplat refresh -f stacks/quickstart.yaml")
+@app.command(epilog="Example: mlplat refresh -f stacks/quickstart.yaml   (review first, writing nothing: mlplat "
+                    "refresh --preview -f stacks/quickstart.yaml)")
 def refresh(file: StackFile = None, env: EnvName = None, var: VarValues = None,
             json_out: JsonFlag = False, state: StateUrl = None,
+            preview_only: Annotated[bool, typer.Option("--preview", help="Show what a refresh would record and write "
+                                                                         "nothing (the state is left as it is)")]
+            = False,
+            detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode",
+                                                            help="Exit 0: no drift, 2: drift, 1: error")] = False,
             lock_timeout: LockTimeout = 0.0, force_new_state: ForceNewState = False) -> None:
     """Read every resource and record what is really there (drift)."""
     stack = _open(file, state, json_mode=json_out, lock_timeout=lock_timeout, force_new_state=force_new_state)
-    drift = stack.refresh()
+    drift = stack.refresh(preview=preview_only)
     if json_out:
-        _emit_json({"drift": drift})
-        return
+        _emit_json({"drift": drift, **({"preview": True, "serial": stack.state.meta().serial}
+                                       if preview_only else {})})
+    else:
+        _print_drift(drift, preview_only)
+    if detailed_exitcode and drift:
+        raise typer.Exit(2)
+
+
+def _print_drift(drift: dict[str, Any], preview_only: bool) -> None:
     console = _console()
     if not drift:
         console.print("[green]No drift:[/] every resource matches the state.")
+    elif preview_only:
+        console.print(f"A refresh would record {len(drift)} resource(s) as found (nothing written; run `mlplat "
+                      "refresh` to record it):")
     for address, change in drift.items():
         if change == "gone":
             console.print(f"[red]![/] {address}: deleted outside mlplat")
@@ -591,15 +671,24 @@ def export(
         _console(stderr=True).print(f"wrote {out} ({format})")
 
 
-@app.command(epilog="Example: mlplat schema > schema/mlplat.schema.json")
-def schema() -> None:
-    """Print the stack file's JSON Schema (for editors: yaml-language-server)."""
-    from provisioner.spec.model import Platform
+@app.command(epilog="Example: mlplat schema --path   (then: # yaml-language-server: $schema=<that path>)")
+def schema(
+    path: Annotated[bool, typer.Option("--path", help="Print the absolute path of the installed copy (for a "
+                                                      "`# yaml-language-server: $schema=` line)")] = False,
+    write: Annotated[bool, typer.Option("--write", help="Regenerate the installed copy and, in a source checkout, "
+                                                        "schema/mlplat.schema.json")] = False,
+) -> None:
+    """Print the stack file's JSON Schema (for editors: yaml-language-server), target settings included."""
+    from provisioner.schema import installed_path, render
+    from provisioner.schema import write as write_schema
 
-    data = Platform.model_json_schema(by_alias=True)
-    data["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    data["title"] = "mlplat stack file"
-    _emit_json(data)
+    if path:
+        sys.stdout.write(f"{installed_path()}\n")
+    elif write:
+        for written in write_schema(render()):
+            _console(stderr=True).print(f"wrote {written}", markup=False)
+    else:
+        sys.stdout.write(render())
 
 
 @app.command(epilog="Example: mlplat fmt -f stacks/quickstart.yaml --check   (CI: exit 1 when it would change)")
@@ -644,7 +733,7 @@ def cost_(
     """What the platform costs per hour and month, from the accelerator catalog (no credentials, no cloud calls)."""
     from provisioner import cost
 
-    platform = cost.load_platform(_stack_path(file))
+    platform = cost.load_platform(_stack_path(file), *_environment())
     if compare is None:
         report = cost.estimate_platform(platform, cost.stack_target_types(platform))
         if json_out:
@@ -843,41 +932,55 @@ def state_unlock(lock_id: str, file: StackFile = None, env: EnvName = None, var:
     _console().print(f"Lock {lock_id} removed.")
 
 
+@env_app.command("list", epilog="Example: mlplat env list -f stacks/quickstart.yaml --json")
+def env_list(file: StackFile = None, json_out: JsonFlag = False) -> None:
+    """List the environments (default and each <stack>.<env>.yaml), the selected one (*) and their state."""
+    from provisioner import environments
+
+    infos = environments.list_environments(_stack_path(file))
+    if json_out:
+        _emit_json({"environments": [i.to_json() for i in infos],
+                    "selected": next(i.name for i in infos if i.selected)})
+        return
+    sys.stdout.write(environments.render_list(infos))
+
+
+@env_app.command("new", epilog="Example: mlplat env new prod -f stacks/quickstart.yaml   (writes "
+                               "stacks/quickstart.prod.yaml)")
+def env_new(environment: Annotated[str, typer.Argument(metavar="ENV", help="The new environment's name")],
+            file: StackFile = None) -> None:
+    """Write <stack>.<ENV>.yaml with every declared variable (defaults as values, descriptions as comments)."""
+    from provisioner import environments
+
+    written = environments.new_environment(_stack_path(file), environment)
+    sys.stdout.write(f"wrote {written}: edit its values, then: mlplat preview -e {environment}"
+                     f"{f' -f {file}' if file else ''}\n")
+
+
+@env_app.command("select", epilog="Example: mlplat env select prod -f stacks/quickstart.yaml   (back: mlplat env "
+                                  "select default)")
+def env_select(environment: Annotated[str, typer.Argument(metavar="ENV", help="An environment (or default)")],
+               file: StackFile = None) -> None:
+    """Make ENV the stack's environment for commands without -e (and without $MLPLAT_ENV)."""
+    from provisioner import environments
+
+    environments.select_environment(_stack_path(file), environment)
+    sys.stdout.write(f"selected environment {environment}\n")
+
+
 # -- progress and errors --------------------------------------------------------------------------------------
 def _progress_printer() -> Any:
-    from rich.markup import escape
+    """Event lines on stderr (warnings, recoveries, a refresh's progress) for commands that show no plan."""
+    from provisioner.live import PlainLines
 
-    from provisioner.secrets import redact
+    return PlainLines()
 
-    console = _console(stderr=True)
-    verbs = {"create": "creating", "update": "updating", "delete": "deleting", "delete-deposed": "deleting old"}
 
-    def on_event(event: Any) -> None:
-        if event.kind == "step-start":
-            console.print(f"  {event.address}: {verbs.get(event.action, event.action)}…")
-        elif event.kind == "step-done":
-            console.print(f"  {event.address}: [green]{event.action} done[/] ({event.elapsed:.1f}s)")
-        elif event.kind == "progress":
-            console.print(f"  {event.address}: [dim]{escape(redact(event.message))}[/]")
-        elif event.kind == "step-failed":
-            console.print(f"  {event.address}: [red]{event.action} failed[/] ({event.elapsed:.1f}s)")
-        elif event.kind == "step-retry":
-            console.print(f"  {event.address}: [yellow]retrying[/] {escape(redact(event.message))}")
-        elif event.kind == "step-skipped":
-            console.print(f"  {event.address}: [yellow]skipped[/] (a dependency failed)")
-        elif event.kind == "step-interrupted":
-            console.print(f"  {event.address}: [yellow]{event.action} interrupted[/] (journalled; the next apply "
-                          "resumes it)")
-        elif event.kind == "recovered":
-            console.print(f"  [cyan]recovered[/] {event.address} ({event.action}): {escape(redact(event.message))}")
-        elif event.kind == "warning":
-            console.print(f"[yellow]warning:[/] {escape(redact(event.message))}")
-        elif event.kind == "migration" and event.message != "started":
-            took = f" ({event.elapsed:.1f}s)" if event.message == "done" and event.elapsed else ""
-            console.print(f"  [cyan]migration[/] {escape(event.address.split('.', 1)[1])} {escape(event.action)}: "
-                          f"{escape(redact(event.message))}{took}")
+def _progress(json_out: bool) -> Any:
+    """What an apply, destroy or migrate shows while it runs: NDJSON (--json), a live view, or plain lines."""
+    from provisioner.live import progress
 
-    return on_event
+    return progress(json_out=json_out)
 
 
 def main() -> None:
@@ -896,12 +999,17 @@ def main() -> None:
         console.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True)
         if hint:
             console.print(f"[dim]hint:[/] {escape(hint)}", soft_wrap=True)
-        if "--json" in sys.argv:
+        if "--json" in sys.argv:  # one line: it ends apply --json's stream of JSON lines
+            from provisioner.secrets import mask
+
             reasons = getattr(err, "reasons", None)
-            _emit_json({"error": message, "hint": hint, **({"reasons": reasons} if reasons else {})})
+            sys.stdout.write(json.dumps(mask({"type": "error", "error": message, "hint": hint,
+                                              **({"reasons": reasons} if reasons else {})}), default=str) + "\n")
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
+        if "--json" in sys.argv:
+            sys.stdout.write(json.dumps({"type": "error", "error": "interrupted", "hint": None}) + "\n")
         sys.exit(130)
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)

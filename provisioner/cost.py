@@ -251,11 +251,14 @@ def check_types(types: list[str]) -> list[str]:
 def delta(desired: CostReport, current: CostReport) -> dict[str, Any]:
     """Desired minus current, per component and in total (USD per hour and per month); a component missing on
     one side counts as 0 there. `complete` is False where either side has unpriced items."""
-    names = [c.component for c in desired.components]
-    names += [c.component for c in current.components if c.component not in names]
+    new_by: dict[str, ComponentCost] = {}
+    old_by: dict[str, ComponentCost] = {}
+    for report, by in ((desired, new_by), (current, old_by)):  # by name, once: a lookup per name was O(n²)
+        for c in report.components:
+            by.setdefault(c.component, c)
     out: dict[str, Any] = {}
-    for name in names:
-        new, old = desired.component(name), current.component(name)
+    for name in [*new_by, *(n for n in old_by if n not in new_by)]:
+        new, old = new_by.get(name), old_by.get(name)
         hourly = (new.hourly if new else 0.0) - (old.hourly if old else 0.0)
         out[name] = {"hourly": hourly, "monthly": hourly * HOURS_PER_MONTH,
                      "complete": not ((new and new.unpriced) or (old and old.unpriced))}
@@ -264,9 +267,10 @@ def delta(desired: CostReport, current: CostReport) -> dict[str, Any]:
                                          "complete": not (desired.unpriced_count or current.unpriced_count)}}
 
 
-def load_platform(path: Path) -> Platform:
+def load_platform(path: Path, environment: str | None = None, variables: dict[str, str] | None = None) -> Platform:
     """The stack file's platform, for pricing only: `${env:...}` / `${secret:...}` references whose variable is
-    not set (a bucket name, an API key) get a placeholder instead of failing, since no price depends on them."""
+    not set (a bucket name, an API key) get a placeholder instead of failing, since no price depends on them.
+    `environment` / `variables`: as `-e` / `--var` give them (stack variables do change prices: replicas…)."""
     from provisioner import spec
 
     try:
@@ -276,7 +280,7 @@ def load_platform(path: Path) -> Platform:
     unset = {name: _UNSET for name in _REF.findall(text) if name not in os.environ}
     os.environ.update(unset)
     try:
-        return spec.load(path).platform
+        return spec.load(path, environment=environment, variables=variables).platform
     finally:
         for name in unset:
             del os.environ[name]
@@ -317,8 +321,9 @@ def render_costs(console: Console, report: CostReport, current: CostReport | Non
             extra += f"; {i.note}" if i.note else ""
             console.print(f"[dim]    {escape(i.what)}, {escape(price)}{escape(extra)}[/]")
     if change is not None:
+        shown = {c.component for c in report.components}
         for name, moved in change["components"].items():
-            if report.component(name) is None:
+            if name not in shown:
                 console.print(f"{escape(name)} (removed): (Δ {_change(moved['hourly'])})")
     total = f"[bold]Total: {_money(report.hourly)}/h, {_money(report.monthly)}/month[/]"
     if change is not None:

@@ -30,8 +30,8 @@ from typing import Any
 
 from provisioner.errors import MlplatError
 
-TOP_LEVEL_ORDER = ("apiVersion", "metadata", "target", "targets", "state", "clusters", "storage", "registry",
-                   "serving")
+TOP_LEVEL_ORDER = ("apiVersion", "metadata", "target", "targets", "state", "variables", "include", "clusters",
+                   "storage", "registry", "serving")
 #: top-level key -> (schema model name in provisioner.spec.model, whether the key holds a list of components)
 COMPONENTS = {"clusters": ("Cluster", True), "storage": ("Storage", True), "registry": ("Registry", False),
               "serving": ("Serving", True)}
@@ -121,18 +121,22 @@ def _placeholder_env(text: str) -> Iterator[None]:
 
 def _dump(text: str, path: Path) -> dict[str, Any]:
     from provisioner.spec import loads
+    from provisioner.spec.variables import placeholders
 
-    return loads(text, path).platform.model_dump(mode="json")
+    # variables without a default get a placeholder: fmt needs no environment
+    return loads(text, path, variables=placeholders(text)).platform.model_dump(mode="json")
 
 
 def format_file(path: Path) -> Formatted:
     """Read and format `path` (nothing is written). Raises the loader's SpecError (file:line:col) for a file that
     does not load, and MlplatError when the canonical text would load to a different platform."""
     from provisioner.spec.loader import _decode
+    from provisioner.spec.modules import included_files
 
     data = path.read_bytes()
     original = _decode(data, path)
-    with _placeholder_env(original):
+    modules = "".join(module.read_text(encoding="utf-8", errors="replace") for module in included_files(path))
+    with _placeholder_env(original + modules):  # modules are loaded too, and may reference the environment
         before = _dump(data, path)  # the loader's located errors come first: invalid YAML, unknown keys, ...
         try:
             formatted = canonical_text(original)

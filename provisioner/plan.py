@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from typing import TYPE_CHECKING, Any
 
 from provisioner.errors import PlanError
@@ -19,6 +20,8 @@ PLAN_FORMAT = 1
 ACTIONS = ("create", "update", "replace", "delete", "noop")
 #: apply runs a plan's changes in these segments, in order ("shift" changes are made by the traffic shift)
 SEGMENTS = ("", "shift", "teardown", "after")
+#: `forces_replacement` of a change replaced only because the user asked for it (`--replace ADDRESS`)
+REPLACE_REQUESTED = "--replace"
 
 
 if TYPE_CHECKING:
@@ -47,7 +50,10 @@ class Change:
     phase: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        # not asdict(): its deep copy was most of `preview --json`'s and `apply --json`'s plan cost
+        data = {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
+        for key in ("changed", "forces_replacement", "depends_on", "prior_depends_on", "deposed"):
+            data[key] = list(data[key])
         data["before"], data["after"], data["drift"] = to_json(self.before), to_json(self.after), to_json(self.drift)
         return data
 
@@ -74,6 +80,13 @@ class Plan:
     #: components moving between targets (`provisioner.migration`)
     migrations: list[Migration] = field(default_factory=list)
     format: int = PLAN_FORMAT
+    #: a partial plan (`--target`, `provisioner.targeting`): what it targets and the pending changes it left out
+    targets: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
+    replace: list[str] = field(default_factory=list)  # addresses replaced on request (`--replace`)
+    #: the environment and --var values it was made with (`provisioner.spec.variables`); apply uses the same
+    environment: str = ""
+    variables: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, int]:
         counts = dict.fromkeys(ACTIONS, 0)
@@ -98,7 +111,10 @@ class Plan:
         return {"format": self.format, "stack": self.stack, "lineage": self.lineage, "serial": self.serial,
                 "destroy": self.destroy, "created_at": self.created_at, "stack_file": self.stack_file,
                 "summary": self.summary(), "outputs": to_json(self.outputs), "discovery": self.discovery,
-                "migrations": [m.to_json() for m in self.migrations], "changes": [c.to_json() for c in self.changes]}
+                "migrations": [m.to_json() for m in self.migrations], "changes": [c.to_json() for c in self.changes],
+                **{k: v for k, v in (("targets", self.targets), ("left_out", self.left_out),
+                                     ("replace", self.replace)) if v},
+                **({"environment": self.environment, "variables": self.variables} if self.environment else {})}
 
     def dumps(self, codec: StateCodec | None = None) -> str:
         """The plan as JSON; with the state's codec, secret values are sealed as they are in the state."""
@@ -117,7 +133,10 @@ class Plan:
                        changes=[Change.from_json(c) for c in data["changes"]], outputs=from_json(data["outputs"]),
                        destroy=data["destroy"], created_at=data["created_at"], stack_file=data["stack_file"],
                        discovery=data.get("discovery") or {},
-                       migrations=[Migration.from_json(m) for m in data.get("migrations") or []])
+                       migrations=[Migration.from_json(m) for m in data.get("migrations") or []],
+                       targets=data.get("targets") or [], left_out=data.get("left_out") or [],
+                       replace=data.get("replace") or [], environment=data.get("environment") or "",
+                       variables=data.get("variables") or {})
         except (ValueError, KeyError, TypeError) as err:
             raise PlanError(f"not a saved mlplat plan: {err}") from None
 
@@ -132,8 +151,10 @@ def make_plan(
     serial: int,
     refreshed: dict[str, Observed | None] | None = None,
     outputs: dict[str, Any] | None = None,
+    force_replace: frozenset[str] = frozenset(),
 ) -> Plan:
-    """`provider_for(target, kind)`; `refreshed[address]` is what `read` saw (None = gone), absent = not read."""
+    """`provider_for(target, kind)`; `refreshed[address]` is what `read` saw (None = gone), absent = not read;
+    `force_replace`: recorded addresses replaced even if unchanged (`--replace`)."""
     check_edges(desired)
     refreshed = refreshed or {}
     changes: dict[str, Change] = {}
@@ -176,14 +197,15 @@ def make_plan(
         provider = provider_for(res.target, res.kind)
         modes[address] = provider.replace_mode
         diff = provider.diff(before, after)
-        if diff.empty:
+        forced = address in force_replace
+        if diff.empty and not forced:
             action = "noop"
-        elif diff.forces_replacement:
+        elif diff.forces_replacement or forced:
             action = "replace"
         else:
             action = "update"
         changes[address] = Change(address, action, res.kind, res.target, before, after, list(diff.changed),
-                                  list(diff.forces_replacement), deps, drift,
+                                  list(diff.forces_replacement) or ([REPLACE_REQUESTED] if forced else []), deps, drift,
                                   action == "replace" and provider.replace_mode == "create_before_destroy",
                                   record.id, list(record.depends_on), deposed,
                                   action == "replace" and provider.replace_mode == "in_place_recreate")

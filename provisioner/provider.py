@@ -80,6 +80,10 @@ class ResourceProvider:
     write_only: frozenset[str] = frozenset()
     #: default seconds a create/update/delete may wait on its cloud operation (a target's `timeouts:` overrides)
     timeouts: dict[str, float] = {}  # read-only class default
+    #: the resource lives only in the state (like Terraform's `terraform_data`): its calls return at once and
+    #: reach nothing outside the process, so the engine runs its steps on the scheduling thread instead of
+    #: handing each to a worker (a thread hand-off costs more than the step itself)
+    state_only: bool = False
 
     @property
     def create_before_destroy(self) -> bool:

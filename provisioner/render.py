@@ -7,22 +7,27 @@ from itertools import groupby
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 
+from provisioner.console import escape  # rich's, skipped where there is no `[`
 from provisioner.graph import UNKNOWN, Ref
 from provisioner.migration.model import Migration
-from provisioner.plan import Change, Plan
+from provisioner.plan import REPLACE_REQUESTED, Change, Plan
 from provisioner.secrets import MASK, is_secret
 
 SYMBOLS = {"create": ("+", "green"), "update": ("~", "yellow"), "replace": ("-/+", "magenta"),
            "delete": ("-", "red"), "noop": (" ", "dim")}
 
 
-def fmt(value: Any, width: int = 80) -> str:
+def fmt(value: Any, width: int = 80, indent: int = 0) -> str:
+    """A value as JSON, never cut: on one line up to `width` characters; a longer object or list folds into
+    indented lines (each continuation line `indent` spaces in, under its key); a long string stays whole."""
     if value is UNKNOWN:
         return "(known after apply)"
-    text = json.dumps(_plain(value), sort_keys=True)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    plain = _plain(value)
+    text = json.dumps(plain, sort_keys=True)
+    if len(text) <= width or not isinstance(plain, dict | list) or not plain:
+        return text
+    return json.dumps(plain, sort_keys=True, indent=2).replace("\n", "\n" + " " * indent)
 
 
 def _plain(value: Any) -> Any:
@@ -40,13 +45,18 @@ def _plain(value: Any) -> Any:
 def render_plan(console: Console, plan: Plan, cost: tuple[Any, Any] | None = None) -> None:
     """The plan for people; `cost` is (after apply, now) as `Stack.cost_reports` gives them."""
     for target, facts in sorted(plan.discovery.items()):
-        shown = ", ".join(f"{key}={fmt(value, 60)}" for key, value in sorted(facts.items()))
+        shown = ", ".join(f"{key}={fmt(value, 60, 2)}" for key, value in sorted(facts.items()))
         console.print(f"[dim]discovered on target {escape(target)}: {escape(shown)}[/]")
+    if plan.targets or plan.replace:
+        from provisioner.targeting import render_note
+
+        render_note(console, plan)
     if not plan.has_changes:
         for migration in plan.migrations:  # kept sources
             render_migration(console, migration)
         console.print(f"[green]No changes.[/] Stack [bold]{plan.stack}[/] matches its stack file "
-                      f"({len(plan.changes)} resources).")
+                      f"({len(plan.changes)} resources)." if not plan.targets else
+                      f"[green]No changes[/] in the targeted resources and what they depend on ({len(plan.changes)}).")
         _drift_only(console, plan)
         return
     verb = "destroy" if plan.destroy else "change"
@@ -102,7 +112,7 @@ def render_migration(console: Console, m: Migration) -> None:
     if differences:
         console.print(f"  [dim]capabilities that differ ({escape(m.source)} → {escape(m.destination)}):[/]")
         for name, (before, after) in sorted(differences.items()):
-            console.print(f"    [dim]{escape(name)}: {escape(fmt(before, 50))} → {escape(fmt(after, 50))}[/]")
+            console.print(f"    [dim]{escape(name)}: {escape(fmt(before, 50, 4))} → {escape(fmt(after, 50, 4))}[/]")
     elif not report.get("errors"):
         console.print(f"  [green]✓[/] {escape(m.destination)} offers everything {escape(m.component)} uses")
     src, dst = (m.cost or {}).get("source"), (m.cost or {}).get("destination")
@@ -123,7 +133,9 @@ def _change(console: Console, c: Change) -> None:
     symbol, color = SYMBOLS[c.action]
     note = ""
     if c.action == "replace":
-        note = f" (replace: {', '.join(c.forces_replacement)} forces it" + \
+        why = "requested with --replace" if c.forces_replacement == [REPLACE_REQUESTED] else \
+            f"{', '.join(c.forces_replacement)} forces it"
+        note = f" (replace: {why}" + \
                ("; new one first)" if c.create_before_destroy else "; recreated under its name)"
                 if c.recreate_in_place else ")")
     if c.phase:
@@ -136,19 +148,19 @@ def _change(console: Console, c: Change) -> None:
         else:
             for key, (recorded, actual) in c.drift.items():
                 for path, before, after in leaf_changes(recorded, actual, key):
-                    console.print(f"      [red]! changed outside mlplat[/] {escape(path)}: {escape(fmt(before, 50))}"
-                                  f" → {escape(fmt(after, 50))}", soft_wrap=True)
+                    console.print(f"      [red]! changed outside mlplat[/] {escape(path)}: {escape(fmt(before, 50, 6))}"
+                                  f" → {escape(fmt(after, 50, 6))}", soft_wrap=True)
     if c.deposed:
         console.print(f"      [red]- old object(s) still to delete (a replace left them): "
                       f"{escape(', '.join(c.deposed))}[/]")
     if c.action == "create":
         for key, value in sorted((c.after or {}).items()):
-            console.print(f"      {escape(key)}: {escape(fmt(value, 200))}", soft_wrap=True)
+            console.print(f"      {escape(key)}: {escape(fmt(value, 200, 6))}", soft_wrap=True)
     elif c.action in ("update", "replace"):
         for key in c.changed:
             for path, before, after in leaf_changes((c.before or {}).get(key), (c.after or {}).get(key), key):
-                console.print(f"      [{color}]~[/] {escape(path)}: {escape(fmt(before, 60))} → "
-                              f"{escape(fmt(after, 60))}", soft_wrap=True)
+                console.print(f"      [{color}]~[/] {escape(path)}: {escape(fmt(before, 60, 6))} → "
+                              f"{escape(fmt(after, 60, 6))}", soft_wrap=True)
 
 
 def leaf_changes(before: Any, after: Any, path: str) -> list[tuple[str, Any, Any]]:

@@ -45,6 +45,11 @@ def is_secret(value: Any) -> bool:
     return value in _known or any(k in value for k in _known if len(k) >= MIN_EMBEDDED)
 
 
+def any_known() -> bool:
+    """Whether this process has seen a secret value: when not, there is nothing to mask (a fast path for output)."""
+    return bool(_known)
+
+
 def redact(text: str) -> str:
     """Free text (an error, an event message) with every known secret replaced by "(sensitive)"."""
     for known in sorted(_known, key=len, reverse=True):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 _UNIT = {"s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -31,15 +31,20 @@ def parse_duration(value: Any) -> Any:
     return value
 
 
-Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+#: the JSON Schema (for editors) of what parse_duration accepts
+_DURATION_SCHEMA = {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
+                              {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smh]?\s*$"}]}
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0), WithJsonSchema(_DURATION_SCHEMA)]
 
 
 class OperationTimeouts(BaseModel):
+    """Longest waits of one resource kind's operations."""
+
     model_config = ConfigDict(extra="forbid")
 
-    create: Seconds | None = None
-    update: Seconds | None = None
-    delete: Seconds | None = None
+    create: Seconds | None = Field(None, description="Longest wait for a create: seconds, or 90s, 45m, 2h")
+    update: Seconds | None = Field(None, description="Longest wait for an update: seconds, or 90s, 45m, 2h")
+    delete: Seconds | None = Field(None, description="Longest wait for a delete: seconds, or 90s, 45m, 2h")
 
 
 class Timeouts(OperationTimeouts):

@@ -16,6 +16,7 @@ from typing import Any, Self, TypeVar
 
 import yaml
 from front_door_load import Load
+from json_lines import summary_of
 
 from conftest import STACKS, run_mlplat
 from local_processes import kill_all, servers_under
@@ -116,7 +117,7 @@ def migrate_under_load(stack: CliStack, *args: str) -> tuple[dict[str, Any], Loa
         time.sleep(1.0)
         out = stack.cli("migrate", *args, "--yes", "--json", timeout=400).stdout
         time.sleep(1.0)
-    return json.loads(out), load
+    return summary_of(out), load
 
 
 def moved(stack: CliStack, source: str, target: str, url: str) -> tuple[dict[str, Any], Load]:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from json_lines import summary_of
 
 from provisioner.state.base import LockInfo
 from provisioner.state.sqlite import SqliteState
@@ -179,7 +180,7 @@ def test_preview_json_reports_summary_counts(project):
 
 
 def test_apply_json_reports_the_output_values(project):
-    data = json.loads(project.ok("apply", "--yes", "--json").stdout)
+    data = summary_of(project.ok("apply", "--yes", "--json").stdout)
 
     assert data["applied"] == 3
     ids = {r["address"]: r["id"] for r in json.loads(project.ok("state", "list", "--json").stdout)["resources"]}

@@ -77,7 +77,7 @@ def test_every_command_help_has_an_example_and_every_stack_reader_takes_f():
     runner = CliRunner()
     commands = _commands()
     assert ["state", "mv"] in commands and ["show"] in commands
-    no_stack = {("plugins",), ("schema",), ("state",), ()}
+    no_stack = {("plugins",), ("schema",), ("state",), ("env",), ()}
     for path in commands:
         result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "250"})
         assert result.exit_code == 0, (path, result.output)

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 from front_door_load import Load, invocation
+from json_lines import summary_of
 
 from conftest import STACKS, AwsAccount, require_module, run_mlplat
 from contract_targets import aws_objects
@@ -168,7 +169,7 @@ def migrate_under_load(platform: Platform, *args: str) -> tuple[dict[str, Any], 
         time.sleep(1.0)
         out = platform.cli("migrate", *args, "--yes", "--json", timeout=400).stdout
         time.sleep(1.0)
-    return json.loads(out), load, poller
+    return summary_of(out), load, poller
 
 
 def report_hop(label: str, report: dict[str, Any], load: Load, poller: WeightPoller) -> None:
@@ -301,7 +302,7 @@ def test_keep_source_then_finish(quickstart: Platform) -> None:
     doc["targets"]["aws"]["serving_image"] = "123456789012.dkr.ecr.us-east-1.amazonaws.com/iris:latest"
     platform.path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
-    report = json.loads(platform.cli("migrate", "iris", "--to", "aws", "--keep-source", "--yes", "--json").stdout)
+    report = summary_of(platform.cli("migrate", "iris", "--to", "aws", "--keep-source", "--yes", "--json").stdout)
     assert set(report["migrations"]["iris"]) == {"provision", "transfer", "health-check", "shift", "teardown"}
     assert servers_under(serving) == running, "--keep-source keeps the local servers running"
     record = f"iris.quickstart.{ZONE}"

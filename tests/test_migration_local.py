@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from front_door_load import Load, invocation
+from json_lines import summary_of
 
 from conftest import STACKS, run_mlplat
 from local_processes import servers_under
@@ -75,7 +76,7 @@ def test_move_between_local_targets_fails_no_request(moving: Path) -> None:
         time.sleep(1.0)
         out = mlplat(moving, "migrate", "iris", "--to", "local2", "--yes", "--json")
         time.sleep(1.0)
-    report = json.loads(out)
+    report = summary_of(out)
     print(f"\n[local → local2] failed requests: {len(load.failures)} of {len(load.served) + len(load.failures)}; "
           f"served per route: {dict(load.routes())}; phases: {report['migrations']['iris']}")
     assert load.failures == [], f"{len(load.failures)} failed requests: {load.failures[:5]}"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlplat_plugins.aws.raw import RAW_KINDS
 from provisioner import catalog
 from provisioner.artifacts import artifact_path, sha256_file
 from provisioner.capabilities import accelerator_count
@@ -52,7 +53,7 @@ DNS_NAME = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-
 
 
 class AwsSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built on first use: most commands use one target
 
     region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="AWS region, e.g. us-east-1")
     profile: str | None = Field(None, description="Named profile of the standard credential chain (never keys)")
@@ -87,6 +88,7 @@ class AwsTarget(Target):
     name = "aws"
     description = "AWS: SageMaker HyperPod and endpoints, EFS / FSx for Lustre, ECR, S3 (boto3)"
     settings_model = AwsSettings
+    raw_kinds = RAW_KINDS
     sdk = ("boto3",)
     extra = "aws"
 

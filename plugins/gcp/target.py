@@ -47,7 +47,7 @@ SCHEDULE_HOURS = {"hourly": 1, "daily": 24}
 
 
 class GcpSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built on first use: most commands use one target
 
     project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$", description="Google Cloud project id")
     region: str = Field(pattern=r"^[a-z]+-[a-z]+\d+$", description="Vertex AI region, e.g. us-central1")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlplat_plugins.local.raw import RAW_KINDS
 from provisioner.artifacts import artifact_path, sha256_file
 from provisioner.errors import MlplatError, NotOffered
 from provisioner.graph import Ref, Resource
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 
 class LocalSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built on first use: most commands use one target
 
     root: str | None = Field(
         None,
@@ -60,6 +61,7 @@ class LocalTarget(Target):
     name = "local"
     description = "this machine: directories, a directory registry, model servers and a weighted router"
     settings_model = LocalSettings
+    raw_kinds = RAW_KINDS
 
     @property
     def root(self) -> Path:

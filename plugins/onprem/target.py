@@ -62,7 +62,7 @@ OPTIONAL_GROUPS = {"kueue": "kueue.x-k8s.io", "gateway_api": "gateway.networking
 
 
 class OnpremSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built on first use: most commands use one target
 
     kubeconfig: str | None = Field(None, description="Path of the kubeconfig file (default: $KUBECONFIG, else "
                                                       "~/.kube/config; in a pod, its service account)")

@@ -239,19 +239,23 @@ class SimProvider(ResourceProvider):
 
 class DataProvider(ResourceProvider):
     """`sim.data`: a resource that lives only in the state, like Terraform's `terraform_data` (benchmarks compare
-    the two engines on the same graph). Zero latency, no store."""
+    the two engines on the same graph). Zero latency, no store. Outputs `id` and `output` (the `input`, changed by
+    an in-place update); a change of `triggers_replace` replaces it (a new id)."""
 
     importable = False  # nothing exists outside the state to adopt
+    state_only = True
+    force_new = frozenset({"triggers_replace"})
+    update_outputs = frozenset({"output"})
 
     def create(self, address: str, inputs: dict[str, Any], ctx: StepContext) -> Created:
         id = uuid.uuid4().hex
-        return Created(id, {"id": id})
+        return Created(id, {"id": id, "output": inputs.get("input")})
 
     def read(self, id: str, inputs: dict[str, Any]) -> Observed | None:
-        return Observed(inputs, {"id": id})
+        return Observed(inputs, {"id": id, "output": inputs.get("input")})
 
     def update(self, id: str, prior: dict[str, Any], desired: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
-        return {"id": id}
+        return {"id": id, "output": desired.get("input")}
 
     def delete(self, id: str, inputs: dict[str, Any], ctx: StepContext) -> None:
         return None

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlplat_plugins.sim.raw import RAW_KINDS
 from provisioner.graph import Ref, Resource
 from provisioner.provider import ResourceProvider
 from provisioner.spec.model import Cluster, Component, Registry, Serving, Storage
@@ -16,7 +17,7 @@ from provisioner.target import Capabilities, LowerContext, Lowered, ShadowCapabi
 
 
 class SimSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built on first use: most commands use one target
 
     store: str | None = Field(None, description="Directory holding the simulated cloud's objects; ':memory:' "
                                                 "keeps them in this process (default .mlplat/<stack>/sim-cloud)")
@@ -51,6 +52,7 @@ class SimTarget(Target):
     name = "sim"
     description = "a simulated cloud for tests and benchmarks (no network, configurable latency)"
     settings_model = SimSettings
+    raw_kinds = RAW_KINDS
 
     def capabilities(self) -> Capabilities:
         s = self.settings

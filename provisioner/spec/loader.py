@@ -19,7 +19,18 @@ import yaml
 from provisioner.artifacts import ARTIFACT_ROOTS_HINT, confinement_problem
 from provisioner.errors import SpecError
 from provisioner.secrets import SECRET_NAME, Secret
+from provisioner.spec import fastyaml
 from provisioner.spec.model import SECRET_KEY, Platform
+from provisioner.spec.modules import (
+    Origins,
+    first_given,
+    located,
+    merge_includes,
+    origin_of,
+    relocate_lines,
+)
+from provisioner.spec.variables import Resolved
+from provisioner.spec.variables import resolve as resolve_variables
 
 Loc = tuple[str | int, ...]
 _REF = re.compile(r"\$\{([a-z]+):([^}]*)\}")
@@ -39,6 +50,14 @@ class LoadedStack:
     path: Path
     key_locations: dict[Loc, tuple[int, int]] = field(default_factory=dict)
     value_locations: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+    #: the module file each component merged from an `include:` came from (provisioner.spec.modules)
+    origins: Origins = field(default_factory=dict)
+    #: the environment it was loaded in and its variables' values (provisioner.spec.variables)
+    variables: Resolved = field(default_factory=Resolved)
+
+    @property
+    def environment(self) -> str:
+        return self.variables.environment
 
     @property
     def directory(self) -> Path:
@@ -47,15 +66,22 @@ class LoadedStack:
     def where(self, loc: Loc) -> str:
         """`file:line:col` of the deepest known prefix of `loc`."""
         line, col = _nearest(loc, self.key_locations, self.value_locations)
-        return f"{self.path}:{line}:{col}"
+        origin = origin_of(loc, self.origins)
+        return f"{origin.path if origin else self.path}:{line}:{col}"
+
+    def included(self, loc: Loc) -> str:
+        """` (included from file:line:col)` when `loc` is in a component merged from a module, else ''."""
+        origin = origin_of(loc, self.origins)
+        return origin.note if origin else ""
 
     def describe(self, err: Any, prefix: Loc, model: Any) -> list[str]:
         """Located messages for a pydantic ValidationError raised validating the part of the file at `prefix`."""
-        return _describe_validation_errors(err, self.key_locations, self.value_locations, self.path, model, prefix)
+        return _describe_validation_errors(err, self.key_locations, self.value_locations, self.path, model, prefix,
+                                           self.origins)
 
     def problem(self, loc: Loc, message: str) -> str:
         """One located problem line: `file:line:col: path: message`."""
-        return f"{self.where(loc)}: {format_loc(loc)}: {message}"
+        return f"{self.where(loc)}: {format_loc(loc)}: {message}{self.included(loc)}"
 
     def error(self, loc: Loc, message: str, hint: str | None = None) -> SpecError:
         return SpecError([self.problem(loc, message)], hint=hint)
@@ -72,38 +98,47 @@ def load(path: str | Path, *, environment: str | None = None,
         raise SpecError([f"{path}: no such stack file"], hint="pass the stack file with -f PATH") from None
     except OSError as err:
         raise SpecError([f"{path}: cannot read: {err.strerror}"]) from None
-    return loads(data, path)
+    return loads(data, path, environment=environment, variables=variables, select=True)
 
 
-def loads(text: str | bytes, path: str | Path = "<stack>") -> LoadedStack:
-    """`text` is the stack file's content; bytes must be UTF-8 (a leading byte-order mark is skipped)."""
+def loads(text: str | bytes, path: str | Path = "<stack>", *, environment: str | None = None,
+          variables: dict[str, str] | None = None, select: bool = False) -> LoadedStack:
+    """`text` is the stack file's content; bytes must be UTF-8 (a leading byte-order mark is skipped).
+    `select`: without `environment`, use $MLPLAT_ENV or the one `mlplat env select` recorded (else default)."""
     path = Path(path)
     if isinstance(text, bytes):
         text = _decode(text, path)
     data, key_locs, value_locs = _parse(text, path)
     if not isinstance(data, dict):
         raise SpecError([f"{path}:1:1: a stack file is a YAML mapping (apiVersion, metadata, ...)"])
+    origins = merge_includes(data, key_locs, value_locs, path) if "include" in data else {}
     problems: list[str] = []
     _reject_inline_secrets(data.get("targets"), key_locs, path, problems)
     serving = data.get("serving")
     if isinstance(serving, list):
         _reject_inline_secrets(dict(enumerate(serving)), key_locs, path, problems, "serving")
+    try:
+        resolved = resolve_variables(data, key_locs, value_locs, path, problems, environment=environment,
+                                     overrides=variables, select=select)
+    except SpecError as err:  # a ${var:} problem inside a component from a module: name the module
+        raise SpecError(relocate_lines(err.problems, path, origins), hint=err.hint) from None
     _resolve_references(data, (), value_locs, path, problems)
     if problems:
-        raise SpecError(problems, hint="reference secrets as ${secret:NAME} and export NAME in the environment")
+        raise SpecError(relocate_lines(problems, path, origins),
+                        hint="reference secrets as ${secret:NAME} and export NAME in the environment")
     try:
         platform = Platform.model_validate(data)
     except Exception as err:  # pydantic.ValidationError; imported lazily by type name to keep start-up lean
         if type(err).__name__ != "ValidationError":
             raise
-        raise SpecError(_describe_validation_errors(err, key_locs, value_locs, path, Platform)) from None
-    problems = _confine_artifacts(platform, path, value_locs)
+        raise SpecError(_describe_validation_errors(err, key_locs, value_locs, path, Platform, (), origins)) from None
+    problems = _confine_artifacts(platform, path, value_locs, origins)
     if problems:
         raise SpecError(problems, hint=ARTIFACT_ROOTS_HINT)
-    return LoadedStack(platform, path, key_locs, value_locs)
+    return LoadedStack(platform, path, key_locs, value_locs, origins, resolved)
 
 
-def _confine_artifacts(platform: Platform, path: Path, value_locs: dict) -> list[str]:
+def _confine_artifacts(platform: Platform, path: Path, value_locs: dict, origins: Origins | None = None) -> list[str]:
     """A model artifact given as a path must lie (symlinks followed) under the stack's directory or a listed
     registry.artifact_roots entry: a stack file may not copy /etc/passwd into a registry."""
     registry = platform.registry
@@ -115,7 +150,7 @@ def _confine_artifacts(platform: Platform, path: Path, value_locs: dict) -> list
         if problem:
             loc: Loc = ("registry", "models", i, "artifact")
             line, col = value_locs.get(loc) or _nearest(loc, {}, value_locs)
-            problems.append(f"{path}:{line}:{col}: {format_loc(loc)}: {problem}")
+            problems.append(located(path, loc, (line, col), f"{format_loc(loc)}: {problem}", origins))
     return problems
 
 
@@ -279,6 +314,9 @@ def _parse(text: str, path: Path) -> tuple[Any, dict[Loc, tuple[int, int]], dict
     _refuse_unreadable_characters(text, path)
     loader = _Loader(text)
     try:
+        fast = fastyaml.parse(text, _Loader, MAX_DEPTH)  # one pass, no alias; None: what it leaves to this path
+        if fast is not None:
+            return fast
         aliased = _check_structure(text, path)
         node = loader.get_single_node()
         if node is None:
@@ -358,6 +396,12 @@ def _substitute(value: str, loc: Loc, locs: dict, path: Path, problems: list[str
         nonlocal secret
         scheme, name = match.group(1), match.group(2)
         line, col = locs.get(loc, (1, 1))
+        if scheme == "resource":  # an output known at apply: provisioner.raw turns it into a Ref
+            if loc[:1] == ("resources",) and loc[2:3] == ("inputs",):
+                return match.group(0)
+            problems.append(f"{path}:{line}:{col}: {format_loc(loc)}: ${{resource:...}} references are allowed "
+                            "only in the inputs of a raw resource (resources[*].inputs)")
+            return ""
         if scheme not in ("env", "secret"):
             problems.append(f"{path}:{line}:{col}: {format_loc(loc)}: unsupported reference ${{{scheme}:...}}; "
                             "use ${env:NAME} or ${secret:NAME}")
@@ -393,7 +437,7 @@ def _reject_inline_secrets(targets: Any, locs: dict, path: Path, problems: list[
 
 
 def _describe_validation_errors(err: Any, key_locs: dict, value_locs: dict, path: Path, model: Any,
-                                prefix: Loc = ()) -> list[str]:
+                                prefix: Loc = (), origins: Origins | None = None) -> list[str]:
     problems = []
     for e in err.errors(include_url=False):
         inner: Loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p))  # drop union tags
@@ -404,11 +448,13 @@ def _describe_validation_errors(err: Any, key_locs: dict, value_locs: dict, path
             candidates = _field_names(model, inner[:-1])
             close = difflib.get_close_matches(str(loc[-1]), candidates, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}?" if close else f"allowed keys here: {', '.join(candidates)}"
-            problems.append(f"{path}:{line}:{col}: {format_loc(loc)}: unknown key {loc[-1]!r}; {hint}")
+            problems.append(located(path, loc, (line, col), f"{format_loc(loc)}: unknown key {loc[-1]!r}; {hint}",
+                                    origins))
             continue
         if kind == "missing":
             line, col = _nearest(loc[:-1], key_locs, value_locs)
-            problems.append(f"{path}:{line}:{col}: {format_loc(loc)}: required key {loc[-1]!r} is missing; add it")
+            problems.append(located(path, loc, (line, col), f"{format_loc(loc)}: required key {loc[-1]!r} is "
+                                    "missing; add it", origins))
             continue
         ctx = e.get("ctx") or {}
         if "at" in ctx:  # provisioner.spec.model.located: the error belongs to a part of the validated object
@@ -419,8 +465,8 @@ def _describe_validation_errors(err: Any, key_locs: dict, value_locs: dict, path
             line, col = value_locs.get(loc) or _nearest(loc, key_locs, value_locs)
         message = e["msg"].removeprefix("Value error, ")
         if "first" in ctx:
-            first_line, _ = _nearest((*prefix, *inner, *ctx["first"]), key_locs, value_locs)
-            message += f" (first given on line {first_line})"
+            first = (*prefix, *inner, *ctx["first"])
+            message += f" (first given {first_given(path, loc, first, _nearest(first, key_locs, value_locs), origins)})"
         if kind == "string_pattern_mismatch" and loc and loc[-1] == "name":
             message = f"invalid name {e.get('input')!r}: names are 1-40 characters of a-z, 0-9 and '-', " \
                       "starting with a letter"
@@ -436,7 +482,7 @@ def _describe_validation_errors(err: Any, key_locs: dict, value_locs: dict, path
             message = f"expected a whole number, got {_shown(e.get('input'), 'int')}"
         elif kind in ("bool_type", "bool_parsing"):
             message = f"expected true or false, got {_shown(e.get('input'), 'bool')}"
-        problems.append(f"{path}:{line}:{col}: {format_loc(loc)}: {message}")
+        problems.append(located(path, loc, (line, col), f"{format_loc(loc)}: {message}", origins))
     return problems
 
 

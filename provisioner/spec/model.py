@@ -18,7 +18,11 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from provisioner.spec.raw import RawResource
+from provisioner.spec.variables import Variable
+
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,39}$"
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _NAME_HINT = "names are 1-40 characters: lower-case letters, digits and '-', starting with a letter"
 
 
@@ -36,7 +40,8 @@ def normalize_accelerator(value: str) -> str:
 AcceleratorName = Annotated[
     str,
     AfterValidator(normalize_accelerator),
-    Field(description="Catalog name: cpu, t4, l4, a10g, v100, a100-40gb, a100-80gb, h100, h100-nvl, h200"),
+    Field(description="An accelerator of the catalog, e.g. cpu, t4, a10g, a100-80gb, h100 (`mlplat schema` lists "
+                      "them all); other spellings such as H100 or nvidia-tesla-t4 are normalised"),
 ]
 
 
@@ -47,14 +52,20 @@ class Strict(BaseModel):
 
 
 class Metadata(Strict):
+    """The stack's identity (metadata)."""
+
     name: str = Field(pattern=NAME_PATTERN, description="Stack name; " + _NAME_HINT)
-    description: str = ""
-    labels: dict[str, str] = Field(default_factory=dict)
+    description: str = Field("", description="What the stack is for (free text)")
+    labels: dict[str, str] = Field(default_factory=dict, description="Free-form key: value labels describing the "
+                                                                     "stack (informational)")
 
 
 class NodeRange(Strict):
-    min: StrictInt = Field(1, ge=0, le=10_000)
-    max: StrictInt = Field(1, ge=1, le=10_000)
+    """How many nodes a GPU pool has: it scales between min and max where the target autoscales."""
+
+    min: StrictInt = Field(1, ge=0, le=10_000, description="Fewest nodes (what the pool runs where the target "
+                                                           "cannot autoscale)")
+    max: StrictInt = Field(1, ge=1, le=10_000, description="Most nodes the pool scales up to")
 
     @model_validator(mode="after")
     def _ordered(self) -> NodeRange:
@@ -64,11 +75,13 @@ class NodeRange(Strict):
 
 
 class GpuPool(Strict):
-    name: str = Field(pattern=NAME_PATTERN)
+    """A pool of identical nodes in a cluster, each with `gpus_per_node` accelerators."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Pool name, unique within the cluster; " + _NAME_HINT)
     accelerator: AcceleratorName
     gpus_per_node: StrictInt = Field(1, ge=0, le=16, description="GPUs per node (leave out, or 0, for cpu pools)")
-    nodes: NodeRange = Field(default_factory=NodeRange)
-    spot: StrictBool = False
+    nodes: NodeRange = Field(default_factory=NodeRange, description="How many nodes the pool has")
+    spot: StrictBool = Field(False, description="Spot / preemptible capacity: cheaper, and the cloud may reclaim it")
 
     @model_validator(mode="after")
     def _cpu_has_no_gpus(self) -> GpuPool:
@@ -84,9 +97,11 @@ class GpuPool(Strict):
 
 
 class Cluster(Strict):
-    name: str = Field(pattern=NAME_PATTERN)
+    """A training cluster: one or more GPU pools."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Cluster name; " + _NAME_HINT)
     target: str | None = Field(None, description="Target for this component; default: the stack's `target`")
-    gpu_pools: list[GpuPool] = Field(min_length=1)
+    gpu_pools: list[GpuPool] = Field(min_length=1, description="The cluster's node pools (at least one)")
 
     @model_validator(mode="after")
     def _unique_pools(self) -> Cluster:
@@ -95,20 +110,29 @@ class Cluster(Strict):
 
 
 class Storage(Strict):
-    name: str = Field(pattern=NAME_PATTERN)
-    target: str | None = None
-    kind: Literal["nas", "lustre"] = "nas"
-    size_gb: StrictInt = Field(100, ge=1, le=1_000_000)
-    mount_path: str = Field("/mnt/shared", pattern=r"^/")
+    """A shared volume that clusters mount."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Volume name; " + _NAME_HINT)
+    target: str | None = Field(None, description="Target for this component; default: the stack's `target`")
+    kind: Literal["nas", "lustre"] = Field("nas", description="nas: a network file share; lustre: a parallel file "
+                                                               "system for training (where the target offers one)")
+    size_gb: StrictInt = Field(100, ge=1, le=1_000_000, description="Capacity in GB")
+    mount_path: str = Field("/mnt/shared", pattern=r"^/", description="Where clusters mount it (an absolute path)")
 
 
 class ModelVersion(Strict):
-    name: str = Field(pattern=NAME_PATTERN)
-    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-    artifact: str = Field(description="Path (relative to the stack file) or URI of the model artifact")
-    framework: str = "mlplat-linear"
+    """One version of a model: an artifact and its format (registry.models)."""
 
-    @field_validator("version", mode="before")
+    name: str = Field(pattern=NAME_PATTERN, description="Model name; " + _NAME_HINT)
+    version: str = Field(pattern=VERSION_PATTERN,
+                         description="Version label, e.g. 2 or 2024-06-01; endpoints name the model as name:version")
+    artifact: str = Field(description="Path (relative to the stack file, or to the module that declares it) or URI "
+                                      "of the model artifact")
+    framework: str = Field("mlplat-linear", description="The artifact's format: mlplat-linear (JSON weights), onnx, "
+                           "sklearn, mlflow, …; each target says which it serves")
+
+    @field_validator("version", mode="before",  # a YAML number (version: 2) is its text
+                     json_schema_input_type=Annotated[str, Field(pattern=VERSION_PATTERN)] | int | float)
     @classmethod
     def _version_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int | float) else value
@@ -119,14 +143,19 @@ class ModelVersion(Strict):
 
 
 class Image(Strict):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._/-]{0,127}$")
+    """A container image repository (registry.images)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._/-]{0,127}$",
+                      description="Container image repository, e.g. team/trainer (unique in the registry)")
 
 
 class Registry(Strict):
-    name: str = Field(pattern=NAME_PATTERN)
-    target: str | None = None
-    images: list[Image] = Field(default_factory=list)
-    models: list[ModelVersion] = Field(default_factory=list)
+    """The stack's registry: container images and model versions."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Registry name; " + _NAME_HINT)
+    target: str | None = Field(None, description="Target for this component; default: the stack's `target`")
+    images: list[Image] = Field(default_factory=list, description="Container image repositories")
+    models: list[ModelVersion] = Field(default_factory=list, description="Model versions (name:version unique)")
     artifact_roots: list[str] = Field(
         default_factory=list,
         description="Directories outside the stack file's directory that model artifacts may be read from "
@@ -143,6 +172,8 @@ class Registry(Strict):
 
 
 class ServingPath(Strict):
+    """One path of an endpoint: which model version serves it, on what, with how much traffic."""
+
     model: str = Field(pattern=r"^[a-z][a-z0-9-]*:[A-Za-z0-9][A-Za-z0-9._-]*$",
                        description="A registry model as name:version, e.g. iris:2")
     weight: StrictInt | None = Field(None, ge=0, le=100, description="Share of traffic in percent (split mode)")
@@ -151,7 +182,7 @@ class ServingPath(Strict):
                                       description="shadow mode only: percent of requests mirrored")
     accelerator: AcceleratorName = "cpu"
     gpus: StrictInt | None = Field(None, ge=0, le=16, description="GPUs per replica (GPU accelerators only)")
-    replicas: StrictInt = Field(1, ge=1, le=1000)
+    replicas: StrictInt = Field(1, ge=1, le=1000, description="Model-server replicas of this path")
 
     @model_validator(mode="after")
     def _no_key_without_effect(self) -> ServingPath:
@@ -174,8 +205,11 @@ class ServingPath(Strict):
 
 
 class ServingPaths(Strict):
-    production: ServingPath
-    experimental: ServingPath | None = None
+    """An endpoint's production path and an optional experimental (canary or shadow) one."""
+
+    production: ServingPath = Field(description="The live path: the model version most traffic goes to")
+    experimental: ServingPath | None = Field(None, description="A second path: a canary taking `weight` percent "
+                                             "of the traffic, or (mode: shadow) a copy of the requests")
 
     @model_validator(mode="after")
     def _weights(self) -> ServingPaths:
@@ -310,10 +344,11 @@ class ShadowComparison(Strict):
 class Monitoring(Strict):
     """Model monitoring of one endpoint: capture, drift checks, alerts, shadow comparison."""
 
-    capture: Capture | None = None
-    drift: DriftCheck | None = None
-    alerts: Alerts | None = None
-    shadow_comparison: ShadowComparison | None = None
+    capture: Capture | None = Field(None, description="Keep a sample of requests and responses")
+    drift: DriftCheck | None = Field(None, description="Compare captured requests with a baseline dataset")
+    alerts: Alerts | None = Field(None, description="Where drift and shadow alerts go")
+    shadow_comparison: ShadowComparison | None = Field(None, description="Compare the shadow path's answers "
+                                                       "with production's")
 
     @model_validator(mode="after")
     def _drift_needs_requests(self) -> Monitoring:
@@ -332,20 +367,25 @@ MONITORING_FEATURES = ("capture", "drift", "alerts", "shadow_comparison")
 
 
 class Serving(Strict):
-    name: str = Field(pattern=NAME_PATTERN)
-    target: str | None = None
+    """A model-serving endpoint."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Endpoint name; " + _NAME_HINT)
+    target: str | None = Field(None, description="Target for this component; default: the stack's `target`")
     front_door: list[str] = Field(
         default_factory=list,
         description="Targets that give this endpoint a stable URL surviving a move (local: a gateway; aws: "
                     "Route 53 weighted records); the first one's URL is the endpoint's `url`")
-    migration: TrafficShift = Field(default_factory=TrafficShift)
-    paths: ServingPaths
+    migration: TrafficShift = Field(default_factory=TrafficShift, description="How traffic moves to a new target "
+                                    "when `target:` changes (through the front door)")
+    paths: ServingPaths = Field(description="The production path and an optional experimental one")
 
-    @field_validator("front_door", mode="before")
+    @field_validator("front_door", mode="before", json_schema_input_type=str | list[str])
     @classmethod
     def _one_or_more(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
-    auth: Literal["none", "key", "iam"] = "none"
+    auth: Literal["none", "key", "iam"] = Field("none", description="none: open; key: clients send a key "
+                                                "(`api_key`, or one the target mints); iam: cloud identity "
+                                                "(SigV4, OAuth)")
     api_key: str | None = Field(None, min_length=16, description="auth: key — the key clients send (Authorization: "
                                 "Bearer <key> or X-Api-Key); write ${secret:NAME}, never the key itself. Leave it "
                                 "out on a target that mints keys (its endpoint then outputs `key`)")
@@ -367,7 +407,10 @@ class Serving(Strict):
 
 
 class StateConfig(Strict):
-    backend: Literal["sqlite", "postgres", "s3"] = "sqlite"
+    """Where the stack's state is kept."""
+
+    backend: Literal["sqlite", "postgres", "s3"] = Field("sqlite", description="Where the state is kept: a "
+                                                          "sqlite file, a postgres database or an s3 object")
     path: str | None = Field(None, description="sqlite: database file (default .mlplat/<stack>.db beside the stack)")
     url: str | None = Field(None, description="postgres / s3 location")
 
@@ -375,17 +418,29 @@ class StateConfig(Strict):
 class Platform(Strict):
     """A whole stack file."""
 
-    api_version: Literal["mlplat/v1"] = Field(alias="apiVersion")
-    metadata: Metadata
+    api_version: Literal["mlplat/v1"] = Field(alias="apiVersion", description="The stack-file format: mlplat/v1")
+    metadata: Metadata = Field(description="The stack's name (which names its state), description and labels")
     target: str = Field("local", description="Default target for components without their own `target`")
     targets: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Settings per target name; `type:` defaults to the name"
     )
-    state: StateConfig = Field(default_factory=StateConfig)
-    clusters: list[Cluster] = Field(default_factory=list)
-    storage: list[Storage] = Field(default_factory=list)
-    registry: Registry | None = None
-    serving: list[Serving] = Field(default_factory=list)
+    state: StateConfig = Field(default_factory=StateConfig, description="Where the state (what exists, with its "
+                               "ids and outputs) is kept")
+    variables: dict[str, Variable] = Field(
+        default_factory=dict, description="Typed variables (NAME: {type, default, description}) referenced as "
+                                          "${var:NAME}; values per environment from <stack>.<env>.yaml or --var; "
+                                          "see docs/environments.md")
+    include: list[str] = Field(
+        default_factory=list, description="Module files (paths relative to this file) whose clusters, storage, "
+                                          "registry, serving and resources are added after this file's own; see "
+                                          "docs/modules.md")
+    clusters: list[Cluster] = Field(default_factory=list, description="Training clusters, each with GPU pools")
+    storage: list[Storage] = Field(default_factory=list, description="Shared volumes (nas, lustre)")
+    registry: Registry | None = Field(None, description="Container images and model versions (one registry)")
+    serving: list[Serving] = Field(default_factory=list, description="Model-serving endpoints")
+    resources: list[RawResource] = Field(
+        default_factory=list, description="Raw resources of any kind a target provides (the escape hatch): name, "
+                                          "kind, target, inputs, depends_on; see docs/raw-resources.md")
 
     @model_validator(mode="after")
     def _unique_component_names(self) -> Platform:
@@ -396,6 +451,7 @@ class Platform(Strict):
         if self.registry is not None:
             named.append((("registry", "name"), self.registry.name))
         named.extend((("serving", i, "name"), s.name) for i, s in enumerate(self.serving))
+        named.extend((("resources", i, "name"), r.name) for i, r in enumerate(self.resources))
         _require_unique(named, "component name")
         return self
 

@@ -180,6 +180,13 @@ class StateBackend(ABC):
     @abstractmethod
     def journal_failed(self, seq: int, message: str) -> None: ...
 
+    def journal_instant(self, apply_id: str, op: str, record: ResourceRecord, *, token: str = "",
+                        put: ResourceRecord | None = None, remove: str | None = None) -> None:
+        """Journal a step that was done as it began (a state-only resource: nothing outside the state to orphan)
+        and apply its effect. Default: a pending entry closed at once; a backend may write both in one
+        transaction."""
+        self.journal_done(self.journal_pending(apply_id, op, record, token=token), put=put, remove=remove)
+
     @abstractmethod
     def pending(self) -> list[JournalEntry]: ...
 

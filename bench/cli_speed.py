@@ -1,0 +1,131 @@
+"""Speed through the CLI, as users run it (issue 17's goals), each operation its own process:
+
+1. a stack file of N raw `sim.data` resources (`resources:`; flat, and chained by `depends_on` with each input a
+   `${resource:…}` reference to the previous one) applied with `mlplat apply --yes`, piped, against Terraform
+   applying N `terraform_data` of the same shape (goal: ≥ 30x at N = 1,000);
+2. `mlplat preview` of a 10,000-resource stack file, empty state (goal: ≤ 2 s);
+3. the share of the CLI's wall time spent rendering output when piped (the plan and the per-step lines) in the
+   flat apply, from a cProfile of the same command (goal: ≤ 10 %).
+
+Medians of --runs runs; ratio = Terraform / mlplat.
+
+    python bench/cli_speed.py [--n 1000] [--preview-n 10000] [--runs 3] [--shapes flat,chain]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import vs_terraform  # noqa: E402
+
+MLPLAT = str(Path(sys.executable).with_name("mlplat"))
+#: functions whose time is "rendering": the plan for people and the per-event progress lines
+RENDER_FUNCTIONS = ("render_plan", "on_event")
+
+
+def stack_text(n: int, shape: str) -> str:
+    lines = ["apiVersion: mlplat/v1", "metadata:", f"  name: bench-{shape}", "target: sim", "targets:", "  sim:",
+             "    store: ':memory:'", "resources:"]
+    for i in range(n):
+        lines += [f"  - name: r{i}", "    kind: sim.data"]
+        if shape == "chain" and i:
+            lines += [f"    inputs: {{input: '${{resource:r{i - 1}.id}}'}}", f"    depends_on: [r{i - 1}]"]
+        else:
+            lines.append(f"    inputs: {{input: r{i}}}")
+    return "\n".join(lines) + "\n"
+
+
+def run(args: list[str], cwd: Path) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run([MLPLAT, *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "COLUMNS": "120"})
+    elapsed = time.perf_counter() - started
+    if proc.returncode not in (0, 2):
+        raise RuntimeError(f"mlplat {' '.join(args)} exited {proc.returncode}: {proc.stderr[-1500:]}")
+    return elapsed
+
+
+def mlplat_apply(n: int, shape: str) -> float:
+    with tempfile.TemporaryDirectory(prefix="mlplat-cli-bench-") as tmp:
+        (Path(tmp) / "stack.yaml").write_text(stack_text(n, shape))
+        return run(["apply", "-f", "stack.yaml", "--yes"], Path(tmp))
+
+
+def mlplat_preview(n: int) -> float:
+    with tempfile.TemporaryDirectory(prefix="mlplat-cli-bench-") as tmp:
+        (Path(tmp) / "stack.yaml").write_text(stack_text(n, "flat"))
+        return run(["preview", "-f", "stack.yaml"], Path(tmp))
+
+
+def rendering_share(n: int) -> dict[str, float]:
+    """cProfile of `mlplat apply` (flat, piped): the time inside the rendering functions over the whole run."""
+    with tempfile.TemporaryDirectory(prefix="mlplat-cli-bench-") as tmp:
+        (Path(tmp) / "stack.yaml").write_text(stack_text(n, "flat"))
+        profile = Path(tmp) / "apply.prof"
+        script = Path(tmp) / "apply.py"
+        script.write_text("import sys\nfrom provisioner.cli import main\nsys.argv = ['mlplat', 'apply', '-f', "
+                          "'stack.yaml', '--yes']\ntry:\n    main()\nexcept SystemExit:\n    pass\n")
+        subprocess.run([sys.executable, "-m", "cProfile", "-o", str(profile), str(script)], cwd=tmp, check=True,
+                       capture_output=True, stdin=subprocess.DEVNULL, env={**os.environ, "COLUMNS": "120"})
+        stats = pstats.Stats(str(profile))
+        total = max(ct for (_, _, _), (_, _, _, ct, _) in stats.stats.items())  # type: ignore[attr-defined]
+        rendering = sum(ct for (_, _, name), (_, _, _, ct, _) in stats.stats.items()  # type: ignore[attr-defined]
+                        if name in RENDER_FUNCTIONS)
+        return {"total_s": total, "rendering_s": rendering, "share": rendering / total}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--preview-n", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--shapes", default="flat,chain")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    terraform = shutil.which("terraform")
+    results: dict[str, object] = {"n": args.n, "runs": args.runs}
+    print(f"## CLI speed (mlplat {args.n} raw sim.data through `mlplat apply --yes`, piped)\n")
+    if terraform is None:
+        print("Terraform is not on PATH: the apply comparison could not run.")
+    for shape in args.shapes.split(","):
+        ml, tf = [], []
+        for _ in range(args.runs):  # A/B pairs, alternating
+            ml.append(mlplat_apply(args.n, shape))
+            if terraform is not None:
+                tf.append(vs_terraform.terraform_run(args.n, shape, terraform)["apply"])
+        ml_s = statistics.median(ml)
+        row: dict[str, float | None] = {"mlplat_apply_s": ml_s, "terraform_apply_s": None, "ratio": None}
+        if tf:
+            row["terraform_apply_s"] = statistics.median(tf)
+            row["ratio"] = row["terraform_apply_s"] / ml_s
+            print(f"- {shape} {args.n}: Terraform {row['terraform_apply_s']:.2f} s / mlplat {ml_s:.2f} s = "
+                  f"**{row['ratio']:.0f}x** (goal ≥ 30x)")
+        else:
+            print(f"- {shape} {args.n}: mlplat {ml_s:.2f} s")
+        results[shape] = row
+    previews = [mlplat_preview(args.preview_n) for _ in range(args.runs)]
+    results["preview_s"] = statistics.median(previews)
+    print(f"- preview of {args.preview_n} resources (empty state): {results['preview_s']:.2f} s (goal ≤ 2 s)")
+    share = rendering_share(args.n)
+    results["rendering"] = share
+    print(f"- rendering, flat {args.n} apply piped (cProfile): {share['rendering_s']:.3f} s of "
+          f"{share['total_s']:.3f} s = {share['share']:.1%} (goal ≤ 10 %)")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
