@@ -73,13 +73,19 @@ def _wants_color(terminal: bool) -> bool:
     return terminal and os.environ.get("TERM", "") not in ("dumb", "unknown")
 
 
+#: what rich reads as a markup tag (rich.markup's own pattern), with the backslashes before it
+_ESCAPABLE = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
+
+
 def escape(text: str) -> str:
-    """`rich.markup.escape`, skipped for text without a `[` or a trailing backslash (most of a plan)."""
+    """What `rich.markup.escape` returns (the same rule: a backslash before each tag-like `[…]`, backslashes
+    before it doubled, a trailing lone backslash doubled), without importing rich (12 ms of a piped apply)."""
     if "[" not in text and not text.endswith("\\"):
         return text
-    from rich.markup import escape as rich_escape
-
-    return rich_escape(text)
+    text = _ESCAPABLE.sub(lambda m: f"{m.group(1)}{m.group(1)}\\{m.group(2)}", text)
+    if text.endswith("\\") and not text.endswith("\\\\"):
+        return text + "\\"
+    return text
 
 
 def strip_markup(text: str) -> str:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 from itertools import groupby
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from provisioner.console import escape  # rich's, skipped where there is no `[`
 from provisioner.graph import UNKNOWN, Ref
 from provisioner.migration.model import Migration
 from provisioner.plan import REPLACE_REQUESTED, Change, Plan
 from provisioner.secrets import MASK, is_secret
+
+if TYPE_CHECKING:  # piped output prints through provisioner.console.FastConsole: rich is not imported
+    from rich.console import Console
 
 SYMBOLS = {"create": ("+", "green"), "update": ("~", "yellow"), "replace": ("-/+", "magenta"),
            "delete": ("-", "red"), "noop": (" ", "dim")}
