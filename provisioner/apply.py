@@ -138,6 +138,11 @@ class Applier:
                                per_second=self.options.per_second, retry=self.options.retry, stop=self.stop,
                                on_retry=lambda address, op, message: emit(Event("step-retry", address, op, message)))
         self._records_lock = threading.Lock()
+        #: state-only steps' writes, while the scheduling thread runs a batch of them (`_run_inline`)
+        self._batch: list[tuple[Step, str, ResourceRecord, str, ResourceRecord | None, str | None, float]] | None
+        self._batch = None
+        #: (step, its start) of the step the scheduling thread runs inline
+        self._current: tuple[Step, float] | None = None
 
     def run(self, plan: Plan) -> ApplyResult:
         started = time.perf_counter()
@@ -183,14 +188,9 @@ class Applier:
                         work.put(key)
                         running += 1
                 ready = []
-                for key in inline:  # on this thread, as if a worker had finished it
-                    try:
-                        self._run_step(steps[key])
-                    except Exception as err:
-                        finished.put((key, err))
-                    else:
-                        finished.put((key, None))
-                    running += 1
+                if inline:  # on this thread, as if workers had finished them
+                    self._run_inline(inline, steps, finished)
+                    running += len(inline)
                 if not running:
                     break
                 key, err = finished.get()
@@ -223,6 +223,56 @@ class Applier:
         if done != len(steps):
             raise PlanError(f"apply stopped after {done} of {len(steps)} steps")
         return ApplyResult(done, self.records, time.perf_counter() - started)
+
+    def _run_inline(self, keys: list[str], steps: dict[str, Step],
+                    finished: queue.SimpleQueue[tuple[str, BaseException | None]]) -> None:
+        """State-only steps that became ready together, on the scheduling thread; their state writes are made
+        in one transaction at the end (they are independent of each other), then each is reported done."""
+        self._batch = []
+        try:
+            for key in keys:
+                try:
+                    self._run_step(steps[key])
+                except Exception as err:
+                    finished.put((key, err))
+                else:
+                    if not (self._batch and self._batch[-1][0] is steps[key]):
+                        finished.put((key, None))  # written at once (not a batched kind of step)
+        finally:
+            batch, self._batch = self._batch, None
+        if not batch:
+            return
+        try:
+            self.state.journal_instant_many([(self.apply_id, *entry[1:6]) for entry in batch])
+        except Exception as err:
+            for step, *_ in batch:
+                self.emit(Event("step-failed", step.change.address, step.op, str(err)))
+                finished.put((step.key, err))
+            return
+        for step, _, record, _, _, remove, started in batch:
+            if remove is None:
+                self._remember(record)
+            else:
+                with self._records_lock:
+                    self.records.pop(remove, None)
+            self.emit(Event("step-done", step.change.address, step.op, elapsed=time.perf_counter() - started))
+            finished.put((step.key, None))
+
+    def _instant(self, op: str, record: ResourceRecord, token: str, *, remove: str | None = None) -> bool:
+        """Journal a state-only step's effect: into the batch when the scheduling thread runs a batch (True:
+        its step-done is reported after the batch is written), else at once."""
+        if self._batch is not None and self._current is not None:
+            self._batch.append((self._current[0], op, record, token, None if remove else record, remove,
+                                self._current[1]))
+            return True
+        self.state.journal_instant(self.apply_id, op, record, token=token, put=None if remove else record,
+                                   remove=remove)
+        if remove is None:
+            self._remember(record)
+        else:
+            with self._records_lock:
+                self.records.pop(remove, None)
+        return False
 
     def _state_only(self, step: Step) -> bool:
         return self.provider_for(step.change.target, step.change.kind).state_only
@@ -257,6 +307,9 @@ class Applier:
         if self.stop.is_set():
             raise Interrupted("interrupted")
         started = time.perf_counter()
+        inline = self._batch is not None
+        if inline:
+            self._current = (step, started)
         self.emit(Event("step-start", change.address, step.op))
         progress.bind(lambda message, data: self.emit(
             Event("progress", change.address, step.op, message, time.perf_counter() - started, data)))
@@ -272,6 +325,9 @@ class Applier:
             raise
         finally:
             progress.bind(None)
+            self._current = None
+        if inline and self._batch and self._batch[-1][0] is step:
+            return  # reported done once its batch is written
         self.emit(Event("step-done", change.address, step.op, elapsed=time.perf_counter() - started))
 
     def _resolved_inputs(self, change: Change) -> dict[str, Any]:
@@ -313,8 +369,7 @@ class Applier:
         if provider.state_only and not deposed and not in_place:  # nothing outside the state: one write
             created = provider.create(change.address, inputs, self._context(record, "create", token, 0))
             record.id, record.outputs = created.id, mark_secret_outputs(provider, created.outputs)
-            self.state.journal_instant(self.apply_id, "create", record, token=token, put=record)
-            self._remember(record)
+            self._instant("create", record, token)
             return
         seq = self.state.journal_pending(self.apply_id, "create", record, token=token)
         ctx = self._context(record, "create", token, seq, exclude=frozenset(deposed),
@@ -376,9 +431,7 @@ class Applier:
         token = self._token()
         if provider.state_only:  # nothing outside the state: one write
             provider.delete(old.id, old.inputs, self._context(old, "delete", token, 0))
-            self.state.journal_instant(self.apply_id, "delete", old, token=token, remove=change.address)
-            with self._records_lock:
-                self.records.pop(change.address, None)
+            self._instant("delete", old, token, remove=change.address)
             return
         seq = self.state.journal_pending(self.apply_id, "delete", old, token=token)
         if change.drift != {"$gone": True}:

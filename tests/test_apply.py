@@ -252,3 +252,51 @@ def test_exhausted_retries_leave_the_entry_failed_not_pending(engine):
         engine.converge([res("db")])
 
     assert engine.journal_phases() == [("create", "db", "failed")]
+
+
+def test_state_only_steps_run_inline_journalled_in_one_batch_and_reported_after_it(tmp_path):
+    """`sim.data` (state-only): a flat batch is written in one transaction; each step is journalled done, recorded,
+    and reported done after the write; a chain resolves each reference from the step before it."""
+    import threading
+    import uuid
+
+    from mlplat_plugins.sim.providers import DataProvider
+    from provisioner.apply import Applier
+    from provisioner.graph import Ref, Resource
+    from provisioner.plan import make_plan
+    from provisioner.state import LockInfo, open_state
+
+    provider = DataProvider()
+    state = open_state("inline", tmp_path, url=f"sqlite:///{tmp_path}/state.db")
+    lock = LockInfo(uuid.uuid4().hex[:8], "apply")
+    state.acquire_lock(lock)
+    state.fence = lock.id
+    desired = {f"r{i}.data.main": Resource(f"r{i}.data.main", "sim.data", "sim", {"input": f"v{i}"}) for i in range(50)}
+    desired |= {f"c{i}.data.main": Resource(f"c{i}.data.main", "sim.data", "sim",
+                                            {"input": Ref(f"c{i - 1}.data.main", "output") if i else "start"})
+                for i in range(5)}
+    meta = state.meta()
+    plan = make_plan(desired, {}, lambda t, k: provider, stack="inline", lineage=meta.lineage, serial=meta.serial)
+    events, threads = [], set()
+
+    def seen(event):
+        events.append(event)
+        threads.add(threading.current_thread().name)
+
+    transactions = []
+    write = state.journal_instant_many
+    state.journal_instant_many = lambda entries: (transactions.append(len(entries)), write(entries))[1]
+    result = Applier(state, lambda t, k: provider, seen, ApplyOptions(parallelism=10)).run(plan)
+    assert result.done == 55
+    assert threads == {threading.current_thread().name}  # no worker thread ran a state-only step
+    assert transactions[0] == 51  # the 50 flat ones and the chain's first, together; then the chain, one by one
+    assert sorted(transactions[1:]) == [1, 1, 1, 1]
+    records = state.resources()
+    assert records["c4.data.main"].inputs == {"input": "start"}  # the chain passed the value along
+    assert records["c4.data.main"].outputs["output"] == "start"
+    assert [e.phase for e in state.journal()] == ["done"] * 55
+    done = [e.address for e in events if e.kind == "step-done"]
+    assert sorted(done) == sorted(desired)
+    for address in desired:  # each started before it was reported done
+        kinds = [e.kind for e in events if e.address == address]
+        assert kinds == ["step-start", "step-done"]

@@ -187,6 +187,13 @@ class StateBackend(ABC):
         transaction."""
         self.journal_done(self.journal_pending(apply_id, op, record, token=token), put=put, remove=remove)
 
+    def journal_instant_many(self, entries: list[tuple[str, str, ResourceRecord, str, ResourceRecord | None,
+                                                       str | None]]) -> None:
+        """`journal_instant` of each (apply_id, op, record, token, put, remove); a backend may write them all in
+        one transaction."""
+        for apply_id, op, record, token, put, remove in entries:
+            self.journal_instant(apply_id, op, record, token=token, put=put, remove=remove)
+
     @abstractmethod
     def pending(self) -> list[JournalEntry]: ...
 

@@ -192,18 +192,23 @@ class SqliteState(StateBackend):
 
     def journal_instant(self, apply_id: str, op: str, record: ResourceRecord, *, token: str = "",
                         put: ResourceRecord | None = None, remove: str | None = None) -> None:
+        self.journal_instant_many([(apply_id, op, record, token, put, remove)])
+
+    def journal_instant_many(self, entries: list[tuple[str, str, ResourceRecord, str, ResourceRecord | None,
+                                                       str | None]]) -> None:
         self.check_lease()
-        body = self.codec.dumps([record.inputs, record.depends_on, record.deposed])
         with self._write() as db:
-            db.execute(
-                "INSERT INTO journal (apply_id, address, op, kind, target, inputs, cloud_id, phase, at, token) "
-                "VALUES (?,?,?,?,?,?,?,'done',?,?)",
-                (apply_id, record.address, op, record.kind, record.target, body, (put or record).id or None,
-                 time.time(), token))
-            if put is not None:
-                self._put(db, put)
-            if remove is not None:
-                db.execute("DELETE FROM resources WHERE address=?", (remove,))
+            for apply_id, op, record, token, put, remove in entries:
+                body = self.codec.dumps([record.inputs, record.depends_on, record.deposed])
+                db.execute(
+                    "INSERT INTO journal (apply_id, address, op, kind, target, inputs, cloud_id, phase, at, token) "
+                    "VALUES (?,?,?,?,?,?,?,'done',?,?)",
+                    (apply_id, record.address, op, record.kind, record.target, body, (put or record).id or None,
+                     time.time(), token))
+                if put is not None:
+                    self._put(db, put)
+                if remove is not None:
+                    db.execute("DELETE FROM resources WHERE address=?", (remove,))
 
     def journal_checkpoint(self, seq: int, operation: str) -> None:
         with self._write() as db:
