@@ -250,29 +250,28 @@ class Applier:
                 finished.put((step.key, err))
             return
         for step, _, record, _, _, remove, started in batch:
-            if remove is None:
-                self._remember(record)
-            else:
-                with self._records_lock:
-                    self.records.pop(remove, None)
+            self._record_effect(record, remove)
             self.emit(Event("step-done", step.change.address, step.op, elapsed=time.perf_counter() - started))
             finished.put((step.key, None))
 
-    def _instant(self, op: str, record: ResourceRecord, token: str, *, remove: str | None = None) -> bool:
-        """Journal a state-only step's effect: into the batch when the scheduling thread runs a batch (True:
-        its step-done is reported after the batch is written), else at once."""
+    def _instant(self, op: str, record: ResourceRecord, token: str, *, remove: str | None = None) -> None:
+        """Journal a state-only step's effect: into the batch when the scheduling thread runs a batch (its
+        step-done is then reported after the batch is written), else at once."""
         if self._batch is not None and self._current is not None:
             self._batch.append((self._current[0], op, record, token, None if remove else record, remove,
                                 self._current[1]))
-            return True
+            return
         self.state.journal_instant(self.apply_id, op, record, token=token, put=None if remove else record,
                                    remove=remove)
+        self._record_effect(record, remove)
+
+    def _record_effect(self, record: ResourceRecord, remove: str | None) -> None:
+        """The in-memory records after a journalled write: `record` kept, or the address `remove` dropped."""
         if remove is None:
             self._remember(record)
         else:
             with self._records_lock:
                 self.records.pop(remove, None)
-        return False
 
     def _state_only(self, step: Step) -> bool:
         return self.provider_for(step.change.target, step.change.kind).state_only
