@@ -837,6 +837,45 @@ def top(
         stack.close()
 
 
+@app.command(epilog="Example: mlplat ui -f stacks/quickstart.yaml   (several stacks: -f a.yaml -f b.yaml, or -f "
+                    "stacks/)")
+def ui(
+    files: Annotated[list[Path] | None, typer.Option(
+        "--file", "-f", help="Stack file, or a directory of stack files; repeatable (default $MLPLAT_STACK or "
+                             "./mlplat.yaml)", show_default=False)] = None,
+    env: EnvName = None,
+    var: VarValues = None,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1 (0: any free port)")]
+    = 8420,
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open a browser (default: open one when "
+                                                                  "a terminal is attached)")] = False,
+    state: StateUrl = None,
+) -> None:
+    """A local web dashboard: platform graph, plan and apply, serving, resources, history (127.0.0.1 only)."""
+    from provisioner.ui.stackfiles import stack_files
+
+    paths = stack_files(files or [_stack_path(None)])
+    from provisioner.ui.app import UiApp
+    from provisioner.ui.server import serve
+
+    environment, variables = _environment()
+    app_ = UiApp(paths, state_url=state, environment=environment, variables=variables)
+    console = _console()
+
+    def announce(url: str) -> None:
+        console.print(f"mlplat ui: {len(paths)} stack(s) at [bold]{url}[/]", soft_wrap=True)
+        console.print("[dim]the token in the URL is this server's access key; Ctrl-C stops it[/]")
+        sys.stdout.flush()
+
+    try:
+        serve(app_, port, open_browser=not no_browser and sys.stdout.isatty(), announce=announce)
+    except OSError as err:
+        from provisioner.errors import MlplatError
+
+        raise MlplatError(f"cannot listen on 127.0.0.1:{port}: {err.strerror or err}",
+                          hint="choose another port with --port N (0: any free port)") from None
+
+
 @state_app.command("list", epilog="Example: mlplat state list -f stacks/quickstart.yaml")
 def state_list(file: StackFile = None, env: EnvName = None, var: VarValues = None,
                json_out: JsonFlag = False, state: StateUrl = None) -> None:
