@@ -84,6 +84,9 @@ def start_apply(app: UiApp, key: str, preview_id: str) -> Run:
         with app._lock:  # applied: the next visit previews afresh
             if app.previews.get(key) is preview:
                 del app.previews[key]
+        from provisioner.ui.serving import forget_monitoring
+
+        forget_monitoring(app, key)  # the Serving page reads monitoring afresh
         return {"applied": done, "elapsed_s": round(elapsed, 3), "summary": plan.summary(), "outputs": outputs}
 
     return app.runs.start(key, "apply", work)

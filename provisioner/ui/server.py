@@ -336,10 +336,25 @@ def make_server(app: UiApp, port: int = 0) -> UiServer:
     return UiServer(app, port)
 
 
+def warm_up(app: UiApp) -> None:
+    """While the browser opens: import the engine and the pages, and read the first stack file with its targets,
+    so the first page costs what later ones do (the URL is printed before any of it)."""
+    try:
+        for name in PAGES:
+            page_module(name)
+        with app.stack(app.keys[0]) as stack:
+            stack.targets  # noqa: B018 (instantiates the targets: their plugin modules load)
+    except Exception:  # the page shows any problem, located
+        return
+
+
 def serve(app: UiApp, port: int = 0, *, open_browser: bool = False, announce: Any = print) -> None:
     """Serve until Ctrl-C; `announce(url)` is told the URL (with the token) once the socket listens."""
     server = make_server(app, port)
     announce(server.url)
+    import threading
+
+    threading.Thread(target=warm_up, args=(app,), name="mlplat-ui-warm-up", daemon=True).start()
     if open_browser:
         import webbrowser
 
