@@ -571,14 +571,17 @@ class Stack:
                                 hint="run mlplat preview (it recovers them) and apply the new plan")
             if plan.discovery:
                 self._check_discovery(plan)
-            self.state.bump_serial()
-            self._record_drift(plan)
-            if not plan.destroy or plan.targets:  # before any step: outputs are references resolved against
-                self.state.set_outputs(to_json(plan.outputs))  # records, so a kill at any point leaves them right
-            result = self._apply_segments(plan)
-            if plan.destroy and not plan.targets:
-                self.state.set_outputs({})
-            self.sweep()
+            from provisioner.history import recording
+
+            with recording(self, plan):  # the run record (`provisioner.history`), journalled at the end
+                self.state.bump_serial()
+                self._record_drift(plan)
+                if not plan.destroy or plan.targets:  # before any step: outputs are references resolved against
+                    self.state.set_outputs(to_json(plan.outputs))  # records: a kill at any point leaves them right
+                result = self._apply_segments(plan)
+                if plan.destroy and not plan.targets:
+                    self.state.set_outputs({})
+                self.sweep()
             return result
 
     def _apply_segments(self, plan: Plan) -> ApplyResult:
