@@ -98,7 +98,7 @@ class SqliteState(StateBackend):
                 if problem != "ok":
                     raise sqlite3.DatabaseError(problem)
             self._db.execute("PRAGMA page_size=1024")  # new files: each commit appends whole pages to the WAL
-            self._db.execute("PRAGMA journal_mode=WAL")
+            _wal(self._db)
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
             self._add_columns()
@@ -366,6 +366,21 @@ def _identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+def _wal(db: sqlite3.Connection, patience_s: float = 30.0) -> None:
+    """Switch to WAL mode. The switch takes no notice of the busy timeout: a process or thread opening the same new
+    file at that moment (two `mlplat` commands, the UI's pages) makes it fail with "database is locked" at once, so
+    it is tried again for up to `patience_s`."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 class _Transaction:
