@@ -22,6 +22,8 @@ def collect(stack: Stack, window_s: float) -> Usage:
     by_target: dict[str, list[Any]] = {}
     for record in stack.state.resources().values():
         by_target.setdefault(record.target, []).append(record)
+    stack.close()  # nothing more to read from the state: hold it open through no window (a destroy elsewhere
+    # removes an emptied SQLite state only when no other process has it open); it reopens on the next use
     merged = Usage()
     if not by_target:
         merged.notes.append(f"stack {stack.name!r} has nothing in its state: run `mlplat apply` first")
