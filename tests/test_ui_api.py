@@ -372,3 +372,17 @@ def test_help_and_other_commands_do_not_import_the_ui() -> None:
                 "assert not loaded, loaded\n")
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
         assert result.returncode == 0, (argv, result.stderr)
+
+
+def test_cli_errors_are_clear(tmp_path: Path, ui: Ui) -> None:
+    from conftest import run_mlplat
+
+    taken = run_mlplat("ui", "-f", str(ui.app.paths["demo"]), "--port", str(ui.server.port),
+                       "--no-browser", cwd=tmp_path, check=False, timeout=30)
+    assert taken.returncode == 1 and "Traceback" not in taken.stderr
+    assert f"cannot listen on 127.0.0.1:{ui.server.port}" in taken.stderr and "--port" in taken.stderr
+    missing = run_mlplat("ui", "-f", "nope.yaml", "--no-browser", cwd=tmp_path, check=False, timeout=30)
+    assert missing.returncode == 1 and "nope.yaml: no such stack file or directory" in missing.stderr
+    (tmp_path / "empty").mkdir()
+    empty = run_mlplat("ui", "-f", "empty", "--no-browser", cwd=tmp_path, check=False, timeout=30)
+    assert empty.returncode == 1 and "no stack file in this directory" in empty.stderr
