@@ -249,6 +249,25 @@ def test_the_resource_page_shows_inputs_outputs_and_its_journal(ui: Ui, sim_stac
     assert status == 400 and "did you mean shared.filesystem.main" in json.loads(body)["error"]
 
 
+def test_the_platform_page_while_another_process_applies(ui: Ui, sim_stack: Path) -> None:
+    with Stack(sim_stack) as stack:
+        stack.up()
+    holder = Stack(sim_stack)
+    try:
+        with holder.locked("apply"):  # a CLI apply elsewhere, one step in flight
+            record = holder.state.resources()["shared.filesystem.main"]
+            holder.state.journal_pending("elsewhere", "update", record)
+            data = ui.json("/api/platform?stack=demo")
+            assert data["locked"] is True and "lock" in data["problem"]
+            assert {r["status"] for r in data["resources"]} == {"unknown"} and data["total"] == 8
+            status, _, body = ui.request("/platform?stack=demo")
+            assert status == 200 and b'data-refresh="3"' in body and b'id="problem"' in body
+    finally:
+        holder.close()
+    data = ui.json("/api/platform?stack=demo")  # the lock is free: the plan recovers the step, all in sync
+    assert data["locked"] is False and set(statuses(ui).values()) == {"in-sync"}
+
+
 # -- Plan and apply ----------------------------------------------------------------------------------------------
 def events_of(ui: Ui, run_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The run's server-sent events (the stream ends with the run)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from provisioner.errors import MlplatError
+from provisioner.errors import LockHeld, MlplatError
 from provisioner.ui import html
 from provisioner.ui.html import esc, href
 from provisioner.ui.safe import public
@@ -51,11 +51,13 @@ def data(app: UiApp, key: str, query: dict[str, str]) -> dict[str, Any]:
     refresh = query.get("refresh", "1") not in ("0", "false", "no")
     with app.stack(key) as stack:
         records = stack.state.resources()
-        problem = None
+        problem, locked = None, False
         try:
             plan = stack.plan(refresh=refresh)
             changes = {c.address: c for c in plan.changes}
-        except MlplatError as err:  # e.g. the stack file has a mistake: show what the state records
+        except LockHeld as err:  # an apply is running (the plan would recover its pending steps)
+            problem, changes, locked = f"{err.message}: statuses show again once it ends", {}, True
+        except MlplatError as err:  # e.g. a target cannot be read: show what the state records
             problem, changes = str(err), {}
         failures = _journal_failures(stack)
         resources = []
@@ -81,7 +83,8 @@ def data(app: UiApp, key: str, query: dict[str, str]) -> dict[str, Any]:
                               "id": record.id if record else None, "depends_on": depends})
         components = _components(stack, resources)
     counts = {s: sum(r["status"] == s for r in resources) for s in ORDER}
-    return public({"stack": stack.name, "refreshed": refresh, "problem": problem, "total": len(resources),
+    return public({"stack": stack.name, "refreshed": refresh, "problem": problem, "locked": locked,
+                   "total": len(resources),
                    "counts": counts, "components": components, "resources": resources})
 
 
@@ -106,6 +109,8 @@ def render(app: UiApp, key: str, data: dict[str, Any]) -> str:
     counts = data["counts"]
     legend = " ".join(html.badge(s, f"{html.STATUS[s][1]}: {counts[s]}") for s in ORDER if counts[s] or s != "unknown")
     problem = f'<pre class="error" id="problem">{esc(data["problem"])}</pre>' if data["problem"] else ""
+    if data.get("locked"):  # look again shortly: the apply holding the lock ends
+        problem += '<p class="dim" data-refresh="3">this page reloads every 3 s until then</p>'
     by_address = {r["address"]: r for r in data["resources"]}
     lanes: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for c in data["components"]:
