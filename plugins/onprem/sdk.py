@@ -21,6 +21,27 @@ from provisioner.errors import MlplatError, RetryableError
 
 T = TypeVar("T")
 FIELD_MANAGER = "mlplat"
+_SDK_LOCK = threading.Lock()
+_SDK_MODULES = ("kubernetes.client", "kubernetes.client.exceptions", "kubernetes.config",
+                "kubernetes.config.config_exception", "kubernetes.dynamic", "kubernetes.dynamic.exceptions",
+                "urllib3.exceptions")
+_sdk_loaded = False
+
+
+def load_sdk() -> None:
+    """Import every SDK module this file uses, once, under a lock. The `kubernetes` package imports itself in
+    circles: apply threads importing parts of it at once (a destroy's first steps, with no refresh before them)
+    failed with "deadlock detected by _ModuleLock" or "cannot import name ... from partially initialized module"."""
+    global _sdk_loaded
+    if _sdk_loaded:
+        return
+    with _SDK_LOCK:
+        if not _sdk_loaded:
+            import importlib
+
+            for name in _SDK_MODULES:
+                importlib.import_module(name)
+            _sdk_loaded = True
 
 
 class KubeApiError(CloudApiError):
@@ -38,6 +59,7 @@ class KubeApiError(CloudApiError):
 
 def translate(err: Exception, operation: str) -> Exception:
     """An SDK exception → KubeApiError / RetryableError / MlplatError (others pass through)."""
+    load_sdk()
     from kubernetes.client.exceptions import ApiException
     from kubernetes.config.config_exception import ConfigException
     from urllib3.exceptions import HTTPError as Urllib3Error
@@ -86,6 +108,7 @@ class Kube:
     @property
     def api(self) -> Any:
         """The `kubernetes.client.ApiClient` of the kubeconfig (or the pod's service account)."""
+        load_sdk()
         with self._lock:
             if self._api is None:
                 self._api = self._load()
@@ -129,6 +152,7 @@ class Kube:
         """The dynamic client's resource for a kind; rediscovers once when it is not known (a CRD installed since)."""
         key = (api_version, kind)
         if key not in self._resources:
+            load_sdk()
             from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
             dynamic = self.dynamic
@@ -148,11 +172,13 @@ class Kube:
     # calls --------------------------------------------------------------------------------------------------
 
     def server_version(self) -> str:
+        load_sdk()
         from kubernetes import client
 
         return _call("get version", lambda: client.VersionApi(self.api).get_code().git_version)
 
     def api_groups(self) -> set[str]:
+        load_sdk()
         from kubernetes import client
 
         groups = _call("list API groups", lambda: client.ApisApi(self.api).get_api_versions().groups)
@@ -223,6 +249,7 @@ class Kube:
         """One HTTP request to a Service through the API server's proxy
         (`/api/v1/namespaces/NS/services/NAME:PORT/proxy/PATH`): (status, headers, body). Error statuses are
         returned, not raised, except those of the API server itself (401, 403, 429, 5xx from the proxy)."""
+        load_sdk()
         from kubernetes.client.exceptions import ApiException
 
         target = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/{path.lstrip('/')}"
