@@ -96,9 +96,13 @@ def data(app: UiApp, key: str, query: dict[str, str]) -> dict[str, Any]:
     """The current preview (one is made on the first visit, and after an apply), and the running apply if any."""
     preview = app.previews.get(key)
     fresh = preview is None or bool(query.get("fresh"))
-    shown = run_preview(app, key) if fresh else {**preview.data, "preview": preview.id}
-    with app.stack(key) as stack:
-        serial = stack.state.meta().serial
+    if fresh:  # the state's serial is the one it was just made at
+        shown = run_preview(app, key)
+        serial = shown["serial"]
+    else:
+        shown = {**preview.data, "preview": preview.id}
+        with app.stack(key) as stack:
+            serial = stack.state.meta().serial
     running = app.runs.active(key)
     return {**shown, "stale": serial != shown["serial"], "state_serial": serial,
             "running": running.to_json() if running else None}

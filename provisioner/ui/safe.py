@@ -7,25 +7,15 @@ import json
 from typing import Any
 
 from provisioner.graph import to_json
-from provisioner.secrets import MASK, any_known, is_secret, redact
+from provisioner.secrets import MASK, any_known, is_secret, mask, redact
 
 
 def public(value: Any) -> Any:
     """`value` as JSON-able data, secrets masked and free text redacted."""
     value = to_json(value)
     if not any_known():
-        return _secrets_masked(value)
+        return mask(value)  # no secret text seen yet: only Secret objects can be there
     return _redacted(value)
-
-
-def _secrets_masked(value: Any) -> Any:  # no secret value seen yet: only Secret objects can be there
-    if is_secret(value):
-        return MASK
-    if isinstance(value, dict):
-        return {k: _secrets_masked(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_secrets_masked(v) for v in value]
-    return value
 
 
 def _redacted(value: Any) -> Any:

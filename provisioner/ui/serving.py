@@ -183,10 +183,6 @@ def _fraction(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}".rstrip("0").rstrip(".") if value else "0"
 
 
-def _percent(value: float | None, fmt: str = ".0%") -> str:
-    return "-" if value is None else f"{value:{fmt}}"
-
-
 def split_bar(label: str, parts: list[tuple[str, float]], *, width: int = 360, height: int = 18) -> str:
     """A horizontal bar of shares (SVG with attributes only: the CSP allows no inline styles)."""
     cells, x = [], 0.0
@@ -238,11 +234,11 @@ def _render_endpoint(e: dict[str, Any]) -> str:
 
 def _path_row(endpoint: str, p: dict[str, Any]) -> str:
     if p["shadow"]:
-        mode = f'shadow (mirrors {_percent(p["mirror"])})'
+        mode = f'shadow (mirrors {html.number(p["mirror"], ".0%")})'
         declared_text, observed_text = "mirror", "not in the split"
     else:
         mode = p["mode"]
-        declared_text, observed_text = _percent(p["declared"]), _percent(p["observed"])
+        declared_text, observed_text = html.number(p["declared"], ".0%"), html.number(p["observed"], ".0%")
     errors = "-" if p["error_rate"] is None else f"{p['error_rate']:.1%}"
     return (f'<tr data-endpoint="{esc(endpoint)}" data-path="{esc(p["path"])}" data-mode="{esc(p["mode"])}" '
             f'data-declared="{esc(_fraction(p["declared"]))}" data-observed="{esc(_fraction(p["observed"]))}" '
@@ -283,8 +279,8 @@ def _render_monitoring(name: str, e: dict[str, Any]) -> str:
         rows = "".join(
             f'<tr data-shadow="{esc(s["shadow"])}" data-agreement="{esc(_fraction(s["agreement"]))}">'
             f'<td>{esc(s["primary"])} → {esc(s["shadow"])}</td><td class="num">{esc(s["pairs"])}</td>'
-            f'<td class="num">{esc(_percent(s["agreement"], ".1%"))}</td>'
-            f'<td class="num">{esc(_percent(s["min_agreement"]))}</td>'
+            f'<td class="num">{esc(html.number(s["agreement"], ".1%"))}</td>'
+            f'<td class="num">{esc(html.number(s["min_agreement"], ".0%"))}</td>'
             f'<td class="num">{esc(html.number(s["latency_delta_ms"], "+.1f", " ms"))}</td>'
             f'<td>{html.badge(_status_css(s["status"]), s["status"])}</td></tr>' for s in shadow)
         parts.append('<table class="shadow"><thead><tr><th>primary → shadow</th><th class="num">pairs</th>'
