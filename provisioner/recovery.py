@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from provisioner.errors import ProviderError
 from provisioner.events import Event
+from provisioner.history import RUN_OP
 from provisioner.operations import CallGates, StepContext, TargetCalls, TimeoutFor, operation_timeout
 from provisioner.provider import Created, Observed, ResourceProvider, mark_secret_outputs, observed_inputs
 from provisioner.state.base import JournalEntry, ResourceRecord, StateBackend
@@ -30,7 +31,7 @@ class Recovery:
     def run(self) -> int:
         entries = self.state.pending()
         for entry in entries:
-            if entry.op == "run":  # a run record (`provisioner.history`) cut short: it touches no resource
+            if entry.op == RUN_OP:  # a run record (`provisioner.history`) cut short: it touches no resource
                 self.state.resolve_pending(entry.seq)
                 continue
             record = entry.record

@@ -18,6 +18,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from provisioner.errors import LockHeld, MlplatError
+from provisioner.history import RUN_OP
 from provisioner.ui import html
 from provisioner.ui.html import esc, href
 from provisioner.ui.safe import public
@@ -41,7 +42,7 @@ def _journal_failures(stack: Stack) -> dict[str, str]:
     """address -> message, for addresses whose last closed journal step failed."""
     last: dict[str, tuple[str, str]] = {}
     for entry in stack.state.journal():
-        if entry.op == "run" or entry.phase not in ("done", "failed"):
+        if entry.op == RUN_OP or entry.phase not in ("done", "failed"):
             continue
         last[entry.record.address] = (entry.phase, entry.message or "")
     return {a: m for a, (phase, m) in last.items() if phase == "failed"}
@@ -217,7 +218,7 @@ def resource_data(app: UiApp, key: str, query: dict[str, str]) -> dict[str, Any]
             status, why = "unknown", f"could not read it: {err.message}"
         journal = [{"seq": e.seq, "apply_id": e.apply_id, "op": e.op, "phase": e.phase, "at": e.at,
                     "message": e.message} for e in stack.state.journal()
-                   if e.record.address == address and e.op != "run"]
+                   if e.record.address == address and e.op != RUN_OP]
         journal.reverse()
         if status == "in-sync" and journal and journal[0]["phase"] == "failed":
             status, why = "failed", journal[0]["message"] or "its last step failed"
